@@ -1,0 +1,1 @@
+"""isokl: iso-KL calibrated activation steering."""

@@ -1,0 +1,45 @@
+"""Activations: contrast pairs -> block outputs at the last prompt token [l n d], and `extract` -> Vector.
+
+Each pair shares the user message and the assistant prefix and differs only in the
+persona, so the last-token difference isolates the persona's concept (DESIGN.md s.2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .hooks import capture, default_layers
+from .methods import get_method
+from .models import LM
+from .prompts import Pair, Prompt, prompt_hash
+from .rollout import forward, left_pad, pad_id
+from .vector import Vector
+
+
+@torch.no_grad()
+def last_token(lm: LM, prompts: list[Prompt], layers: tuple[int, ...]) -> torch.Tensor:
+    """Block outputs at the last token of each prompt: [l n d] (left padding puts it at position -1)."""
+    seqs = lm.encode([lm.format(p) for p in prompts])
+    ids, mask, pos = left_pad(seqs, pad_id(lm), lm.device)
+    with capture(lm.model, layers) as store:
+        forward(lm.model, ids, mask, pos, keep=1)
+    return torch.stack([store[layer][:, -1].float() for layer in layers])
+
+
+def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | None = None) -> Vector:
+    """Fit `method` on contrast pairs at `layers` (default: middle 25%-75% band) -> uncalibrated Vector."""
+    m = get_method(method)
+    layers = tuple(layers) if layers is not None else default_layers(lm.n_layers)
+    bad = [x for x in layers if not 0 <= x < lm.n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range for {lm.id} with {lm.n_layers} blocks")
+    acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], layers)  # [l 2n d]
+    pos, neg = acts[:, : len(pairs)], acts[:, len(pairs) :]
+    return Vector(
+        method=method,
+        layers=layers,
+        directions=m.fit(pos, neg),
+        model_id=lm.id,
+        resid_norm=float(acts.norm(dim=-1).mean()),
+        pairs_hash=prompt_hash([p.positive for p in pairs] + [p.negative for p in pairs]),
+    )

@@ -1,0 +1,96 @@
+"""Hooks: the one runtime that attaches a Vector to a model. `with steer(model, vector, c): ...`
+
+Steering edits the output of each selected transformer block (the residual stream) at
+every position, prompt and generated. `c` is a float or a per-row tensor [b], so one
+batch can hold several doses (and c = 0 rows that are exactly the base model).
+Hooks never edit in place and are always removed in a `finally`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from .methods import get_method
+from .vector import Vector
+
+
+def blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The list of transformer blocks (decoder layers) of a causal LM."""
+    n = model.config.get_text_config().num_hidden_layers
+    for name in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
+        mod = model
+        try:
+            for part in name.split("."):
+                mod = getattr(mod, part)
+        except AttributeError:
+            continue
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) == n:
+            return mod
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) == n:
+            return mod
+    raise ValueError(f"cannot find the {n} transformer blocks of {type(model).__name__}")
+
+
+def default_layers(n_layers: int, band: tuple[float, float] = (0.25, 0.75)) -> tuple[int, ...]:
+    """The middle band of blocks, 25%..75% of depth (DESIGN.md section 2)."""
+    lo, hi = round(band[0] * n_layers), round(band[1] * n_layers)
+    return tuple(range(lo, max(hi, lo + 1)))
+
+
+def _split(output):
+    return (output[0], output[1:]) if isinstance(output, tuple) else (output, None)
+
+
+def _join(h, rest):
+    return (h, *rest) if rest is not None else h
+
+
+@contextmanager
+def steer(model: torch.nn.Module, vector: Vector, c: float | torch.Tensor):
+    """Apply `vector` at dose c inside the block; c: float, or tensor [b] (one dose per batch row)."""
+    method = get_method(vector.method)
+    layer_list = blocks(model)
+    handles = []
+    try:
+        if isinstance(c, (int, float)) and c == 0:
+            yield model  # exactly the base model: no hook at all
+            return
+        for i, layer in enumerate(vector.layers):
+            v = vector.directions[i]
+
+            def hook(_mod, _args, output, v=v):
+                h, rest = _split(output)
+                cc = torch.as_tensor(c, dtype=h.dtype, device=h.device)
+                if cc.ndim == 1:
+                    if cc.shape[0] != h.shape[0]:
+                        raise ValueError(f"{cc.shape[0]} coefficients for a batch of {h.shape[0]} rows")
+                    cc = cc.view(-1, 1, 1)
+                return _join(method.apply(h, v.to(h.dtype).to(h.device), cc), rest)
+
+            handles.append(layer_list[layer].register_forward_hook(hook))
+        yield model
+    finally:
+        for hd in handles:
+            hd.remove()
+
+
+@contextmanager
+def capture(model: torch.nn.Module, layers: tuple[int, ...]):
+    """Record block outputs at `layers`: yields a dict layer -> [b s d] filled by the next forward."""
+    layer_list = blocks(model)
+    store: dict[int, torch.Tensor] = {}
+    handles = []
+    try:
+        for layer in layers:
+
+            def hook(_mod, _args, output, layer=layer):
+                store[layer] = _split(output)[0].detach()
+
+            handles.append(layer_list[layer].register_forward_hook(hook))
+        yield store
+    finally:
+        for hd in handles:
+            hd.remove()

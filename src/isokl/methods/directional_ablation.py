@@ -1,0 +1,31 @@
+"""directional_ablation: remove (or reflect) a direction from the residual stream.
+
+Paper: Arditi et al. 2024, "Refusal in Language Models Is Mediated by a Single Direction",
+https://arxiv.org/abs/2406.11717.
+Rule:  h <- h - c * (h . v_l) v_l,  v_l = unit(mean h+ - mean h-).
+Intuition: c = 1 projects the concept out entirely, c = 2 reflects it, c > 2 pushes the
+activation to the opposite side; c = 0 is the base model.
+Differs from the paper: the paper ablates at c = 1 only (and at every layer and
+position); here c is the dose that iso-KL calibration chooses, so c = 0 is exactly the
+identity (an ablation whose coefficient only scales an extra nudge never reaches KL = 0,
+DESIGN.md section 7). If even a large c cannot reach the KL target, calibration says so.
+"""
+
+import torch
+
+from . import register, unit
+
+
+@register
+class DirectionalAblation:
+    name = "directional_ablation"
+
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # [l n d] x2 -> [l d]
+        return unit((pos - neg).mean(dim=1))
+
+    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        proj = (h * v).sum(-1, keepdim=True)  # [b s 1]
+        return h - c * proj * v
+
+    def initial_coeff(self, resid_norm: float) -> float:
+        return 1.0  # full removal: the dose the paper uses

@@ -1,0 +1,28 @@
+"""mean_diff: contrastive activation addition (CAA).
+
+Paper: Rimsky et al. 2024, "Steering Llama 2 via Contrastive Activation Addition",
+https://arxiv.org/abs/2312.06681 (and Turner et al. 2023, ActAdd).
+Rule:  h <- h + c * v_l,  v_l = unit(mean_i h+_i - mean_i h-_i)  at each steered layer l.
+Intuition: the average difference between "positive" and "negative" runs points along
+the concept; adding it pushes every position toward the positive side.
+Differs from the paper: v is unit-normalised so c is in residual-stream units and the
+dose is set by iso-KL calibration, not by a hand-picked multiplier of the raw difference.
+"""
+
+import torch
+
+from . import register, unit
+
+
+@register
+class MeanDiff:
+    name = "mean_diff"
+
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # [l n d] x2 -> [l d]
+        return unit((pos - neg).mean(dim=1))
+
+    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return h + c * v  # c: [b 1 1]; c = 0 adds exact zeros
+
+    def initial_coeff(self, resid_norm: float) -> float:
+        return 0.1 * resid_norm  # a tenth of the residual norm: clearly in the small-KL regime

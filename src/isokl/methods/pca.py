@@ -1,0 +1,32 @@
+"""pca: RepE-style reading vector, top principal direction of paired differences.
+
+Paper: Zou et al. 2023, "Representation Engineering", https://arxiv.org/abs/2310.01405.
+Rule:  v_l = top right-singular vector of the *uncentred* stack D_l = [h+_i - h-_i]_i,
+       sign chosen to agree with the mean difference;  h <- h + c * v_l.
+Intuition: the direction that explains most of the paired differences is the concept.
+Differs from common code: no centring. Centring D subtracts the mean difference, which
+*is* the concept, and leaves only the noise between pairs (DESIGN.md section 7).
+"""
+
+import torch
+
+from . import register, unit
+
+
+@register
+class PCA:
+    name = "pca"
+
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # [l n d] x2 -> [l d]
+        diffs = (pos - neg).double()  # [l n d]
+        _, _, vh = torch.linalg.svd(diffs, full_matrices=False)  # vh: [l k d]
+        v = vh[:, 0]  # [l d] top right-singular vector per layer
+        sign = torch.sign((v * diffs.mean(dim=1)).sum(-1, keepdim=True))  # agree with mean difference
+        sign[sign == 0] = 1
+        return unit((v * sign).to(pos.dtype))
+
+    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return h + c * v
+
+    def initial_coeff(self, resid_norm: float) -> float:
+        return 0.1 * resid_norm

