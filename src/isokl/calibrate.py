@@ -66,7 +66,7 @@ def solve(
     widths: list[float] = []  # bracket width after each bracketed step
 
     def done(status: str) -> Solve:
-        best = min(hist, key=lambda h: abs(h[1] - target))
+        best = min(reversed(hist), key=lambda h: abs(h[1] - target))  # ties: the latest, nearest the crossing
         return Solve(best[0], best[1], status, tuple(hist))
 
     x = math.log(c0)

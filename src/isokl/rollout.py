@@ -97,7 +97,9 @@ def check_length(lm: LM, seqs: list[list[int]], T: int) -> None:
 def kl_rows(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     """KL(p || q) per row from log-probs [r V] -> [r]. Terms with p = 0 are 0 (guards -inf - -inf = NaN)."""
     p = lp.exp()
-    return torch.where(p > 0, p * (lp - lq), torch.zeros((), dtype=lp.dtype, device=lp.device)).sum(-1)
+    kl = torch.where(p > 0, p * (lp - lq), torch.zeros((), dtype=lp.dtype, device=lp.device)).sum(-1)
+    broken = torch.isnan(lp).any(-1) | torch.isnan(lq).any(-1)  # NaN logits must not read as p = 0
+    return torch.where(broken, torch.full_like(kl, float("nan")), kl)
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""Benchmark: isokl's calibration vs the simple reference path, side by side in one run.
+
+    .venv/bin/python benchmarks/bench_calibrate.py [--model smollm2-135m] [--windows 20 50]
+
+Same model, vector (mean_diff, seed 0), 4 calibration prompts, target 1 nat, tol 0.05.
+Reference = one prompt at a time, `generate` + two full forwards per prompt per solver
+step, plain bisection on log c (isokl.reference). Prints wall times, the ratio, the
+evaluation counts, and calibration time over one batched evaluation at the final c.
+"""
+
+import argparse
+import time
+
+import torch
+
+from isokl import load, prompts
+from isokl.activations import extract
+from isokl.calibrate import calibrate_iso_kl
+from isokl.reference import reference_calibrate
+from isokl.rollout import evaluate
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--method", default="mean_diff")
+    ap.add_argument("--windows", type=int, nargs="+", default=[20, 50])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    lm = load(args.model)
+    vec = extract(lm, prompts.extraction_pairs(0), args.method)
+    cal = prompts.calibration_prompts(0)
+    seqs = lm.encode([lm.format(p) for p in cal])
+    rows = []
+    for T in args.windows:
+        t0 = time.perf_counter()
+        fast = calibrate_iso_kl(lm, vec, cal, T=T)
+        t_fast = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        evaluate(lm, seqs, vec, (fast.c_star,), T)
+        t_one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        c_ref, p_ref, n_ref = reference_calibrate(lm, vec, seqs, T, progress=True)
+        t_ref = time.perf_counter() - t0
+        rows.append((T, t_fast, fast.evaluations, fast.c_star, fast.p95, t_ref, n_ref, c_ref, p_ref, t_one))
+    print(f"\nmodel {args.model}, method {args.method}, N = {len(cal)} prompts, {args.threads} threads, torch {torch.__version__}")
+    print(f"{'T':>3} | {'isokl s':>8} {'evals':>5} {'c*':>8} {'p95':>6} | {'ref s':>8} {'evals':>5} {'c':>8} {'p95':>6} | {'speedup':>7} | {'calib/eval':>10}")
+    for T, tf, nf, cf, pf, tr, nr, cr, pr, t1 in rows:
+        print(f"{T:>3} | {tf:8.1f} {nf:5d} {cf:8.4g} {pf:6.3f} | {tr:8.1f} {nr:5d} {cr:8.4g} {pr:6.3f} | {tr / tf:6.1f}x | {tf / t1:9.2f}x")
+    for T, tf, nf, cf, pf, tr, nr, cr, pr, t1 in rows:
+        print(f"T={T}: speedup {tr / tf:.1f}x over the reference; calibration = {tf / t1:.2f}x one batched evaluation ({t1:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

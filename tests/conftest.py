@@ -1,0 +1,60 @@
+"""Tiny random models built from a config (no download), shared by the unit tests."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from isokl.models import from_module
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eot>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def byte_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer with no merges: 256 byte tokens + specials, built offline."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for s in ("<pad>", "<bos>", "<eos>", "<eot>"):
+        vocab[s] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", additional_special_tokens=["<eot>"]
+    )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_model(arch: str = "llama", dtype=torch.float64, seed: int = 0, layers: int = 4):
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=256, bos_token_id=257, eos_token_id=258,
+    )
+    cfg = {
+        "llama": lambda: LlamaConfig(**common),
+        "qwen2": lambda: Qwen2Config(**common),
+        "gemma3": lambda: Gemma3TextConfig(**common, head_dim=8, sliding_window=16),
+    }[arch]()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg).to(dtype)
+    # Random init is close to uniform; a larger logit scale gives the rollouts real structure.
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)
+    return model
+
+
+@pytest.fixture(params=["llama", "qwen2", "gemma3"])
+def tiny_lm(request):
+    return from_module(tiny_model(request.param), byte_tokenizer(), id=f"tiny-{request.param}")
+
+
+@pytest.fixture
+def llama_lm():
+    return from_module(tiny_model("llama"), byte_tokenizer(), id="tiny-llama")

