@@ -85,3 +85,31 @@ def test_fast_and_simple_calibration_agree(llama_lm):
     assert abs(at_ref.p95 - 1) <= 0.05
     assert abs(fast.p95 - fast.history[-1].p95) < 1e-12 or fast.history[-1].c != fast.c_star
     assert len(fast.history[0].per_t_p95) == 10
+
+
+def test_must_exceed_count_bounds_the_quantile():
+    import numpy as np
+
+    from isokl.rollout import must_exceed_count
+
+    rng = np.random.default_rng(0)
+    for m in (5, 20, 80, 200):
+        need = must_exceed_count(m)
+        for _ in range(200):
+            vals = rng.exponential(size=m)
+            x = np.sort(vals)[-need]  # exactly `need` values >= x (ties aside)
+            assert np.quantile(vals, 0.95) >= x
+            if need > 1:  # and one fewer would not be enough in general
+                y = np.sort(vals)[-(need - 1)]
+                assert np.quantile(vals, 0.95) <= y
+
+
+def test_early_stop_reports_a_true_lower_bound(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    seqs = _seqs(llama_lm)
+    (full,) = evaluate(llama_lm, seqs, vec, (8.0,), 16)
+    ro = rollout(llama_lm, seqs, 16, vec, (8.0,), stop_above=1.05)
+    (cut,) = evaluate(llama_lm, seqs, vec, (8.0,), 16, stop_above=1.05)
+    assert full.p95 > 1.05 and full.complete  # this dose overshoots
+    assert ro.stopped and ro.steps < 16  # ... and the rollout knew early
+    assert not cut.complete and 1.05 <= cut.p95 <= full.p95

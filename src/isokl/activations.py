@@ -35,11 +35,14 @@ def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | No
         raise ValueError(f"layers {bad} out of range for {lm.id} with {lm.n_layers} blocks")
     acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], layers)  # [l 2n d]
     pos, neg = acts[:, : len(pairs)], acts[:, len(pairs) :]
+    directions = m.fit(pos, neg)  # [l d]
     return Vector(
         method=method,
         layers=layers,
-        directions=m.fit(pos, neg),
+        directions=directions,
         model_id=lm.id,
         resid_norm=float(acts.norm(dim=-1).mean()),
+        diff_norm=float((pos - neg).mean(dim=1).norm(dim=-1).mean()),
+        proj_mean=float((acts * directions[:, None]).sum(-1).abs().mean()),
         pairs_hash=prompt_hash([p.positive for p in pairs] + [p.negative for p in pairs]),
     )

@@ -46,7 +46,7 @@ class Solve:
 
 
 def solve(
-    f: Callable[[float], float],
+    f: Callable,
     target: float = 1.0,
     tol: float = 0.05,
     c0: float = 1.0,
@@ -54,69 +54,84 @@ def solve(
     c_min: float = 1e-8,
     max_evals: int = 20,
     slope0: float = 2.0,
+    per_round: int = 1,
+    batched: bool = False,
 ) -> Solve:
-    """Find c > 0 with |f(c) - target| <= tol for an increasing-ish f with f(0) = 0."""
-    if not (c_min < c0 < c_max) or target <= 0 or tol <= 0:
-        raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0 (got {c0=}, {target=}, {tol=})")
+    """Find c > 0 with |f(c) - target| <= tol for an increasing-ish f with f(0) = 0.
+
+    f: c -> value, or (batched=True) a list of doses -> list of values, one round per call.
+    per_round > 1 evaluates that many doses per round around the same proposal, spread
+    to bracket early (wide steps) and to land inside the tolerance late (tight steps).
+    """
+    if not (c_min < c0 < c_max) or target <= 0 or tol <= 0 or per_round < 1:
+        raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0, per_round >= 1 (got {c0=}, {target=}, {tol=})")
+    F = f if batched else (lambda cs: [f(c) for c in cs])
     hist: list[tuple[float, float]] = []
-    lo: list[tuple[float, float]] = []  # points below target, (x, y)
-    hi: list[tuple[float, float]] = []  # points above target
+    pts: list[tuple[float, float]] = []  # (x, y) = (log c, log(f / target)); y = -inf where f = 0
     scale = {"lo": 1.0, "hi": 1.0}  # Illinois factors on the endpoint residuals
     last_side = None
-    widths: list[float] = []  # bracket width after each bracketed step
+    widths: list[float] = []  # bracket width after each bracketed round
+    x_lo, x_hi = math.log(c_min), math.log(c_max)
 
     def done(status: str) -> Solve:
         best = min(reversed(hist), key=lambda h: abs(h[1] - target))  # ties: the latest, nearest the crossing
         return Solve(best[0], best[1], status, tuple(hist))
 
-    x = math.log(c0)
+    x, spread = math.log(c0), math.log(4.0)
     while len(hist) < max_evals:
-        c = math.exp(x)
-        v = float(f(c))
-        if math.isnan(v):
-            raise FloatingPointError(f"the statistic is NaN at c = {c:g}")
-        hist.append((c, v))
-        if abs(v - target) <= tol:
+        k = min(per_round, max_evals - len(hist))
+        xs = [min(max(x + spread * (j - (k - 1) / 2), x_lo), x_hi) for j in range(k)] if k > 1 else [x]
+        xs = sorted({round(v, 12) for v in xs if all(abs(v - px) > 1e-12 for px, _ in pts)})
+        if not xs:
+            return done("not_converged")  # never evaluate the same c twice
+        vals = [float(v) for v in F([math.exp(v) for v in xs])]
+        for xv, v in zip(xs, vals):
+            if math.isnan(v):
+                raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
+            hist.append((math.exp(xv), v))
+            pts.append((xv, math.log(v / target) if v > 0 else -math.inf))
+        hits = [(c, v) for c, v in hist[-len(xs):] if abs(v - target) <= tol]
+        if hits:
+            c, v = min(hits, key=lambda h: abs(h[1] - target))
             return Solve(c, v, "converged", tuple(hist))
-        y = math.log(v / target) if v > 0 else -math.inf
+        y = pts[-len(xs) + (len(xs) - 1) // 2][1]  # the round's central point drives the Illinois rule
         side = "lo" if y < 0 else "hi"
-        (lo if side == "lo" else hi).append((x, y))
-        if side == last_side:  # the opposite endpoint was kept again: Illinois halves its residual
+        if side == last_side:  # the opposite endpoint was kept again: halve its residual
             scale["hi" if side == "lo" else "lo"] *= 0.5
         else:
             scale = {"lo": 1.0, "hi": 1.0}
         last_side = side
-        pts = sorted(lo + hi)
-        crossings = [(a, b) for a, b in zip(pts, pts[1:]) if (a[1] < 0) != (b[1] < 0)]
+        ordered = sorted(pts)
+        crossings = [(a, b) for a, b in zip(ordered, ordered[1:]) if (a[1] < 0) != (b[1] < 0)]
         if crossings:  # bracketed; with a non-monotone f, take the crossing at the smallest c
             (xa, ya), (xb, yb) = crossings[0]
             w = xb - xa
             if w < 1e-3:
-                return done("not_converged")  # p95 jumps across the target within 0.1% of c: no c hits it
+                return done("not_converged")  # f jumps across the target within 0.1% of c: no c hits it
             widths.append(w)
             if len(widths) >= 3 and w > 0.5 * widths[-3]:
                 x = xa + 0.5 * w  # false position stalled (flat or stepped f): bisect
             else:
-                ya_eff, yb_eff = (_eff(y, scale) for y in (ya, yb))
+                ya_eff, yb_eff = (_eff(v, scale) for v in (ya, yb))
                 x = xa - ya_eff * w / (yb_eff - ya_eff)
                 x = min(max(x, xa + 0.02 * w), xb - 0.02 * w)  # strictly inside the bracket
-        elif not hi:
-            xl, yl = max(lo)
-            if xl >= math.log(c_max) - 1e-12:
+            slope = abs(yb - ya) / w if not math.isinf(ya) else slope0
+            # next round's doses ~1.5 tolerance-widths apart, all inside the bracket
+            spread = min(1.5 * (tol / target) / max(slope, 0.5), w / (per_round + 1))
+        elif all(p[1] < 0 for p in pts):  # only points below the target: go up
+            xl, yl = max(pts)
+            if xl >= x_hi - 1e-12:
                 return done("unreachable")
-            slope = _slope(lo, slope0)
+            slope = _slope(pts, slope0)
             # a flat (saturating) curve gets decade steps, so an unreachable target is found in a few evaluations
             step = math.log(10.0) if math.isinf(yl) or slope < 0.5 else min(max(-yl / slope, math.log(1.05)), math.log(100.0))
-            x = min(xl + step, math.log(c_max))
+            x, spread = min(xl + step, x_hi), math.log(2.0)
         else:  # only points above the target: come down
-            xh, yh = min(hi)
-            if xh <= math.log(c_min) + 1e-12:
+            xh, yh = min(pts)
+            if xh <= x_lo + 1e-12:
                 return done("unreachable")
-            slope = max(_slope(hi, slope0), 0.5)
-            step = min(max(yh / slope, math.log(1.05)), math.log(100.0))
-            x = max(xh - step, math.log(c_min))
-        if any(abs(x - math.log(hc)) < 1e-12 for hc, _ in hist):
-            return done("not_converged")  # never evaluate the same c twice
+            slope = max(_slope(pts, slope0), 0.5)
+            x, spread = max(xh - min(max(yh / slope, math.log(1.05)), math.log(100.0)), x_lo), math.log(2.0)
     return done("not_converged")
 
 
@@ -126,8 +141,8 @@ def _eff(y: float, scale: dict[str, float]) -> float:
 
 
 def _slope(points: list[tuple[float, float]], default: float) -> float:
-    """Local slope of log f vs log c from the two nearest finite points on one side, clamped to [0, 8]."""
-    pts = sorted(p for p in points if not math.isinf(p[1]))[-2:]
+    """Local slope of log f vs log c from the two points nearest the target (all on one side), clamped to [0, 8]."""
+    pts = sorted(sorted((p for p in points if not math.isinf(p[1])), key=lambda p: abs(p[1]))[:2])
     if len(pts) < 2 or pts[1][0] == pts[0][0]:
         return default
     s = (pts[1][1] - pts[0][1]) / (pts[1][0] - pts[0][0])
@@ -156,6 +171,7 @@ def calibrate_iso_kl(
     max_evals: int = 20,
     c_max: float | None = None,
     progress: bool = True,
+    early_stop: bool = True,
 ) -> CalibrationResult:
     """Bracket then root-find c so that the pooled p95 KL over N prompts x T tokens equals `target`."""
     t0 = time.time()
@@ -164,17 +180,18 @@ def calibrate_iso_kl(
 
     def f(c: float) -> float:
         t1 = time.time()
-        (s,) = evaluate(lm, seqs, vector, (c,), T)
+        # stop_above: an overshooting dose is known to overshoot after a few tokens; its p95 is then a lower bound
+        (s,) = evaluate(lm, seqs, vector, (c,), T, stop_above=target + tol if early_stop else None)
         stats[c] = s
         if progress:
             print(
-                f"  eval {len(stats):2d}: c = {c:10.4g}  p95 = {s.p95:8.4f}  ({time.time() - t1:.1f} s)",
+                f"  eval {len(stats):2d}: c = {c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({time.time() - t1:.1f} s)",
                 file=sys.stderr,
                 flush=True,
             )
         return s.p95
 
-    c0 = get_method(vector.method).initial_coeff(vector.resid_norm)
+    c0 = get_method(vector.method).initial_coeff(vector)
     c_max = c_max if c_max is not None else max(1e3, 100.0 * vector.resid_norm)
     with torch.inference_mode():
         sol = solve(f, target=target, tol=tol, c0=c0, c_max=c_max, max_evals=max_evals)

@@ -58,17 +58,18 @@ def steer(model: torch.nn.Module, vector: Vector, c: float | torch.Tensor):
         if isinstance(c, (int, float)) and c == 0:
             yield model  # exactly the base model: no hook at all
             return
+        p = next(model.parameters())
+        # moved and cast once here, not per layer per step (a host-to-device copy each call would sync the GPU)
+        cc = torch.as_tensor(c, dtype=p.dtype).to(p.device)
+        cc = cc.view(-1, 1, 1) if cc.ndim == 1 else cc
+        dirs = vector.directions.to(device=p.device, dtype=p.dtype)
         for i, layer in enumerate(vector.layers):
-            v = vector.directions[i]
 
-            def hook(_mod, _args, output, v=v):
+            def hook(_mod, _args, output, v=dirs[i]):
                 h, rest = _split(output)
-                cc = torch.as_tensor(c, dtype=h.dtype, device=h.device)
-                if cc.ndim == 1:
-                    if cc.shape[0] != h.shape[0]:
-                        raise ValueError(f"{cc.shape[0]} coefficients for a batch of {h.shape[0]} rows")
-                    cc = cc.view(-1, 1, 1)
-                return _join(method.apply(h, v.to(h.dtype).to(h.device), cc), rest)
+                if cc.ndim == 3 and cc.shape[0] != h.shape[0]:
+                    raise ValueError(f"{cc.shape[0]} coefficients for a batch of {h.shape[0]} rows")
+                return _join(method.apply(h, v, cc.to(h.dtype)), rest)
 
             handles.append(layer_list[layer].register_forward_hook(hook))
         yield model

@@ -77,7 +77,7 @@ def reference_calibrate(
             print(f"  ref eval {n:2d}: c = {c:10.4g}  p95 = {p:8.4f}  ({time.time() - t0:.1f} s)", file=sys.stderr, flush=True)
         return p
 
-    c = get_method(vector.method).initial_coeff(vector.resid_norm)
+    c = get_method(vector.method).initial_coeff(vector)
     p = f(c)
     lo, hi = (c, None) if p < target else (None, c)
     while (lo is None or hi is None) and abs(p - target) > tol and n < max_evals:

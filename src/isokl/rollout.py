@@ -17,6 +17,7 @@ emits EOS is scored, later steps are masked out (`valid`).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,6 +44,8 @@ class Rollout:
     kl: torch.Tensor | None  # [r t] KL(steered || base) per token, nats (None without base twins)
     logp: torch.Tensor  # [r t] log p_steered(chosen token)
     logp_base: torch.Tensor | None  # [r t] log p_base(chosen token): base NLL of the steered rollout
+    steps: int  # tokens actually generated (< T when every row ended, or `stop_above` decided all doses)
+    stopped: bool = False  # True: cut short by `stop_above`; the KL of later tokens is unknown
 
     def rows(self, k: int) -> slice:
         return slice(k * self.n_prompts, (k + 1) * self.n_prompts)
@@ -110,8 +113,14 @@ def rollout(
     vector: Vector | None = None,
     coeffs: tuple[float, ...] = (0.0,),
     score_base: bool = True,
+    stop_above: float | None = None,
 ) -> Rollout:
-    """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL."""
+    """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL.
+
+    stop_above: stop early once every dose has enough KL values >= stop_above that its
+    pooled p95 over the full n x T window must exceed it (`must_exceed_count`): the solver
+    only needs to know such a dose overshoots, and overshooting doses decide fast.
+    """
     check_length(lm, seqs, T)
     n, k = len(seqs), len(coeffs)
     twins = score_base and vector is not None and any(c != 0 for c in coeffs)
@@ -127,6 +136,8 @@ def rollout(
     logp = torch.zeros((r, T), dtype=torch.float32, device=lm.device)
     logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device) if twins else None
     done = torch.zeros(r, dtype=torch.bool, device=lm.device)
+    need = must_exceed_count(n * T) if stop_above is not None else None
+    steps = T
     cache = new_cache(lm.model)
     ctx = steer(lm.model, vector, dose) if vector is not None else steer_none()
     with ctx:
@@ -143,8 +154,13 @@ def rollout(
                 kl[:, t] = kl_rows(lp, lq)
                 logp_b[:, t] = lq.gather(-1, nxt[:, None])[:, 0]
             done = done | torch.isin(nxt, eos)
-            if t == T - 1 or bool(done.all()):
+            decided = False
+            if need is not None and twins:
+                big = ((kl[:, : t + 1] >= stop_above) & valid[:, : t + 1]).view(k, n * (t + 1)).sum(-1)  # [k]
+                decided = bool((big >= need).all())
+            if t == T - 1 or bool(done.all()) or decided:
                 valid[:, t + 1 :] = False
+                steps = t + 1
                 break
             feed = torch.cat([nxt, nxt]) if twins else nxt  # base twins are teacher-forced on the steered tokens
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
@@ -158,7 +174,12 @@ def rollout(
                 f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, dose {row_c[i]:g}: the steered model puts mass "
                 "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
             )
-    return Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b)
+    return Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b, steps, decided)
+
+
+def must_exceed_count(m: int, q: float = 0.95) -> int:
+    """How many of at most m pooled values must be >= x for their q-quantile (linear) to be >= x."""
+    return m - math.floor(q * (m - 1))
 
 
 class steer_none:
@@ -180,10 +201,15 @@ class KLStats:
     n_values: int
     per_t_p95: tuple[float, ...]  # [t] p95 across prompts at each position (NaN where none valid)
     per_t_max: tuple[float, ...]  # [t]
+    complete: bool = True  # False: the rollout stopped early and p95 is a lower bound (> target + tol)
 
 
-def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95) -> KLStats:
-    """kl, valid: [n t] -> KLStats. p95 = numpy's linear-interpolation quantile of the pooled values."""
+def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95, stopped: bool = False) -> KLStats:
+    """kl, valid: [n t] -> KLStats. p95 = numpy's linear-interpolation quantile of the pooled values.
+
+    stopped (an early-stopped rollout): p95 is the lower bound that stopped it, the
+    `must_exceed_count`-th largest value so far.
+    """
     kl_np, ok = kl.double().cpu().numpy(), valid.cpu().numpy()
     pooled = kl_np[ok]
     if pooled.size == 0:
@@ -193,9 +219,11 @@ def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95) -
         col = kl_np[ok[:, t], t]
         per_p95.append(float(np.quantile(col, q)) if col.size else float("nan"))
         per_max.append(float(col.max()) if col.size else float("nan"))
+    p95 = float(np.sort(pooled)[-must_exceed_count(kl_np.size, q)]) if stopped else float(np.quantile(pooled, q))
     return KLStats(
+        complete=not stopped,
         c=float(c),
-        p95=float(np.quantile(pooled, q)),
+        p95=p95,
         mean=float(pooled.mean()),
         max=float(pooled.max()),
         n_values=int(pooled.size),
@@ -204,10 +232,10 @@ def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95) -
     )
 
 
-def evaluate(lm: LM, seqs: list[list[int]], vector: Vector, coeffs: tuple[float, ...], T: int) -> list[KLStats]:
+def evaluate(
+    lm: LM, seqs: list[list[int]], vector: Vector, coeffs: tuple[float, ...], T: int, stop_above: float | None = None
+) -> list[KLStats]:
     """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose."""
-    ro = rollout(lm, seqs, T, vector, coeffs)
-    if ro.kl is None:  # every dose is 0: KL is exactly 0
-        zeros = torch.zeros_like(ro.logp)
-        return [kl_stats(zeros[ro.rows(i)], ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]
-    return [kl_stats(ro.kl[ro.rows(i)], ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]
+    ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above)
+    kl = ro.kl if ro.kl is not None else torch.zeros_like(ro.logp)  # every dose 0: KL is exactly 0
+    return [kl_stats(kl[ro.rows(i)], ro.valid[ro.rows(i)], c, stopped=ro.stopped) for i, c in enumerate(coeffs)]

@@ -1,7 +1,7 @@
 """Vector: a fitted steering direction set and its calibration provenance, as an immutable value.
 
-`Vector` = method name + layers + one unit direction per layer [l d] (+ the mean
-residual norm there, which seeds the solver). Calibration returns a new Vector carrying
+`Vector` = method name + layers + one unit direction per layer [l d] (+ activation scales
+there, which seed the solver). Calibration returns a new Vector carrying
 `Calibration` (c*, target, statistic, window, prompt hash, converged, p95 at c*,
 evaluations). Saved as safetensors: tensors plus provenance in the string metadata.
 """
@@ -40,6 +40,8 @@ class Vector:
     directions: torch.Tensor  # [l d] unit rows
     model_id: str
     resid_norm: float  # mean ||h|| at the steered layers on the extraction prompts
+    diff_norm: float = 0.0  # mean over layers of ||mean h+ - mean h-||: the concept's own scale
+    proj_mean: float = 0.0  # mean |h . v| over extraction prompts and layers
     pairs_hash: str = ""
     calibration: Calibration | None = None
 
@@ -66,6 +68,8 @@ class Vector:
             "layers": json.dumps(list(self.layers)),
             "model_id": self.model_id,
             "resid_norm": repr(self.resid_norm),
+            "diff_norm": repr(self.diff_norm),
+            "proj_mean": repr(self.proj_mean),
             "pairs_hash": self.pairs_hash,
             "calibration": json.dumps(dataclasses.asdict(self.calibration) if self.calibration else None),
         }
@@ -87,6 +91,8 @@ class Vector:
             directions=load_file(str(path))["directions"],
             model_id=meta["model_id"],
             resid_norm=float(meta["resid_norm"]),
+            diff_norm=float(meta.get("diff_norm", 0.0)),
+            proj_mean=float(meta.get("proj_mean", 0.0)),
             pairs_hash=meta.get("pairs_hash", ""),
             calibration=Calibration(**cal) if cal else None,
         )

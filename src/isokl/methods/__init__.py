@@ -22,8 +22,8 @@ class Method(Protocol):
     def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """h: [b s d], v: [d], c: [b 1 1] -> [b s d]; c = 0 returns h unchanged."""
 
-    def initial_coeff(self, resid_norm: float) -> float:
-        """A first guess for the solver, from the mean residual norm at the steered layers."""
+    def initial_coeff(self, vector) -> float:
+        """A first guess for the solver from the vector's activation scales (speed only, never the result)."""
 
 
 METHODS: dict[str, Method] = {}

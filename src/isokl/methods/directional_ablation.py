@@ -27,5 +27,6 @@ class DirectionalAblation:
         proj = (h * v).sum(-1, keepdim=True)  # [b s 1]
         return h - c * proj * v
 
-    def initial_coeff(self, resid_norm: float) -> float:
-        return 1.0  # full removal: the dose the paper uses
+    def initial_coeff(self, vector) -> float:
+        # the edit's size is c |h . v|; aim it at about half the concept's own scale (docs/decisions.md)
+        return 0.5 * vector.diff_norm / vector.proj_mean

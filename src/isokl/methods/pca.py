@@ -28,5 +28,5 @@ class PCA:
     def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return h + c * v
 
-    def initial_coeff(self, resid_norm: float) -> float:
-        return 0.1 * resid_norm
+    def initial_coeff(self, vector) -> float:
+        return 0.3 * vector.diff_norm  # as mean_diff: same kind of additive edit
