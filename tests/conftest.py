@@ -40,7 +40,7 @@ def tiny_model(arch: str = "llama", dtype=torch.float64, seed: int = 0, layers: 
     cfg = {
         "llama": lambda: LlamaConfig(**common),
         "qwen2": lambda: Qwen2Config(**common),
-        "gemma3": lambda: Gemma3TextConfig(**common, head_dim=8, sliding_window=16),
+        "gemma3": lambda: Gemma3TextConfig(**common, head_dim=8, sliding_window=512),
     }[arch]()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg).to(dtype)

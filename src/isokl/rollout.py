@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -114,12 +115,15 @@ def rollout(
     coeffs: tuple[float, ...] = (0.0,),
     score_base: bool = True,
     stop_above: float | None = None,
-) -> Rollout:
+    return_cache: bool = False,
+):
     """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL.
 
     stop_above: stop early once every dose has enough KL values >= stop_above that its
     pooled p95 over the full n x T window must exceed it (`must_exceed_count`): the solver
     only needs to know such a dose overshoots, and overshooting doses decide fast.
+    return_cache: also return (KV cache, attention mask, padded prompt width) for forking
+    (the cache holds the prompt and the first steps - 1 generated tokens).
     """
     check_length(lm, seqs, T)
     n, k = len(seqs), len(coeffs)
@@ -139,8 +143,7 @@ def rollout(
     need = must_exceed_count(n * T) if stop_above is not None else None
     steps = T
     cache = new_cache(lm.model)
-    ctx = steer(lm.model, vector, dose) if vector is not None else steer_none()
-    with ctx:
+    with steer(lm.model, vector, dose) if vector is not None else nullcontext():
         logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
         for t in range(T):
             lp_all = torch.log_softmax(logits.float(), dim=-1)  # [rows V]
@@ -174,20 +177,13 @@ def rollout(
                 f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, dose {row_c[i]:g}: the steered model puts mass "
                 "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
             )
-    return Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b, steps, decided)
+    ro = Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b, steps, decided)
+    return (ro, (cache, mask, ids.shape[1])) if return_cache else ro
 
 
 def must_exceed_count(m: int, q: float = 0.95) -> int:
     """How many of at most m pooled values must be >= x for their q-quantile (linear) to be >= x."""
     return m - math.floor(q * (m - 1))
-
-
-class steer_none:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 @dataclass(frozen=True)
