@@ -1,6 +1,9 @@
 """Command line: `isokl VERB --help`. Each verb's flags are derived from a typed config dataclass.
 
   isokl calibrate --model smollm2-135m --method mean_diff --window 20 --seed 0 --out v.safetensors
+  isokl study --out results          # the full study: sweep + Figure 1, Table 1, claims.md
+  isokl study --quick --out quick    # one model (smollm2-135m)
+  isokl report results               # rebuild figure, table and claims from the CSVs alone
 """
 
 from __future__ import annotations
@@ -74,6 +77,26 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     return 0
 
 
+def cmd_sweep(cfg) -> int:
+    from .sweep import run_sweep
+
+    t0 = time.time()
+    out = run_sweep(cfg)
+    print(f"sweep done in {time.time() - t0:.0f} s: {out}/")
+    return 0
+
+
+def cmd_study(cfg) -> int:
+    """The main job: the sweep, then the report."""
+    from .report import build
+
+    cmd_sweep(cfg)
+    for p in build(cfg.out, expected_cells=len(cfg.grid())):
+        print(p)
+    print((Path(cfg.out) / "claims.md").read_text())
+    return 0
+
+
 def cmd_methods(_args) -> int:
     from .methods import METHODS
 
@@ -96,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     c = sub.add_parser("calibrate", help=CalibrateConfig.__doc__, description=CalibrateConfig.__doc__)
     add_config_args(c, CalibrateConfig)
+    from .sweep import SweepConfig
+
+    for verb, doc in (("sweep", SweepConfig.__doc__), ("study", "The full study: sweep, then Figure 1, Table 1 and claims.md (resumable).")):
+        sp = sub.add_parser(verb, help=doc, description=doc)
+        add_config_args(sp, SweepConfig)
+        sp.add_argument("--quick", action="store_true", help="one model (smollm2-135m): the quick preset")
+    rp = sub.add_parser("report", help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)")
+    rp.add_argument("dir")
+    rp.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE below this many cells")
     sub.add_parser("methods", help="list the steering methods")
     sub.add_parser("models", help="list the bundled models")
     return p
@@ -106,6 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "calibrate":
             return cmd_calibrate(to_config(args, CalibrateConfig))
+        if args.verb in ("sweep", "study"):
+            from .sweep import SweepConfig
+
+            cfg = to_config(args, SweepConfig)
+            if args.quick:
+                cfg.models = "smollm2-135m"
+            return (cmd_sweep if args.verb == "sweep" else cmd_study)(cfg)
+        if args.verb == "report":
+            from .report import main as report_main
+
+            return report_main([args.dir] + (["--expected-cells", str(args.expected_cells)] if args.expected_cells else []))
         if args.verb == "methods":
             return cmd_methods(args)
         if args.verb == "models":

@@ -59,6 +59,11 @@ def pool(name: str) -> list[Prompt]:
     return [Prompt(r["user"], r.get("system"), r.get("assistant_prefix"), r["id"]) for r in _rows(name)]
 
 
+def sentiment_words() -> dict[str, list[str]]:
+    """Positive and negative answer words for the target-axis logit (data/sentiment_words.json)."""
+    return json.loads(files("isokl").joinpath("data", "sentiment_words.json").read_text())
+
+
 def rows(name: str) -> list[dict]:
     """Raw rows, for fields beyond the prompt (e.g. the true/false answer)."""
     return [dict(r) for r in _rows(name)]
