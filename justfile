@@ -30,3 +30,19 @@ bench: setup
 list: setup
     {{venv}}/isokl methods
     {{venv}}/isokl models
+
+# the full study: 3 models x 3 methods x 3 seeds x 2 windows, then Figure 1, Table 1, claims.md (resumable)
+study out="results": setup
+    {{venv}}/isokl study --out {{out}}
+
+# the quick preset: the study on smollm2-135m only
+quick out="runs/quick": setup
+    {{venv}}/isokl study --quick --out {{out}}
+
+# rebuild Figure 1, Table 1 and claims.md from a sweep folder's CSVs (no torch)
+report dir="results": setup
+    {{venv}}/isokl report {{dir}}
+
+# peak memory of one evaluation on each bundled model
+bench-memory: setup
+    {{venv}}/python benchmarks/bench_memory.py

@@ -48,3 +48,24 @@ def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
     assert torch.equal(outs[0], outs[1])
     with torch.no_grad():
         assert not torch.equal(outs[0], forward(smol.model, ids, mask, pos, keep=1))
+
+
+def test_base_branch_pmass_on_truefalse_questions(smol):
+    from isokl.metrics import branch_pmass
+
+    seqs = smol.encode([smol.format(p) for p in prompts.pool("heldout_truefalse")[:16]])
+    pm = branch_pmass(smol, seqs, None, (0.0,), T=50)
+    scored = pm.pmass[~pm.censored]
+    assert not pm.censored[..., 0].any()  # nothing ends before it starts
+    assert pm.censored[..., -1].any()  # SmolLM2 ends most answers within ~15 tokens: late forks are censored
+    assert float(scored.mean()) >= 0.5, float(scored.mean())  # measured 0.96 (docs/decisions.md)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", ["gemma3-270m", "qwen2.5-coder-0.5b"])
+def test_other_bundled_models_calibrate(model_id):
+    lm = models.load(model_id)
+    vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+    res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(0), T=20)
+    assert res.status in ("converged", "not_converged")  # a jump may defeat the tolerance; never a silent edge value
+    assert abs(res.p95 - 1.0) <= 0.05 or res.status == "not_converged"

@@ -300,7 +300,8 @@ def figure(s: Study, path_stem: Path) -> list[Path]:
 
     doses = [d for d in (1.0, 2.0) if d in s.doses]
     nm = len(s.models)
-    fig, axes = plt.subplots(len(doses) + 1, nm, figsize=(4.6 * nm, 3.3 * (len(doses) + 1)), squeeze=False, constrained_layout=True)
+    width = max(4.6 * nm, 10.0)  # room for the legend and title even with one model
+    fig, axes = plt.subplots(len(doses) + 1, nm, figsize=(width, 3.3 * (len(doses) + 1)), squeeze=False, constrained_layout=True)
     for r, dose in enumerate(doses):
         curves = s.per_t_p95(dose)
         for c, m in enumerate(s.models):
@@ -320,8 +321,7 @@ def figure(s: Study, path_stem: Path) -> list[Path]:
             ax.set_title(f"{m}, dose {dose:g}x c*", fontsize=10)
             ax.set_xlabel("generated token t")
             ax.set_ylabel("per-token p95 KL (nats)")
-            if dose > 1:
-                ax.set_yscale("symlog", linthresh=1.0)
+            ax.set_ylim(bottom=0)
     pm_base = s.pmass(None)
     for c, m in enumerate(s.models):
         ax = axes[-1][c]
@@ -345,7 +345,7 @@ def figure(s: Study, path_stem: Path) -> list[Path]:
     handles += [Line2D([], [], color="k", lw=2, label="pmass: base"), Line2D([], [], color="gray", ls="-", marker="o", ms=3, label="pmass: 1x"),
                 Line2D([], [], color="gray", ls="--", marker="o", ms=3, label="pmass: 2x"),
                 Line2D([], [], color="k", ls=":", label="1 nat (target)")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Figure 1: iso-KL calibrated steering (bands: range over seeds)", fontsize=11)
     paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".svg")]
     for p in paths:
