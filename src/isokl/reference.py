@@ -63,9 +63,10 @@ def reference_stats(lm: LM, seqs: list[list[int]], vector: Vector, c: float, T: 
 
 
 def reference_calibrate(
-    lm: LM, vector: Vector, seqs: list[list[int]], T: int, target: float = 1.0, tol: float = 0.05, max_evals: int = 40, progress: bool = False
+    lm: LM, vector: Vector, seqs: list[list[int]], T: int, target: float = 1.0, tol: float = 0.05, max_evals: int = 40,
+    progress: bool = False, c0: float | None = None,
 ) -> tuple[float, float, int]:
-    """Plain bisection on log c -> (c, p95 at c, evaluations)."""
+    """Plain bisection on log c from c0 (default: isokl's own first guess) -> (c, p95 at c, evaluations)."""
     n = 0
 
     def f(c: float) -> float:
@@ -77,7 +78,7 @@ def reference_calibrate(
             print(f"  ref eval {n:2d}: c = {c:10.4g}  p95 = {p:8.4f}  ({time.time() - t0:.1f} s)", file=sys.stderr, flush=True)
         return p
 
-    c = get_method(vector.method).initial_coeff(vector)
+    c = c0 if c0 is not None else get_method(vector.method).initial_coeff(vector)
     p = f(c)
     lo, hi = (c, None) if p < target else (None, c)
     while (lo is None or hi is None) and abs(p - target) > tol and n < max_evals:
