@@ -130,3 +130,13 @@ def test_claims_flag_an_incomplete_study():
     s = Study(_fixture(True))
     verdicts = {rid: v for rid, v, _ in claims(s, table1(s), expected_cells=60)}
     assert all(v.endswith("(INCOMPLETE)") for v in verdicts.values())
+
+
+def test_report_is_byte_identical_when_rebuilt(swept, tmp_path):
+    from isokl.report import build
+
+    d = tmp_path / "r"
+    shutil.copytree(swept, d)
+    first = {p.name: p.read_bytes() for p in build(d)}
+    second = {p.name: p.read_bytes() for p in build(d)}
+    assert first == second

@@ -295,6 +295,7 @@ def figure(s: Study, path_stem: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "isokl"  # deterministic SVG ids: rebuilding gives identical files
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
