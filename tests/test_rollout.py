@@ -113,3 +113,12 @@ def test_early_stop_reports_a_true_lower_bound(llama_lm):
     assert full.p95 > 1.05 and full.complete  # this dose overshoots
     assert ro.stopped and ro.steps < 16  # ... and the rollout knew early
     assert not cut.complete and 1.05 <= cut.p95 <= full.p95
+
+
+def test_several_doses_per_solver_round(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    res = calibrate_iso_kl(llama_lm, vec, prompts.calibration_prompts(0), T=10, progress=False, per_round=3)
+    assert res.converged and abs(res.p95 - 1) <= 0.05
+    assert res.evaluations == len(res.history)
+    (again,) = evaluate(llama_lm, _seqs(llama_lm), vec, (res.c_star,), 10)
+    assert abs(again.p95 - res.p95) < 1e-6  # the reported p95 is the one at c*, whatever batch it came from

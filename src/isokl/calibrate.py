@@ -172,30 +172,38 @@ def calibrate_iso_kl(
     c_max: float | None = None,
     progress: bool = True,
     early_stop: bool = True,
+    per_round: int = 1,
 ) -> CalibrationResult:
-    """Bracket then root-find c so that the pooled p95 KL over N prompts x T tokens equals `target`."""
+    """Bracket then root-find c so that the pooled p95 KL over N prompts x T tokens equals `target`.
+
+    per_round: doses evaluated together in one batched rollout per solver round. 1 is
+    fastest on CPU (rows cost compute there); on a GPU, where a step is bound by per-call
+    overhead, 4 cut a 7B calibration from 6.7 s to 3.8 s (docs/bench).
+    """
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
     stats: dict[float, KLStats] = {}
+    # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
+    # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
+    stop = max(target + tol, 1.5 * target) if early_stop else None
 
-    def f(c: float) -> float:
+    def f(cs: list[float]) -> list[float]:
         t1 = time.time()
-        # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
-        # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
-        (s,) = evaluate(lm, seqs, vector, (c,), T, stop_above=max(target + tol, 1.5 * target) if early_stop else None)
-        stats[c] = s
-        if progress:
-            print(
-                f"  eval {len(stats):2d}: c = {c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({time.time() - t1:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-        return s.p95
+        out = evaluate(lm, seqs, vector, tuple(cs), T, stop_above=stop)  # all doses of a round in one batch
+        for s in out:
+            stats[s.c] = s
+            if progress:
+                print(
+                    f"  eval {len(stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({time.time() - t1:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return [s.p95 for s in out]
 
     c0 = get_method(vector.method).initial_coeff(vector)
     c_max = c_max if c_max is not None else max(1e3, 100.0 * vector.resid_norm)
     with torch.inference_mode():
-        sol = solve(f, target=target, tol=tol, c0=c0, c_max=c_max, max_evals=max_evals)
+        sol = solve(f, target=target, tol=tol, c0=c0, c_max=c_max, max_evals=max_evals, per_round=per_round, batched=True)
     cal = Calibration(
         coeff=sol.c,
         target=target,
