@@ -200,8 +200,9 @@ def calibrate_iso_kl(
                 )
         return [s.p95 for s in out]
 
-    c0 = get_method(vector.method).initial_coeff(vector)
     c_max = c_max if c_max is not None else max(1e3, 100.0 * vector.resid_norm)
+    c0 = get_method(vector.method).initial_coeff(vector)
+    c0 = min(max(c0, 1e-6), c_max / 10) if math.isfinite(c0) else 1.0  # a degenerate scale must not stop the solver
     with torch.inference_mode():
         sol = solve(f, target=target, tol=tol, c0=c0, c_max=c_max, max_evals=max_evals, per_round=per_round, batched=True)
     cal = Calibration(

@@ -29,4 +29,4 @@ class DirectionalAblation:
 
     def initial_coeff(self, vector) -> float:
         # the edit's size is c |h . v|; aim it at about half the concept's own scale (docs/decisions.md)
-        return 0.5 * vector.diff_norm / vector.proj_mean
+        return 0.5 * vector.diff_norm / max(vector.proj_mean, 1e-12)
