@@ -49,15 +49,18 @@ def _join(h, rest):
 
 
 @contextmanager
-def steer(model: torch.nn.Module, vector: Vector, c: float | torch.Tensor):
-    """Apply `vector` at dose c inside the block; c: float, or tensor [b] (one dose per batch row)."""
-    method = get_method(vector.method)
-    layer_list = blocks(model)
+def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor):
+    """Apply `vector` at dose c inside the block; c: float, or tensor [b] (one dose per batch row).
+
+    vector None or c == 0 (a float): exactly the base model, no hook at all.
+    """
     handles = []
     try:
-        if isinstance(c, (int, float)) and c == 0:
-            yield model  # exactly the base model: no hook at all
+        if vector is None or (isinstance(c, (int, float)) and c == 0):
+            yield model
             return
+        method = get_method(vector.method)
+        layer_list = blocks(model)
         p = next(model.parameters())
         # moved and cast once here, not per layer per step (a host-to-device copy each call would sync the GPU)
         cc = torch.as_tensor(c, dtype=p.dtype).to(p.device)
@@ -76,6 +79,11 @@ def steer(model: torch.nn.Module, vector: Vector, c: float | torch.Tensor):
     finally:
         for hd in handles:
             hd.remove()
+
+
+def row_doses(coeffs, n: int) -> list[float]:
+    """Doses laid out by batch row: row k*n + i is prompt i at dose k."""
+    return [c for c in coeffs for _ in range(n)]
 
 
 @contextmanager

@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from .hooks import steer
+from .hooks import row_doses, steer
 from .models import LM
 from .rollout import forward, left_pad, pad_id, rollout
 from .vector import Vector
@@ -29,7 +28,8 @@ SPELLINGS = {"true": ("true", " true", "True", " True", "TRUE", " TRUE"), "false
 
 
 def first_token_ids(tokenizer, words) -> set[int]:
-    return {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words if tokenizer(w, add_special_tokens=False)["input_ids"]}
+    encoded = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in words)
+    return {ids[0] for ids in encoded if ids}
 
 
 def answer_ids(tokenizer) -> tuple[list[int], list[int]]:
@@ -71,22 +71,21 @@ def branch_pmass(
     suffix = lm.tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
     ro, (cache, mask, S) = rollout(lm, seqs, T, vector, coeffs, score_base=False, return_cache=True)
     r = ro.tokens.shape[0]
-    dose = torch.tensor([c for c in coeffs for _ in range(len(seqs))], dtype=torch.float64)
+    dose = torch.tensor(row_doses(coeffs, len(seqs)), dtype=torch.float64)
     pm = torch.zeros((r, len(forks)), dtype=torch.float64)
     pt = torch.zeros_like(pm)
     eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
     ended = torch.isin(ro.tokens, eos)  # [r t]
     censored = torch.zeros((r, len(forks)), dtype=torch.bool)
     order = sorted(range(len(forks)), key=lambda j: -forks[j])  # descending t: each fork only crops the cache
-    with steer(lm.model, vector, dose) if vector is not None else nullcontext():
+    with steer(lm.model, vector, dose):
         for j in order:
             t = forks[j]
             censored[:, j] = ended[:, :t].any(-1).cpu() if t > 0 else False
             if t > ro.steps:  # every row ended before t: nothing to score
                 censored[:, j] = True
                 continue
-            have = cache.get_seq_length() - S  # generated tokens held by the cache (at most steps - 1)
-            keep = min(t, have, ro.steps - 1)
+            keep = min(t, ro.steps - 1)  # the rollout fed steps - 1 generated tokens; forks descend, so only crops
             _crop(cache, S + keep)
             feed = torch.cat([ro.tokens[:, keep:t], torch.tensor(suffix, device=lm.device).expand(r, -1)], dim=-1)
             m = torch.cat([mask[:, : S + keep], torch.ones_like(feed)], dim=-1)
@@ -113,8 +112,8 @@ def target_logit(lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: t
     pos_ids, neg_ids = sorted(pos_ids - shared), sorted(neg_ids - shared)
     k, n = len(coeffs), len(seqs)
     ids, mask, pos = left_pad(seqs * k, pad_id(lm), lm.device)
-    dose = torch.tensor([c for c in coeffs for _ in range(n)], dtype=torch.float64)
-    with steer(lm.model, vector, dose) if vector is not None else nullcontext():
+    dose = torch.tensor(row_doses(coeffs, n), dtype=torch.float64)
+    with steer(lm.model, vector, dose):
         logits = forward(lm.model, ids, mask, pos, keep=1)[:, -1].double()
     L = torch.logsumexp(logits[:, pos_ids], -1) - torch.logsumexp(logits[:, neg_ids], -1)
     return L.view(k, n).cpu()

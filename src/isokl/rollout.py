@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .hooks import steer
+from .hooks import row_doses, steer
 from .models import LM
 from .vector import Vector
 
@@ -128,7 +127,7 @@ def rollout(
     check_length(lm, seqs, T)
     n, k = len(seqs), len(coeffs)
     twins = score_base and vector is not None and any(c != 0 for c in coeffs)
-    row_c = [c for c in coeffs for _ in range(n)]  # [k*n]
+    row_c = row_doses(coeffs, n)  # [k*n]
     all_c = row_c + [0.0] * len(row_c) if twins else row_c
     r = len(row_c)
     ids, mask, pos = left_pad([s for s in seqs] * (k * (2 if twins else 1)), pad_id(lm), lm.device)
@@ -143,7 +142,7 @@ def rollout(
     need = must_exceed_count(n * T) if stop_above is not None else None
     steps = T
     cache = new_cache(lm.model)
-    with steer(lm.model, vector, dose) if vector is not None else nullcontext():
+    with steer(lm.model, vector, dose):
         logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
         for t in range(T):
             lp_all = torch.log_softmax(logits.float(), dim=-1)  # [rows V]
