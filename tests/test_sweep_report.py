@@ -126,6 +126,18 @@ def test_claims_pass_and_fail_on_fixtures(good):
     assert verdicts == {r: ("PASS" if good else "FAIL") for r in ("R1", "R2", "R3", "R4", "R5", "R6")}, verdicts
 
 
+def test_r4_says_how_many_forks_were_scored():
+    data = _fixture(True)
+    m = data["pmass"][0]["model"]
+    for r in data["pmass"]:  # censor the late forks of every 1x mean_diff rollout on the first model
+        if r["model"] == m and r["method"] == "mean_diff" and r["dose"] == "1.0" and r["fork_t"] != "0":
+            r["censored"] = "1"
+    s = Study(data)
+    r4 = {rid: text for rid, _, text in claims(s, table1(s))}["R4"]
+    # 4 prompts x 6 cells scored at fork 0 only (1x); 3 forks each at 2x; the base model: 4 prompts x 3 forks
+    assert f"{m}: 12 | mean_diff 24 / 72," in r4, r4
+
+
 def test_claims_flag_an_incomplete_study():
     s = Study(_fixture(True))
     verdicts = {rid: v for rid, v, _ in claims(s, table1(s), expected_cells=60)}

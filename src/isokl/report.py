@@ -227,6 +227,12 @@ def claims(s: Study, rows: list[dict], expected_cells: int | None = None) -> lis
     r4 = per_model("pmass_change_{}x", lambda v: abs(v) <= PMASS_OK, lambda v: v < -PMASS_HOT,
                    f"branch_pmass change from base: within {PMASS_OK} at 1x for every method, a drop of more than {PMASS_HOT} at 2x for at least one, per model",
                    lambda v: f"{v:+.3f}")
+    if r4:  # the means rest on the forks whose rollout was still running: say how many
+        n1, n2, n0 = s.pmass(1.0), s.pmass(2.0), s.pmass(None)
+        count = lambda d, key: sum(len(v) for v in d.get(key, {}).values())
+        r4 = (r4[0], r4[1] + ". Scored (uncensored) forks, base | 1x / 2x per method: " + " | ".join(
+            f"{m}: {count(n0, (m, 'base'))} | " + ", ".join(f"{meth} {count(n1, (m, meth))} / {count(n2, (m, meth))}" for meth in s.methods)
+            for m in s.models))
     out.append(("R4",) + (r4 if r4 else ("MISSING", "no branch_pmass rows")))
 
     if 2.0 not in s.doses:
