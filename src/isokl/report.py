@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -290,7 +290,20 @@ def claims_markdown(cl, s: Study, expected_cells: int | None) -> str:
     head += [f"Built by `isokl report` from the CSV files alone: {n} cells ({len(s.models)} models x {len(s.methods)} methods x "
              f"seeds {s.seeds} x windows {s.windows}).", ""]
     body = [f"- **{i}: {v}.** {d}" for i, v, d in cl]
-    return "\n".join(head + body) + "\n"
+    return "\n".join(head + body + ["", provenance(s)]) + "\n"
+
+
+def provenance(s: Study) -> str:
+    """Code versions, cell times and the summed per-cell seconds, read from calibration.csv."""
+    versions = Counter(r["code_version"] for r in s.cal)
+    secs = defaultdict(float)
+    for r in s.cal:
+        secs[r["model"]] += _f(r["seconds"])
+    times = sorted(r["time"] for r in s.cal)
+    return ("Provenance (from calibration.csv): code versions " + ", ".join(f"{v} ({k} cells)" for v, k in sorted(versions.items()))
+            + f"; cells started {times[0]} to {times[-1]}; summed per-cell seconds "
+            + ", ".join(f"{m} {secs[m] / 60:.1f} min" for m in s.models)
+            + f", total {sum(secs.values()) / 60:.1f} min (model loads and the once-per-model base rows not included).")
 
 
 COLORS = {"mean_diff": "#1f77b4", "pca": "#d62728", "directional_ablation": "#2ca02c"}
