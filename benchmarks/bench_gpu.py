@@ -86,11 +86,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="markdown file for the table (default: print only)")
     ap.add_argument("--smoke", action="store_true", help="tiny shape on CPU: checks the script runs")
+    ap.add_argument("--ns", default=None, help="comma-separated N to time (default 4,16,64)")
+    ap.add_argument("--warm", action="store_true",
+                    help="before timing a shape, run its largest evaluation once (N = 64, T = 200, 4 doses) so that "
+                         "the allocator holds enough memory and every kernel has run; without it, the first rows of a "
+                         "shape include those one-time costs")
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
     dtype = torch.float32 if args.smoke else torch.bfloat16
     shapes = ["smoke"] if args.smoke else ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b"]
     Ns, Ts = ([4, 16], [20, 50]) if args.smoke else ([4, 16, 64], [20, 50, 200])
+    if args.ns:
+        Ns = [int(x) for x in args.ns.split(",")]
     rows, calib = [], []
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     for shape in shapes:
@@ -99,7 +106,11 @@ def main():
         g = torch.Generator().manual_seed(2)
         vocab = SHAPES[shape][5]
         seqs_all = torch.randint(100, vocab - 100, (64, 48), generator=g).tolist()
-        evaluate(lm, seqs_all[:4], vec, (1.0,), 4)  # warm-up (kernels, allocator)
+        evaluate(lm, seqs_all[:4], vec, (1.0,), 4)  # warm-up (kernels)
+        if args.warm:
+            evaluate(lm, seqs_all[:64], vec, (0.5, 1.0, 2.0, 4.0), max(Ts))
+            evaluate(lm, seqs_all[:4], vec, (1.0,), max(Ts))
+            reference_kl(lm, seqs_all[:1], vec, 1.0, max(Ts))
         for N in Ns:
             for T in Ts:
                 seqs = seqs_all[:N]
@@ -129,13 +140,13 @@ def main():
         if device == "cuda":
             torch.cuda.empty_cache()
     lines = [
-        f"# GPU benchmark, {datetime.date.today()}, {gpu}",
+        f"# GPU benchmark, {datetime.date.today()}, {gpu}" + (" (warm)" if args.warm else ""),
         "",
         f"torch {torch.__version__}; random-initialised Qwen2.5-shaped models in {str(dtype).replace('torch.', '')};",
         "prompts of 48 tokens; rollouts forced to exactly T tokens. `batched` = one isokl evaluation",
         "(steered rollout + base twins + per-token KL, 1 dose); `4 doses` = the same with 4 doses in",
         "one batch; `reference` = one prompt at a time (`generate` + two full forwards), run only",
-        "where N x T <= 800. Command: `python benchmarks/bench_gpu.py --out docs/bench/gpu.md`.",
+        "where N x T <= 800. Command: `python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]) + "`.",
         "",
         "| shape | N | T | batched s | GiB | 4 doses s | GiB | reference s | GiB | reference / batched |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
