@@ -9,7 +9,7 @@ from isokl import prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.reference import reference_calibrate, reference_kl
-from isokl.rollout import NonFiniteKL, evaluate, kl_rows, kl_stats, rollout
+from isokl.rollout import NonFiniteKL, chunk_rows, evaluate, kl_rows, kl_stats, rollout, score_step
 
 
 def _seqs(lm, n=4, seed=0):
@@ -122,3 +122,23 @@ def test_several_doses_per_solver_round(llama_lm):
     assert res.evaluations == len(res.history)
     (again,) = evaluate(llama_lm, _seqs(llama_lm), vec, (res.c_star,), 10)
     assert abs(again.p95 - res.p95) < 1e-6  # the reported p95 is the one at c*, whatever batch it came from
+
+
+def test_score_step_in_chunks_matches_log_softmax():
+    V, r = 300_000, 3  # a vocabulary this large is scored one row at a time on CPU
+    assert chunk_rows(V, "cpu") == 1
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2 * r, V, generator=g) * 3
+    logits[r:] = logits[:r] + 0.5 * torch.randn(r, V, generator=g)
+    logits[1, 7] = logits[r + 1, 7] = -math.inf  # -inf in both rows: the chunk is redone term by term
+    nxt, logp, kl, logq = score_step(logits, r, twins=True)
+    lp, lq = torch.log_softmax(logits[:r], -1), torch.log_softmax(logits[r:], -1)
+    assert torch.equal(nxt, lp.argmax(-1))
+    assert torch.allclose(logp, lp.gather(-1, nxt[:, None])[:, 0], atol=1e-4)
+    assert torch.allclose(logq, lq.gather(-1, nxt[:, None])[:, 0], atol=1e-4)
+    assert torch.isfinite(kl).all() and torch.allclose(kl, kl_rows(lp, lq), atol=1e-4)
+    assert kl.min() > 0.05  # the rows differ, so the check above compares real values
+    nxt1, logp1, kl1, logq1 = score_step(logits, r, twins=False)
+    assert torch.equal(nxt1, nxt) and torch.equal(logp1, logp) and kl1 is None and logq1 is None
+    logits[2, 0] = float("nan")  # NaN logits stay NaN (the rollout then raises NonFiniteKL)
+    assert torch.isnan(score_step(logits, r, twins=True)[2][2])

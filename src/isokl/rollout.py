@@ -105,6 +105,42 @@ def kl_rows(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return torch.where(broken, torch.full_like(kl, float("nan")), kl)
 
 
+def chunk_rows(vocab: int, device) -> int:
+    """Rows of [rows vocab] float32 scored together: ~2 MiB on CPU (stays in cache: 3x faster than one
+    pass over all rows at a 262k vocabulary), up to 256 MiB elsewhere (per-call overhead dominates there)."""
+    budget = 2**19 if torch.device(device).type == "cpu" else 2**26
+    return max(1, budget // vocab)
+
+
+def score_step(logits: torch.Tensor, r: int, twins: bool):
+    """One step's logits [rows V] (steered rows first, then their base twins) -> greedy token, log p of it,
+    and with twins KL(p || q) and log q of it; each [r]. Works through the rows in chunks so that memory
+    is O(chunk x V) and each chunk stays in cache.
+
+    KL = sum p (x - y) - lse(x) + lse(y) for logits x (steered) and y (base). Where that is not finite
+    (a logit of -inf in both rows gives -inf - -inf; or NaN logits), the chunk is redone term by term with
+    `kl_rows`, which counts p = 0 terms as 0 and keeps NaN as NaN.
+    """
+    step = chunk_rows(logits.shape[-1], logits.device)
+    nxt, logp = torch.empty(r, dtype=torch.long, device=logits.device), torch.empty(r, device=logits.device)
+    kl = torch.empty(r, device=logits.device) if twins else None
+    logq = torch.empty(r, device=logits.device) if twins else None
+    for a in range(0, r, step):
+        b = min(r, a + step)
+        x = logits[a:b].float()
+        lx = torch.logsumexp(x, -1)
+        n = x.argmax(-1)
+        nxt[a:b], logp[a:b] = n, x.gather(-1, n[:, None])[:, 0] - lx
+        if twins:
+            y = logits[r + a : r + b].float()
+            ly = torch.logsumexp(y, -1)
+            k = torch.linalg.vecdot(torch.exp(x - lx[:, None]), x - y) - lx + ly
+            if not bool(torch.isfinite(k).all()):
+                k = kl_rows(x - lx[:, None], y - ly[:, None])
+            kl[a:b], logq[a:b] = k, y.gather(-1, n[:, None])[:, 0] - ly
+    return nxt, logp, kl, logq
+
+
 @torch.no_grad()
 def rollout(
     lm: LM,
@@ -145,16 +181,11 @@ def rollout(
     with steer(lm.model, vector, dose):
         logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
         for t in range(T):
-            lp_all = torch.log_softmax(logits.float(), dim=-1)  # [rows V]
-            lp = lp_all[:r]
-            nxt = lp.argmax(-1)  # greedy
+            nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
             tokens[:, t] = nxt
             valid[:, t] = ~done
-            logp[:, t] = lp.gather(-1, nxt[:, None])[:, 0]
             if twins:
-                lq = lp_all[r:]
-                kl[:, t] = kl_rows(lp, lq)
-                logp_b[:, t] = lq.gather(-1, nxt[:, None])[:, 0]
+                kl[:, t], logp_b[:, t] = kl_t, logq_t
             done = done | torch.isin(nxt, eos)
             decided = False
             if need is not None and twins:
