@@ -152,3 +152,17 @@ def test_report_is_byte_identical_when_rebuilt(swept, tmp_path):
     first = {p.name: p.read_bytes() for p in build(d)}
     second = {p.name: p.read_bytes() for p in build(d)}
     assert first == second
+
+
+def test_committed_results_rebuild_to_the_committed_table_and_claims(tmp_path):
+    """results/ (the published study) must be what `isokl report results/` makes of its CSVs today."""
+    from isokl.report import build
+
+    src = Path(__file__).resolve().parents[1] / "results"
+    for f in src.glob("*.csv"):
+        if not f.name.startswith("table1"):
+            shutil.copy(f, tmp_path / f.name)
+    build(tmp_path)
+    for name in ("claims.md", "table1.md", "table1.csv"):
+        assert (tmp_path / name).read_text() == (src / name).read_text(), f"results/{name} is stale: run `isokl report results`"
+    assert (tmp_path / "figure1.png").stat().st_size > 10_000
