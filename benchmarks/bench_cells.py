@@ -97,5 +97,6 @@ def main():
     print(f"its compute floor (linear-layer FLOPs at the large-product rate): {grand_floor / 60:.0f} min; "
           f"at the decode-shaped rate: {grand_floor * peak / skinny / 60:.0f} min")
 
+
 if __name__ == "__main__":
     main()
