@@ -142,3 +142,73 @@ def test_score_step_in_chunks_matches_log_softmax():
     assert torch.equal(nxt1, nxt) and torch.equal(logp1, logp) and kl1 is None and logq1 is None
     logits[2, 0] = float("nan")  # NaN logits stay NaN (the rollout then raises NonFiniteKL)
     assert torch.isnan(score_step(logits, r, twins=True)[2][2])
+
+
+def _same_rollout(a, b):
+    assert a.steps == b.steps and a.stopped == b.stopped
+    assert torch.equal(a.valid, b.valid)
+    assert torch.equal(a.tokens[a.valid], b.tokens[b.valid])
+    assert torch.allclose(a.kl[a.valid], b.kl[b.valid], atol=1e-6, rtol=0)
+    assert torch.allclose(a.logp[a.valid], b.logp[b.valid], atol=1e-6, rtol=0)
+    assert torch.allclose(a.logp_base[a.valid], b.logp_base[b.valid], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("source", ["same dose", "nearby dose", "far dose", "random tokens", "short draft"])
+def test_a_draft_never_changes_the_rollout(tiny_lm, source):
+    vec = extract(tiny_lm, prompts.extraction_pairs(0), "mean_diff")
+    seqs, T, c = _seqs(tiny_lm), 12, 3.0
+    plain = rollout(tiny_lm, seqs, T, vec, (c,))
+    g = torch.Generator().manual_seed(1)
+    draft = {
+        "same dose": lambda: plain.tokens,
+        "nearby dose": lambda: rollout(tiny_lm, seqs, T, vec, (c * 1.05,)).tokens,
+        "far dose": lambda: rollout(tiny_lm, seqs, T, vec, (c * 3,)).tokens,
+        "random tokens": lambda: torch.randint(0, 256, plain.tokens.shape, generator=g),
+        "short draft": lambda: plain.tokens[:, :5],
+    }[source]()
+    calls = []
+    hook = tiny_lm.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        _same_rollout(rollout(tiny_lm, seqs, T, vec, (c,), draft=draft), plain)
+    finally:
+        hook.remove()
+    if source == "same dose":
+        assert len(calls) == 1  # one verifying pass replaced all T sequential steps
+    if source == "random tokens":
+        assert len(calls) >= T  # a wrong first token: decoding resumed at once
+
+
+def test_a_draft_keeps_eos_early_stop_and_several_doses(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    seqs = _seqs(llama_lm)
+    coeffs = (2.0, 8.0)
+    plain = rollout(llama_lm, seqs, 16, vec, coeffs, stop_above=1.05)
+    assert plain.stopped  # both doses overshoot 1.05 early: the rollout stops before T
+    _same_rollout(rollout(llama_lm, seqs, 16, vec, coeffs, stop_above=1.05, draft=plain.tokens), plain)
+    ended = rollout(llama_lm, seqs, 10, vec, coeffs)
+    llama_lm.eos_ids = (int(ended.tokens[0, 3]),)  # row 0 now ends at its fourth token
+    plain = rollout(llama_lm, seqs, 10, vec, coeffs)
+    assert not plain.valid[0, 4:].any()
+    _same_rollout(rollout(llama_lm, seqs, 10, vec, coeffs, draft=ended.tokens), plain)
+    with pytest.raises(ValueError, match="draft has 3 rows"):
+        rollout(llama_lm, seqs, 10, vec, coeffs, draft=ended.tokens[:3])
+
+
+def test_a_fork_cache_after_a_draft_is_the_plain_one(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "pca")
+    seqs = _seqs(llama_lm)
+    plain, (c1, m1, w1) = rollout(llama_lm, seqs, 8, vec, (2.0,), score_base=False, return_cache=True)
+    fast, (c2, m2, w2) = rollout(llama_lm, seqs, 8, vec, (2.0,), score_base=False, return_cache=True, draft=plain.tokens)
+    assert w1 == w2 and torch.equal(m1, m2)
+    assert c1.get_seq_length() == c2.get_seq_length() == w1 + plain.steps - 1
+    assert torch.allclose(c1.layers[0].keys, c2.layers[0].keys, atol=1e-6)
+
+
+def test_calibration_with_drafts_takes_the_same_steps(tiny_lm):
+    vec = extract(tiny_lm, prompts.extraction_pairs(0), "mean_diff")
+    cal = prompts.calibration_prompts(0)
+    a = calibrate_iso_kl(tiny_lm, vec, cal, T=10, progress=False, draft=True)
+    b = calibrate_iso_kl(tiny_lm, vec, cal, T=10, progress=False, draft=False)
+    assert a.status == b.status and a.evaluations == b.evaluations
+    assert [h.c for h in a.history] == pytest.approx([h.c for h in b.history], rel=1e-9)
+    assert [h.p95 for h in a.history] == pytest.approx([h.p95 for h in b.history], abs=1e-6)

@@ -151,6 +151,7 @@ def rollout(
     score_base: bool = True,
     stop_above: float | None = None,
     return_cache: bool = False,
+    draft: torch.Tensor | None = None,
 ):
     """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL.
 
@@ -159,6 +160,12 @@ def rollout(
     only needs to know such a dose overshoots, and overshooting doses decide fast.
     return_cache: also return (KV cache, attention mask, padded prompt width) for forking
     (the cache holds the prompt and the first steps - 1 generated tokens).
+    draft: [k*n, L] guessed tokens of the steered rows (e.g. the rollout of a nearby dose).
+    The guess is verified in one teacher-forced forward over prompt + draft; greedy decoding
+    resumes at the first position where any live row's argmax differs from the draft
+    (`verify_draft`). The result is the same greedy rollout as without a draft (to float
+    rounding of a parallel vs a step-by-step forward); a good draft replaces up to L
+    sequential steps by one parallel pass, a bad one costs that pass.
     """
     check_length(lm, seqs, T)
     n, k = len(seqs), len(coeffs)
@@ -178,8 +185,18 @@ def rollout(
     need = must_exceed_count(n * T) if stop_above is not None else None
     steps = T
     cache = new_cache(lm.model)
+    width = ids.shape[1]
+    L = draft_length(lm, draft, r, width, T, len(all_c)) if draft is not None else 0
     with steer(lm.model, vector, dose):
-        logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
+        if L:  # prompt + draft[:, :L] in one pass: logits for positions 0..L, exact up to the first miss
+            d = draft[:, :L].to(lm.device)
+            feed = torch.cat([d, d]) if twins else d
+            mask = torch.cat([mask, torch.ones_like(feed)], dim=-1)
+            pos = torch.cat([pos, pos[:, -1:] + torch.arange(1, L + 1, device=pos.device)], dim=-1)
+            drafted = forward(lm.model, torch.cat([ids, feed], dim=-1), mask, pos, cache, keep=L + 1)
+            logits = drafted[:, 0]
+        else:
+            logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
         for t in range(T):
             nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
             tokens[:, t] = nxt
@@ -195,10 +212,21 @@ def rollout(
                 valid[:, t + 1 :] = False
                 steps = t + 1
                 break
+            if L:
+                # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
+                if t < L and bool((nxt == d[:, t])[valid[:, t]].all()):
+                    logits = drafted[:, t + 1]  # the cache already holds draft[t]: the next logits are exact
+                    continue
+                if L > t:
+                    cache.crop(-(L - t))  # keep prompt + tokens 0..t-1; resume step-by-step decoding
+                mask, pos, L, drafted = mask[:, : width + t], pos[:, : width + t], 0, None
             feed = torch.cat([nxt, nxt]) if twins else nxt  # base twins are teacher-forced on the steered tokens
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             pos = pos[:, -1:] + 1
             logits = forward(lm.model, feed[:, None], mask, pos, cache, keep=1)[:, -1]
+        if L > steps - 1:  # every step came from the draft pass: drop cached draft tokens beyond the last fed one
+            cache.crop(-(L - (steps - 1)))
+            mask = mask[:, : width + steps - 1]
     if kl is not None:
         bad = ~torch.isfinite(kl) & valid
         if bad.any():
@@ -208,7 +236,22 @@ def rollout(
                 "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
             )
     ro = Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b, steps, decided)
-    return (ro, (cache, mask, ids.shape[1])) if return_cache else ro
+    return (ro, (cache, mask, width)) if return_cache else ro
+
+
+def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int, rows: int) -> int:
+    """How many draft tokens to verify: at most T - 1, at most the draft's length, and
+    0 where the pass would not pay or not be safe: a sliding-window layer could evict the
+    prompt before the draft is cropped, or the [rows, L + 1, vocab] logits would pass 1 GiB."""
+    if draft.shape[0] != r:
+        raise ValueError(f"draft has {draft.shape[0]} rows, the rollout has {r} steered rows")
+    L = min(int(draft.shape[1]), T - 1)
+    window = getattr(lm.model.config, "sliding_window", None)
+    if window and width + L >= window - 1:
+        return 0
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+    L = min(L, 2**28 // max(1, rows * vocab) - 1)
+    return max(L, 0)
 
 
 def must_exceed_count(m: int, q: float = 0.95) -> int:
@@ -259,9 +302,18 @@ def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95, s
 
 
 def evaluate(
-    lm: LM, seqs: list[list[int]], vector: Vector, coeffs: tuple[float, ...], T: int, stop_above: float | None = None
-) -> list[KLStats]:
-    """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose."""
-    ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above)
+    lm: LM,
+    seqs: list[list[int]],
+    vector: Vector,
+    coeffs: tuple[float, ...],
+    T: int,
+    stop_above: float | None = None,
+    draft: torch.Tensor | None = None,
+    return_rollout: bool = False,
+):
+    """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose
+    (and the Rollout, with return_rollout)."""
+    ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above, draft=draft)
     kl = ro.kl if ro.kl is not None else torch.zeros_like(ro.logp)  # every dose 0: KL is exactly 0
-    return [kl_stats(kl[ro.rows(i)], ro.valid[ro.rows(i)], c, stopped=ro.stopped) for i, c in enumerate(coeffs)]
+    stats = [kl_stats(kl[ro.rows(i)], ro.valid[ro.rows(i)], c, stopped=ro.stopped) for i, c in enumerate(coeffs)]
+    return (stats, ro) if return_rollout else stats
