@@ -173,7 +173,7 @@ def test_a_draft_never_changes_the_rollout(tiny_lm, source):
     finally:
         hook.remove()
     if source == "same dose":
-        assert len(calls) == 1  # one verifying pass replaced all T sequential steps
+        assert len(calls) == 3  # base prompts, steered prompts, one verifying pass: no sequential steps
     if source == "random tokens":
         assert len(calls) >= T  # a wrong first token: decoding resumed at once
 
@@ -212,3 +212,14 @@ def test_calibration_with_drafts_takes_the_same_steps(tiny_lm):
     assert a.status == b.status and a.evaluations == b.evaluations
     assert [h.c for h in a.history] == pytest.approx([h.c for h in b.history], rel=1e-9)
     assert [h.p95 for h in a.history] == pytest.approx([h.p95 for h in b.history], abs=1e-6)
+
+
+def test_a_shared_base_prefill_gives_the_same_rollout(tiny_lm):
+    from isokl.rollout import prefill_base
+
+    vec = extract(tiny_lm, prompts.extraction_pairs(0), "pca")
+    seqs = _seqs(tiny_lm)
+    plain = rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0))
+    _same_rollout(rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0), base=prefill_base(tiny_lm, seqs)), plain)
+    other = prefill_base(tiny_lm, _seqs(tiny_lm, seed=1))  # another prompt set's prefill is not used
+    _same_rollout(rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0), base=other), plain)

@@ -27,7 +27,7 @@ import torch
 from .methods import get_method
 from .models import LM
 from .prompts import Prompt, prompt_hash
-from .rollout import KLStats, evaluate
+from .rollout import KLStats, evaluate, prefill_base
 from .vector import Calibration, Vector
 
 STATISTIC = "p95 per-token KL(steered || base) nats, steered greedy rollout, base teacher-forced"
@@ -207,6 +207,7 @@ def calibrate_iso_kl(
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
     stats: dict[float, KLStats] = {}
+    base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation
     tokens: dict[float, tuple[torch.Tensor, int]] = {}  # c -> (steered tokens [n T], steps generated)
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
     # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
@@ -215,7 +216,7 @@ def calibrate_iso_kl(
     def f(cs: list[float]) -> list[float]:
         t1 = time.time()
         guess = nearest_draft(tokens, cs) if draft else None
-        out, ro = evaluate(lm, seqs, vector, tuple(cs), T, stop_above=stop, draft=guess, return_rollout=True)
+        out, ro = evaluate(lm, seqs, vector, tuple(cs), T, stop_above=stop, draft=guess, base=base, return_rollout=True)
         for i, c in enumerate(cs):  # all doses of a round in one batch
             tokens[c] = (ro.tokens[ro.rows(i)], ro.steps)
         for s in out:

@@ -34,6 +34,38 @@ class NonFiniteKL(FloatingPointError):
 
 
 @dataclass(frozen=True)
+class BasePrefill:
+    """The base model's KV cache and last-position logits for n left-padded prompts: what every base twin
+    starts from. It does not depend on the dose, so one is built per prompt set and shared by all doses of
+    a rollout and all rollouts of a calibration (`prefill_base`)."""
+
+    seqs: tuple[tuple[int, ...], ...]
+    keys: tuple[torch.Tensor, ...]  # per layer [n heads S head_dim]
+    values: tuple[torch.Tensor, ...]
+    logits: torch.Tensor  # [n V] at the last prompt position
+
+
+@torch.no_grad()
+def prefill_base(lm: LM, seqs: list[list[int]]) -> BasePrefill:
+    ids, mask, pos = left_pad(seqs, pad_id(lm), lm.device)
+    cache = new_cache(lm.model)
+    logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
+    return BasePrefill(
+        tuple(tuple(s) for s in seqs),
+        tuple(layer.keys for layer in cache.layers),
+        tuple(layer.values for layer in cache.layers),
+        logits,
+    )
+
+
+def _append_rows(cache, base: BasePrefill, repeat: int) -> None:
+    """Append base's prompt rows, `repeat` times over, below the rows already in `cache` (same padded width)."""
+    for layer, k, v in zip(cache.layers, base.keys, base.values, strict=True):
+        layer.keys = torch.cat([layer.keys, k.repeat(repeat, 1, 1, 1)])
+        layer.values = torch.cat([layer.values, v.repeat(repeat, 1, 1, 1)])
+
+
+@dataclass(frozen=True)
 class Rollout:
     """Per steered row r = k*n + i (dose k, prompt i); t = generated position 0..T-1."""
 
@@ -152,6 +184,7 @@ def rollout(
     stop_above: float | None = None,
     return_cache: bool = False,
     draft: torch.Tensor | None = None,
+    base: BasePrefill | None = None,
 ):
     """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL.
 
@@ -166,6 +199,8 @@ def rollout(
     (`verify_draft`). The result is the same greedy rollout as without a draft (to float
     rounding of a parallel vs a step-by-step forward); a good draft replaces up to L
     sequential steps by one parallel pass, a bad one costs that pass.
+    base: the base twins' prompt prefill (`prefill_base` of the same seqs), reused across calls;
+    without it the rollout builds one (n rows, shared by all k doses).
     """
     check_length(lm, seqs, T)
     n, k = len(seqs), len(coeffs)
@@ -187,16 +222,21 @@ def rollout(
     cache = new_cache(lm.model)
     width = ids.shape[1]
     L = draft_length(lm, draft, r, width, T, len(all_c)) if draft is not None else 0
+    if twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
+        base = prefill_base(lm, seqs)
+    with steer(lm.model, vector, dose[:r]):  # the prompts of the steered rows
+        logits = forward(lm.model, ids[:r], mask[:r], pos[:r], cache, keep=1)[:, -1]
+    if twins:  # base twins start from the shared base prefill
+        _append_rows(cache, base, k)
+        logits = torch.cat([logits, base.logits.repeat(k, 1)])
     with steer(lm.model, vector, dose):
-        if L:  # prompt + draft[:, :L] in one pass: logits for positions 0..L, exact up to the first miss
+        if L:  # draft[:, :L] in one pass: logits for positions 1..L, exact up to the first miss
             d = draft[:, :L].to(lm.device)
             feed = torch.cat([d, d]) if twins else d
             mask = torch.cat([mask, torch.ones_like(feed)], dim=-1)
             pos = torch.cat([pos, pos[:, -1:] + torch.arange(1, L + 1, device=pos.device)], dim=-1)
-            drafted = forward(lm.model, torch.cat([ids, feed], dim=-1), mask, pos, cache, keep=L + 1)
+            drafted = torch.cat([logits[:, None], forward(lm.model, feed, mask, pos[:, width:], cache, keep=L)], dim=1)
             logits = drafted[:, 0]
-        else:
-            logits = forward(lm.model, ids, mask, pos, cache, keep=1)[:, -1]
         for t in range(T):
             nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
             tokens[:, t] = nxt
@@ -309,11 +349,12 @@ def evaluate(
     T: int,
     stop_above: float | None = None,
     draft: torch.Tensor | None = None,
+    base: BasePrefill | None = None,
     return_rollout: bool = False,
 ):
     """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose
     (and the Rollout, with return_rollout)."""
-    ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above, draft=draft)
+    ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above, draft=draft, base=base)
     kl = ro.kl if ro.kl is not None else torch.zeros_like(ro.logp)  # every dose 0: KL is exactly 0
     stats = [kl_stats(kl[ro.rows(i)], ro.valid[ro.rows(i)], c, stopped=ro.stopped) for i, c in enumerate(coeffs)]
     return (stats, ro) if return_rollout else stats
