@@ -8,6 +8,8 @@ step, plain bisection on log c (isokl.reference), started at c = 1 (the conventi
 coefficient; --ref-start) and, with --ref-from-guess, also at isokl's own first guess, which
 isolates the per-evaluation and solver gains from the first-guess gain. Prints wall times,
 the ratios, the evaluation counts, and calibration time over one batched evaluation.
+isokl also runs without drafts (each solver step's rollout decoded step by step instead of
+verifying the nearest evaluated dose's tokens): same c*, the difference is the drafts' gain.
 """
 
 import argparse
@@ -42,6 +44,10 @@ def main():
         fast = calibrate_iso_kl(lm, vec, cal, T=T)
         t_fast = time.perf_counter() - t0
         t0 = time.perf_counter()
+        plain = calibrate_iso_kl(lm, vec, cal, T=T, draft=False)
+        t_plain = time.perf_counter() - t0
+        assert plain.c_star == fast.c_star, (plain.c_star, fast.c_star)  # drafts change the cost, never the result
+        t0 = time.perf_counter()
         evaluate(lm, seqs, vec, (fast.c_star,), T)
         t_one = time.perf_counter() - t0
         starts = [("c=%g" % args.ref_start, args.ref_start)] + ([("isokl guess", None)] if args.ref_from_guess else [])
@@ -49,13 +55,16 @@ def main():
             t0 = time.perf_counter()
             c_ref, p_ref, n_ref = reference_calibrate(lm, vec, seqs, T, progress=True, c0=c0)
             t_ref = time.perf_counter() - t0
-            rows.append((T, label, t_fast, fast.evaluations, fast.c_star, fast.p95, t_ref, n_ref, c_ref, p_ref, t_one))
+            rows.append((T, label, t_fast, fast.evaluations, fast.c_star, fast.p95, t_ref, n_ref, c_ref, p_ref, t_one, t_plain))
     print(f"\nmodel {args.model}, method {args.method}, N = {len(cal)} prompts, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'T':>3} | {'isokl s':>8} {'evals':>5} {'c*':>8} {'p95':>6} | {'ref start':>11} {'ref s':>8} {'evals':>5} {'c':>8} {'p95':>6} | {'speedup':>7} | {'calib/eval':>10}")
-    for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1 in rows:
-        print(f"{T:>3} | {tf:8.1f} {nf:5d} {cf:8.4g} {pf:6.3f} | {lab:>11} {tr:8.1f} {nr:5d} {cr:8.4g} {pr:6.3f} | {tr / tf:6.1f}x | {tf / t1:9.2f}x")
-    for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1 in rows:
-        print(f"T={T}: speedup {tr / tf:.1f}x over the reference started at {lab}; calibration = {tf / t1:.2f}x one batched evaluation ({t1:.1f} s)")
+    print(f"{'T':>3} | {'isokl s':>8} {'evals':>5} {'c*':>8} {'p95':>6} {'no drafts s':>11} | {'ref start':>11} {'ref s':>8} {'evals':>5} {'c':>8} {'p95':>6} | {'speedup':>7} | {'calib/eval':>10}")
+    for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1, tp in rows:
+        print(f"{T:>3} | {tf:8.1f} {nf:5d} {cf:8.4g} {pf:6.3f} {tp:11.1f} | {lab:>11} {tr:8.1f} {nr:5d} {cr:8.4g} {pr:6.3f} | {tr / tf:6.1f}x | {tf / t1:9.2f}x")
+    for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1, tp in rows:
+        print(
+            f"T={T}: speedup {tr / tf:.1f}x over the reference started at {lab} ({tr / tp:.1f}x without drafts); "
+            f"calibration = {tf / t1:.2f}x one batched evaluation ({t1:.1f} s)"
+        )
 
 
 if __name__ == "__main__":
