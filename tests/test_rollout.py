@@ -223,3 +223,27 @@ def test_a_shared_base_prefill_gives_the_same_rollout(tiny_lm):
     _same_rollout(rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0), base=prefill_base(tiny_lm, seqs)), plain)
     other = prefill_base(tiny_lm, _seqs(tiny_lm, seed=1))  # another prompt set's prefill is not used
     _same_rollout(rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0), base=other), plain)
+
+
+def test_the_cpu_output_layer_product_matches_linear():
+    from conftest import byte_tokenizer, tiny_model
+
+    from isokl.models import from_module
+
+    model = tiny_model("qwen2", dtype=torch.float32)
+    head = model.get_output_embeddings()
+    g = torch.Generator().manual_seed(0)
+    for rows in (1, 2, 8, 16, 17, 40):
+        x = torch.randn(rows, 1, head.in_features, generator=g)
+        want = torch.nn.functional.linear(x, head.weight)
+        from_module(model, byte_tokenizer())  # swaps in the column product
+        got = model.get_output_embeddings()(x)
+        assert got.shape == want.shape and got.is_contiguous()
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    lm = from_module(model, byte_tokenizer())
+    assert model.get_output_embeddings().forward.func.__name__ == "_column_product"
+    vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+    ro = rollout(lm, _seqs(lm), 8, vec, (3.0,))  # 8 rows: the column product runs inside the rollout
+    kl_ref, valid_ref = reference_kl(lm, _seqs(lm), vec, 3.0, 8)
+    assert torch.equal(ro.valid.cpu(), valid_ref)
+    assert torch.allclose(ro.kl.double().cpu(), kl_ref, atol=1e-4, rtol=0)

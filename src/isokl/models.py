@@ -9,6 +9,7 @@ Base and steered runs use the same dequantized weights, so quantization biases n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .prompts import Prompt
 
@@ -205,9 +207,30 @@ def _eos_ids(model, tok) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def _column_product(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """The output layer's logits for a few rows as (W @ x^T)^T: the same numbers as F.linear (to float
+    rounding), 1.3-3x faster on this project's CPU for 2-16 rows and vocabularies of 49k-262k, where
+    MKL's x @ W^T path is slow; more rows, or another device, use F.linear (docs/decisions.md)."""
+    flat = x.reshape(-1, x.shape[-1])
+    if not 2 <= flat.shape[0] <= 16 or x.device.type != "cpu" or x.dtype != torch.float32:
+        return F.linear(x, head.weight, head.bias)
+    y = torch.mm(head.weight, flat.T).T.contiguous()
+    if head.bias is not None:
+        y += head.bias
+    return y.view(*x.shape[:-1], -1)
+
+
+def use_column_product(model: torch.nn.Module) -> None:
+    """Compute the output layer of `model` with `_column_product` (a plain nn.Linear head only)."""
+    head = model.get_output_embeddings()
+    if type(head) is torch.nn.Linear:
+        head.forward = functools.partial(_column_product, head)
+
+
 def from_module(model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None) -> LM:
     """Wrap an already loaded model (tests build tiny random ones from a config)."""
     model.eval()
+    use_column_product(model)
     cfg = model.config.get_text_config()
     if chat is None:
         chat = getattr(tokenizer, "chat_template", None) is not None
