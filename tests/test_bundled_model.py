@@ -50,6 +50,22 @@ def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
         assert not torch.equal(outs[0], forward(smol.model, ids, mask, pos, keep=1))
 
 
+def test_drafts_leave_a_real_calibration_unchanged(smol):
+    vec = extract(smol, prompts.extraction_pairs(0), "directional_ablation")
+    runs = {}
+    for draft in (True, False):
+        calls = []
+        hook = smol.model.register_forward_hook(lambda *a: calls.append(1))
+        try:
+            runs[draft] = (calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20, progress=False, draft=draft), len(calls))
+        finally:
+            hook.remove()
+    (a, calls_a), (b, calls_b) = runs[True], runs[False]
+    assert [h.c for h in a.history] == [h.c for h in b.history] and a.c_star == b.c_star
+    assert [h.p95 for h in a.history] == pytest.approx([h.p95 for h in b.history], abs=1e-5)
+    assert calls_a < calls_b  # some steps were verified from a draft instead of decoded
+
+
 def test_base_branch_pmass_on_truefalse_questions(smol):
     from isokl.metrics import branch_pmass
 

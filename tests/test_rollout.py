@@ -173,7 +173,7 @@ def test_a_draft_never_changes_the_rollout(tiny_lm, source):
     finally:
         hook.remove()
     if source == "same dose":
-        assert len(calls) == 3  # base prompts, steered prompts, one verifying pass: no sequential steps
+        assert len(calls) == 4  # base prompts, steered prompts, drafted passes of 4 then 7 tokens: no single steps
     if source == "random tokens":
         assert len(calls) >= T  # a wrong first token: decoding resumed at once
 

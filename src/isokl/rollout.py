@@ -194,11 +194,12 @@ def rollout(
     return_cache: also return (KV cache, attention mask, padded prompt width) for forking
     (the cache holds the prompt and the first steps - 1 generated tokens).
     draft: [k*n, L] guessed tokens of the steered rows (e.g. the rollout of a nearby dose).
-    The guess is verified in one teacher-forced forward over prompt + draft; greedy decoding
-    resumes at the first position where any live row's argmax differs from the draft
-    (`verify_draft`). The result is the same greedy rollout as without a draft (to float
-    rounding of a parallel vs a step-by-step forward); a good draft replaces up to L
-    sequential steps by one parallel pass, a bad one costs that pass.
+    While every live row's argmax equals the draft, the next drafted tokens are fed ahead in
+    one pass (4, then 8, 16, ... tokens), which checks them all; at the first miss the
+    cache is cropped back and decoding goes on step by step. The result is the plain greedy
+    rollout (to float rounding of a several-token vs a one-token forward); a draft that
+    holds replaces T sequential steps by a few passes, one that misses at once costs a
+    pass of 4 tokens.
     base: the base twins' prompt prefill (`prefill_base` of the same seqs), reused across calls;
     without it the rollout builds one (n rows, shared by all k doses).
     """
@@ -229,14 +230,10 @@ def rollout(
     if twins:  # base twins start from the shared base prefill
         _append_rows(cache, base, k)
         logits = torch.cat([logits, base.logits.repeat(k, 1)])
+    d = draft[:, :L].to(lm.device) if L else None
+    p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
+    fed, buf, chunk = 0, None, 4  # generated tokens in the cache; logits of positions ahead from a drafted pass
     with steer(lm.model, vector, dose):
-        if L:  # draft[:, :L] in one pass: logits for positions 1..L, exact up to the first miss
-            d = draft[:, :L].to(lm.device)
-            feed = torch.cat([d, d]) if twins else d
-            mask = torch.cat([mask, torch.ones_like(feed)], dim=-1)
-            pos = torch.cat([pos, pos[:, -1:] + torch.arange(1, L + 1, device=pos.device)], dim=-1)
-            drafted = torch.cat([logits[:, None], forward(lm.model, feed, mask, pos[:, width:], cache, keep=L)], dim=1)
-            logits = drafted[:, 0]
         for t in range(T):
             nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
             tokens[:, t] = nxt
@@ -252,20 +249,30 @@ def rollout(
                 valid[:, t + 1 :] = False
                 steps = t + 1
                 break
-            if L:
-                # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
-                if t < L and bool((nxt == d[:, t])[valid[:, t]].all()):
-                    logits = drafted[:, t + 1]  # the cache already holds draft[t]: the next logits are exact
+            # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
+            hit = L > t and bool((nxt == d[:, t])[valid[:, t]].all())
+            if buf is not None:  # the cache already holds draft[t], fed ahead, and buf the logits after it
+                if hit:
+                    logits, buf = buf[:, 0], (buf[:, 1:] if buf.shape[1] > 1 else None)
                     continue
-                if L > t:
-                    cache.crop(-(L - t))  # keep prompt + tokens 0..t-1; resume step-by-step decoding
-                mask, pos, L, drafted = mask[:, : width + t], pos[:, : width + t], 0, None
-            feed = torch.cat([nxt, nxt]) if twins else nxt  # base twins are teacher-forced on the steered tokens
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            pos = pos[:, -1:] + 1
-            logits = forward(lm.model, feed[:, None], mask, pos, cache, keep=1)[:, -1]
-        if L > steps - 1:  # every step came from the draft pass: drop cached draft tokens beyond the last fed one
-            cache.crop(-(L - (steps - 1)))
+                cache.crop(-(fed - t))  # drop draft[t:] from the cache: it holds tokens 0..t-1 again
+                mask, fed, buf = mask[:, : width + t], t, None
+            if not hit:
+                L = 0  # the draft left the greedy path: decode step by step from here on
+            size = min(chunk, L - t, max(2, 2**28 // (len(all_c) * logits.shape[-1])))
+            if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
+                step_ids = torch.cat([nxt[:, None], d[:, t + 1 : t + size]], dim=-1)
+                chunk *= 2
+            else:
+                step_ids = nxt[:, None]
+            feed = torch.cat([step_ids, step_ids]) if twins else step_ids  # base twins are teacher-forced
+            m = feed.shape[1]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :m])], dim=-1)
+            out = forward(lm.model, feed, mask, p0 + 1 + t + torch.arange(m, device=p0.device), cache, keep=m)
+            fed = t + m
+            logits, buf = out[:, 0], (out[:, 1:] if m > 1 else None)
+        if fed > steps - 1:  # drafted tokens fed beyond the last step: the cache holds tokens 0..steps-2
+            cache.crop(-(fed - (steps - 1)))
             mask = mask[:, : width + steps - 1]
     if kl is not None:
         bad = ~torch.isfinite(kl) & valid
@@ -280,18 +287,13 @@ def rollout(
 
 
 def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int, rows: int) -> int:
-    """How many draft tokens to verify: at most T - 1, at most the draft's length, and
-    0 where the pass would not pay or not be safe: a sliding-window layer could evict the
-    prompt before the draft is cropped, or the [rows, L + 1, vocab] logits would pass 1 GiB."""
+    """How many draft tokens may be used: at most T - 1 and the draft's length; 0 where a
+    sliding-window layer could evict the prompt before drafted tokens are cropped."""
     if draft.shape[0] != r:
         raise ValueError(f"draft has {draft.shape[0]} rows, the rollout has {r} steered rows")
     L = min(int(draft.shape[1]), T - 1)
     window = getattr(lm.model.config, "sliding_window", None)
-    if window and width + L >= window - 1:
-        return 0
-    vocab = lm.model.get_output_embeddings().weight.shape[0]
-    L = min(L, 2**28 // max(1, rows * vocab) - 1)
-    return max(L, 0)
+    return 0 if window and width + L >= window - 1 else max(L, 0)
 
 
 def must_exceed_count(m: int, q: float = 0.95) -> int:
