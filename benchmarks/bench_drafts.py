@@ -1,0 +1,26 @@
+"""Drafted against plain calibration rollouts on the larger bundled models, one calibration each.
+
+    .venv/bin/python benchmarks/bench_drafts.py
+
+For three (model, method, seed, T) cases of the study, calibrates with draft=True and
+draft=False in one run and prints both wall times, the evaluation count and whether
+the solver took the same steps (same c sequence, p95 within 1e-5).
+"""
+
+import time, torch, sys
+from isokl import load, prompts
+from isokl.activations import extract
+from isokl.calibrate import calibrate_iso_kl
+torch.set_num_threads(2)
+for model, method, seed, T in [("gemma3-270m", "directional_ablation", 0, 20), ("qwen2.5-coder-0.5b", "directional_ablation", 1, 20), ("qwen2.5-coder-0.5b", "mean_diff", 1, 50)]:
+    lm = load(model)
+    vec = extract(lm, prompts.extraction_pairs(seed), method)
+    cal = prompts.calibration_prompts(seed)
+    out = {}
+    for d in (True, False):
+        t0 = time.perf_counter()
+        r = calibrate_iso_kl(lm, vec, cal, T=T, progress=False, draft=d)
+        out[d] = (time.perf_counter() - t0, r)
+    (ta, a), (tb, b) = out[True], out[False]
+    same = [h.c for h in a.history] == [h.c for h in b.history] and max(abs(x.p95 - y.p95) for x, y in zip(a.history, b.history)) < 1e-5
+    print(f"{model} {method} s{seed} T{T}: drafts {ta:.1f} s / plain {tb:.1f} s = {tb / ta:.2f}x; {a.evaluations} evals, {a.status}, c* {a.c_star:.5g} vs {b.c_star:.5g}; same steps: {same}", flush=True)
