@@ -4,7 +4,8 @@
 
 For three (model, method, seed, T) cases of the study, calibrates with draft=True and
 draft=False in one run and prints both wall times, the evaluation count and whether
-the solver took the same steps (same c sequence, p95 within 1e-5).
+how far the two solver paths differ (float rounding: a several-token against a one-token
+forward).
 """
 
 import time, torch, sys
@@ -22,5 +23,7 @@ for model, method, seed, T in [("gemma3-270m", "directional_ablation", 0, 20), (
         r = calibrate_iso_kl(lm, vec, cal, T=T, progress=False, draft=d)
         out[d] = (time.perf_counter() - t0, r)
     (ta, a), (tb, b) = out[True], out[False]
-    same = [h.c for h in a.history] == [h.c for h in b.history] and max(abs(x.p95 - y.p95) for x, y in zip(a.history, b.history)) < 1e-5
-    print(f"{model} {method} s{seed} T{T}: drafts {ta:.1f} s / plain {tb:.1f} s = {tb / ta:.2f}x; {a.evaluations} evals, {a.status}, c* {a.c_star:.5g} vs {b.c_star:.5g}; same steps: {same}", flush=True)
+    dc = max(abs(x.c / y.c - 1) for x, y in zip(a.history, b.history)) if a.evaluations == b.evaluations else float("nan")
+    dp = max(abs(x.p95 - y.p95) for x, y in zip(a.history, b.history)) if a.evaluations == b.evaluations else float("nan")
+    print(f"{model} {method} s{seed} T{T}: drafts {ta:.1f} s / plain {tb:.1f} s = {tb / ta:.2f}x; evals {a.evaluations} / {b.evaluations}, "
+          f"{a.status} / {b.status}, c* {a.c_star:.6g} / {b.c_star:.6g}; largest relative difference of c {dc:.1e}, of p95 {dp:.1e}", flush=True)
