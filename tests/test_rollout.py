@@ -247,3 +247,15 @@ def test_the_cpu_output_layer_product_matches_linear():
     kl_ref, valid_ref = reference_kl(lm, _seqs(lm), vec, 3.0, 8)
     assert torch.equal(ro.valid.cpu(), valid_ref)
     assert torch.allclose(ro.kl.double().cpu(), kl_ref, atol=1e-4, rtol=0)
+
+
+def test_a_known_coefficient_as_start_converges_at_once(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    cal = prompts.calibration_prompts(0)
+    first = calibrate_iso_kl(llama_lm, vec, cal, T=10, progress=False)
+    again = calibrate_iso_kl(llama_lm, vec, cal, T=10, progress=False, start=first.c_star)
+    assert first.converged and first.evaluations > 1
+    assert again.evaluations == 1 and again.c_star == first.c_star
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="start must be"):
+            calibrate_iso_kl(llama_lm, vec, cal, T=10, progress=False, start=bad)

@@ -28,6 +28,7 @@ class CalibrateConfig:
     target: float = field(default=1.0, metadata={"help": "p95 per-token KL target, nats"})
     tol: float = field(default=0.05, metadata={"help": "converged when |p95 - target| <= tol"})
     out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
+    start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     doses_per_round: int = field(default=1, metadata={"help": "doses per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
 
@@ -61,7 +62,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     vec = extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
     print(f"[isokl] calibrating {cfg.method} on {cfg.model}, layers {vec.layers[0]}..{vec.layers[-1]}, T = {cfg.window}", file=sys.stderr)
     res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(cfg.seed), T=cfg.window, target=cfg.target, tol=cfg.tol,
-                           per_round=cfg.doses_per_round)
+                           per_round=cfg.doses_per_round, start=cfg.start or None)
     path = res.vector.save(cfg.out)
     print(f"c* = {res.c_star:.6g}")
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
