@@ -233,14 +233,13 @@ def test_the_cpu_output_layer_product_matches_linear():
     model = tiny_model("qwen2", dtype=torch.float32)
     head = model.get_output_embeddings()
     g = torch.Generator().manual_seed(0)
+    lm = from_module(model, byte_tokenizer())  # swaps in the column product
     for rows in (1, 2, 8, 16, 17, 40):
         x = torch.randn(rows, 1, head.in_features, generator=g)
         want = torch.nn.functional.linear(x, head.weight)
-        from_module(model, byte_tokenizer())  # swaps in the column product
         got = model.get_output_embeddings()(x)
         assert got.shape == want.shape and got.is_contiguous()
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
-    lm = from_module(model, byte_tokenizer())
     assert model.get_output_embeddings().forward.func.__name__ == "_column_product"
     vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
     ro = rollout(lm, _seqs(lm), 8, vec, (3.0,))  # 8 rows: the column product runs inside the rollout

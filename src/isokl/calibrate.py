@@ -201,7 +201,7 @@ def calibrate_iso_kl(
     fastest on CPU (rows cost compute there); on a GPU, where a step is bound by per-call
     overhead, 4 cut a 7B calibration from 6.7 s to 3.8 s (docs/bench).
     draft: start each dose's rollout from the tokens of the nearest dose already evaluated
-    (within a factor DRAFT_RATIO), verified in one parallel pass (`rollout`, draft=): late
+    (within a factor DRAFT_RATIO), checked several tokens per pass (`rollout`, draft=): late
     solver steps move c by a few percent, where the greedy text rarely changes, so their
     rollouts cost a few passes instead of T steps. Results are the same with draft=False.
     start: the first coefficient to evaluate (e.g. a c* found for another window or prompt

@@ -222,7 +222,7 @@ def rollout(
     steps = T
     cache = new_cache(lm.model)
     width = ids.shape[1]
-    L = draft_length(lm, draft, r, width, T, len(all_c)) if draft is not None else 0
+    L = draft_length(lm, draft, r, width, T) if draft is not None else 0
     if twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
         base = prefill_base(lm, seqs)
     with steer(lm.model, vector, dose[:r]):  # the prompts of the steered rows
@@ -286,7 +286,7 @@ def rollout(
     return (ro, (cache, mask, width)) if return_cache else ro
 
 
-def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int, rows: int) -> int:
+def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int:
     """How many draft tokens may be used: at most T - 1 and the draft's length; 0 where a
     sliding-window layer could evict the prompt before drafted tokens are cropped."""
     if draft.shape[0] != r:
