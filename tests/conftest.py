@@ -1,11 +1,24 @@
 """Tiny random models built from a config (no download), shared by the unit tests."""
 
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from isokl.models import from_module
+from isokl.models import from_module, set_threads
+
+set_threads()  # $ISOKL_THREADS, else every core this process may use (run the suite with 1 and with 2)
+
+# Two routes to the same float64 logits (another batch size, a drafted pass) differ by ~1e-15; the rollout
+# scores in float32, where such a difference can flip the last bit of a logit, and a KL or log-prob summed
+# over the vocabulary then moves by a few float32 ulps (eps = 1.2e-7, relative). 1e-5 relative (~100 ulps)
+# plus 1e-6 absolute (values near 0) bounds that on any CPU and thread count; a changed token moves these
+# values by orders of magnitude more.
+F32 = dict(rtol=1e-5, atol=1e-6)
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eot>{% endfor %}"

@@ -23,7 +23,6 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smol():
-    torch.set_num_threads(2)
     return models.load("smollm2-135m")
 
 
@@ -50,21 +49,35 @@ def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
         assert not torch.equal(outs[0], forward(smol.model, ids, mask, pos, keep=1))
 
 
-def test_drafts_leave_a_real_calibration_unchanged(smol):
+def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
+    import isokl.calibrate as cal_mod
+
     vec = extract(smol, prompts.extraction_pairs(0), "directional_ablation")
-    runs = {}
+    runs, real_evaluate = {}, cal_mod.evaluate
     for draft in (True, False):
-        calls = []
+        calls, tokens = [], []
+
+        def recording(*a, **kw):  # the real evaluate; keeps each evaluation's greedy tokens
+            stats, ro = real_evaluate(*a, **kw)
+            tokens.append(ro.tokens[ro.valid])
+            return stats, ro
+
+        monkeypatch.setattr(cal_mod, "evaluate", recording)
         hook = smol.model.register_forward_hook(lambda *a: calls.append(1))
         try:
-            runs[draft] = (calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20, progress=False, draft=draft), len(calls))
+            res = calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20, progress=False, draft=draft)
         finally:
             hook.remove()
-    (a, calls_a), (b, calls_b) = runs[True], runs[False]
-    # the same solver path; values agree to float rounding (a several-token vs a one-token forward)
+        runs[draft] = (res, len(calls), tokens)
+    (a, calls_a, tok_a), (b, calls_b, tok_b) = runs[True], runs[False]
+    # The claim: the same solver path on the same greedy tokens.
     assert a.status == b.status and a.evaluations == b.evaluations
-    assert [h.c for h in a.history] == pytest.approx([h.c for h in b.history], rel=1e-5)
-    assert [h.p95 for h in a.history] == pytest.approx([h.p95 for h in b.history], abs=1e-5)
+    assert len(tok_a) == len(tok_b) and all(torch.equal(x, y) for x, y in zip(tok_a, tok_b))
+    # Values differ only by float32 rounding: a several-token and a one-token forward sum the same products
+    # in another order (and oneDNN picks other kernels on other CPUs), ~1e-5 relative in p95 after 30 layers
+    # (seen: 1.3e-5). 1e-3 bounds that with room and stays 50x below the solver's tolerance of 0.05.
+    assert [h.c for h in a.history] == pytest.approx([h.c for h in b.history], rel=1e-3)
+    assert [h.p95 for h in a.history] == pytest.approx([h.p95 for h in b.history], rel=1e-3)
     assert calls_a < calls_b  # some steps were verified from a draft instead of decoded
 
 

@@ -71,6 +71,41 @@ BUNDLED: dict[str, Bundled] = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
+THREADS_ENV = "ISOKL_THREADS"
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (containers)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2: "max 100000" or "200000 100000" (quota, period)
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads: n, else $ISOKL_THREADS, else the cores this process may use.
+
+    torch's own default can count the host's cores inside a container; two processes that each take
+    every core slow each other 5-20x, so run concurrent jobs with n = cores / jobs (`--threads`).
+    """
+    if n is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            if not env.isdigit() or int(env) < 1:
+                raise ValueError(f"${THREADS_ENV} must be a whole number >= 1, got {env!r}")
+            n = int(env)
+        else:
+            n = available_cores()
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("ISOKL_CACHE", Path.home() / ".cache" / "isokl"))
 
