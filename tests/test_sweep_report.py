@@ -10,7 +10,8 @@ import pytest
 
 from isokl.models import from_module
 from isokl.report import Study, claims, table1
-from isokl.sweep import FILES, PROVENANCE, SweepConfig, run_sweep
+from isokl.records import FILES, columns
+from isokl.sweep import SweepConfig, run_sweep
 
 from conftest import byte_tokenizer, tiny_model
 
@@ -34,10 +35,10 @@ def _rows(path, drop=("time", "seconds")):
 
 
 def test_sweep_writes_every_csv_with_documented_columns(swept):
-    for name, cols in FILES.items():
+    for name in FILES:
         with open(swept / f"{name}.csv", newline="") as f:
             reader = csv.DictReader(f)
-            assert reader.fieldnames == PROVENANCE + cols
+            assert reader.fieldnames == columns(name)
             rows = list(reader)
         assert rows, name
     cal = _rows(swept / "calibration.csv")

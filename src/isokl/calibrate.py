@@ -189,7 +189,7 @@ def calibrate_iso_kl(
     tol: float = 0.05,
     max_evals: int = 20,
     c_max: float | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[KLStats, float], None] = True,
     early_stop: bool = True,
     per_round: int = 1,
     draft: bool = True,
@@ -207,7 +207,13 @@ def calibrate_iso_kl(
     start: the first coefficient to evaluate (e.g. a c* found for another window or prompt
     set); None: a guess from the vector's activation scales. Speed only: the result is any
     c with |p95 - target| <= tol.
+    progress: True prints a line per evaluation to stderr; a function f(stats, seconds) gets each instead.
     """
+    if not prompts:
+        raise ValueError("calibrate_iso_kl needs at least one calibration prompt (got none)")
+    if T < 1:
+        raise ValueError(f"the window T must be at least 1 generated token, got {T}")
+    vector.check_fits(lm.id, lm.n_layers, lm.d_model)
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
     stats: dict[float, KLStats] = {}
@@ -225,7 +231,9 @@ def calibrate_iso_kl(
             tokens[c] = (ro.tokens[ro.rows(i)], ro.steps)
         for s in out:
             stats[s.c] = s
-            if progress:
+            if callable(progress):
+                progress(s, time.time() - t1)
+            elif progress:
                 print(
                     f"  eval {len(stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({time.time() - t1:.1f} s)",
                     file=sys.stderr,

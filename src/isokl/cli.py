@@ -1,62 +1,63 @@
-"""Command line: `isokl VERB --help`. Each verb's flags are derived from a typed config dataclass.
+"""Command line: `isokl VERB --help`. calibrate, sweep, study and generate take their flags from a typed
+config dataclass (`isokl.config`); report, methods and models take a folder or nothing.
 
   isokl calibrate --model smollm2-135m --method mean_diff --window 20 --seed 0 --out v.safetensors
+  isokl generate --vector v.safetensors --prompt "Tell me about your weekend."
   isokl study --out results          # the full study: sweep + Figure 1, Table 1, claims.md
-  isokl study --quick --out quick    # one model (smollm2-135m)
+  isokl study --quick                # one model (smollm2-135m), into runs/quick
   isokl report results               # rebuild figure, table and claims from the CSVs alone
+
+Bad input ends in one line naming the flag, before any model loads. Nothing here imports
+torch until a verb needs it, so `isokl --help` and `isokl report` start fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import get_type_hints
 
+from . import __version__
+from .config import CalibrateConfig, ConfigError, GenerateConfig, SweepConfig, default_out, floats
 
-@dataclass
-class CalibrateConfig:
-    """Extract a steering vector from seeded contrast pairs, calibrate it to p95 KL = target, save it."""
 
-    model: str = field(default="smollm2-135m", metadata={"help": "bundled id, local folder or Hugging Face id"})
-    method: str = field(default="mean_diff", metadata={"help": "steering method (see `isokl methods`)"})
-    window: int = field(default=20, metadata={"help": "T, generated tokens per calibration rollout"})
-    seed: int = field(default=0, metadata={"help": "draws the 4 contrast pairs and the 4 calibration prompts"})
-    target: float = field(default=1.0, metadata={"help": "p95 per-token KL target, nats"})
-    tol: float = field(default=0.05, metadata={"help": "converged when |p95 - target| <= tol"})
-    out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
-    start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
-    doses_per_round: int = field(default=1, metadata={"help": "doses per batched solver round (1 on CPU; 4 pays on a GPU)"})
-    device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def add_config_args(p: argparse.ArgumentParser, cfg_cls) -> None:
     hints = get_type_hints(cfg_cls)
     for f in dataclasses.fields(cfg_cls):
-        typ = hints[f.name]
-        p.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=typ if typ in (int, float, str) else str,
-            default=f.default,
-            help=f"{f.metadata.get('help', '')} (default: {f.default})",
-        )
+        typ, flag, help_ = hints[f.name], f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
+        if typ is bool:
+            p.add_argument(flag, action="store_true", help=help_)
+        else:
+            p.add_argument(flag, type=typ if typ in (int, float, str) else str, default=f.default,
+                           help=f"{help_} (default: {f.default})" if f.default != "" else help_)
 
 
 def to_config(args: argparse.Namespace, cfg_cls):
     return cfg_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cfg_cls)})
 
 
+def _threads(n: int) -> int:
+    from .models import set_threads
+
+    return set_threads(n or None)
+
+
 def cmd_calibrate(cfg: CalibrateConfig) -> int:
+    cfg.check()
+    threads = _threads(cfg.threads)
     from . import prompts
     from .activations import extract
     from .calibrate import calibrate_iso_kl
-    from .methods import get_method
     from .models import load
 
-    get_method(cfg.method)  # fail before loading a model
     t0 = time.time()
     lm = load(cfg.model, device=cfg.device)
     vec = extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
@@ -68,7 +69,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
     print(f"converged = {str(res.converged).lower()} ({res.status})")
     print(f"evaluations = {res.evaluations}")
-    print(f"seconds = {time.time() - t0:.1f}")
+    print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads)")
     print(f"saved {path}")
     if not res.converged:
         why = {
@@ -80,7 +81,55 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     return 0
 
 
-def cmd_sweep(cfg) -> int:
+def cmd_generate(cfg: GenerateConfig) -> int:
+    cfg.check()
+    from .models import check_model_id
+    from .vector import Vector
+
+    vec = Vector.load(cfg.vector)
+    if vec.calibration is None:
+        raise ConfigError(f"--vector: {cfg.vector} is not calibrated; make one with `isokl calibrate --out FILE`")
+    model_id = cfg.model or vec.model_id
+    check_model_id(model_id)
+    if model_id != vec.model_id:
+        if not cfg.allow_other_model:
+            raise ConfigError(f"--model: {cfg.vector} was fitted on {vec.model_id}, not {model_id}; add --allow-other-model "
+                              "to apply it there on purpose (its c* was calibrated on the other model)")
+        vec = vec.for_model(model_id)
+    threads = _threads(cfg.threads)
+    from .models import load
+    from .prompts import Prompt
+    from .rollout import rollout
+
+    lm = load(model_id, device=cfg.device)
+    vec.check_fits(lm.id, lm.n_layers, lm.d_model)
+    alphas = floats("--alpha", cfg.alpha)
+    seqs = lm.encode([lm.format(Prompt(user=cfg.prompt))])
+    t0 = time.time()
+    base = rollout(lm, seqs, cfg.tokens, None, (0.0,))
+    steered = rollout(lm, seqs, cfg.tokens, vec, tuple(a * vec.coeff for a in alphas))
+
+    def text(ro, k: int) -> str:
+        sl = ro.rows(k)
+        return lm.tokenizer.decode(ro.tokens[sl][ro.valid[sl]].tolist(), skip_special_tokens=True).strip()
+
+    print(f"prompt: {cfg.prompt}")
+    print(f"vector: {vec.method} on {vec.model_id}, c* = {vec.coeff:.6g} (p95 KL {vec.calibration.p95:.3f} at T = "
+          f"{vec.calibration.window}, {vec.calibration.status})\n")
+    print(f"--- alpha 0 (base model)\n{text(base, 0)}\n")
+    for k, a in enumerate(alphas):
+        st = steered.stats(k)
+        kl = steered.kl[steered.rows(k)][steered.valid[steered.rows(k)]]
+        print(f"--- alpha {a:g} (c = {a * vec.coeff:.4g}): p95 KL {st.p95:.3f}, max {st.max:.3f} nats over {st.n_values} tokens")
+        print(text(steered, k))
+        print("KL per token: " + " ".join(f"{x:.2f}" for x in kl.tolist()) + "\n")
+    print(f"[isokl] generated in {time.time() - t0:.1f} s ({threads} threads)", file=sys.stderr)
+    return 0
+
+
+def cmd_sweep(cfg: SweepConfig) -> int:
+    cfg.check()
+    _threads(cfg.threads)
     from .sweep import run_sweep
 
     t0 = time.time()
@@ -89,27 +138,27 @@ def cmd_sweep(cfg) -> int:
     return 0
 
 
-def cmd_study(cfg) -> int:
-    """The main job: the sweep, then the report."""
-    from .report import build
-
+def cmd_study(cfg: SweepConfig) -> int:
+    """The main job: the sweep, then the report; prints the verdicts in short and where the files are."""
     cmd_sweep(cfg)
-    for p in build(cfg.out, expected_cells=len(cfg.grid())):
-        print(p)
-    print((Path(cfg.out) / "claims.md").read_text())
+    from .report import build, summary
+
+    paths = build(cfg.out, expected_cells=len(cfg.grid()))
+    print("\n".join(summary(cfg.out)))
+    print("files: " + ", ".join(str(p) for p in paths))
     return 0
 
 
-def cmd_methods(_args) -> int:
+def cmd_methods() -> int:
     from .methods import METHODS
 
     for name, m in sorted(METHODS.items()):
         doc = (sys.modules[type(m).__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:22s} {doc}")
+        print(f"{name:22s} {doc.removeprefix(name + ':').strip()}")
     return 0
 
 
-def cmd_models(_args) -> int:
+def cmd_models() -> int:
     from .models import BUNDLED
 
     for b in BUNDLED.values():
@@ -117,49 +166,55 @@ def cmd_models(_args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="isokl", description="Iso-KL calibrated activation steering.")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    c = sub.add_parser("calibrate", help=CalibrateConfig.__doc__, description=CalibrateConfig.__doc__)
-    add_config_args(c, CalibrateConfig)
-    from .sweep import SweepConfig
+STUDY_DOC = "The full study: sweep, then Figure 1, Table 1 and claims.md (resumable; default folder runs/study)."
 
-    for verb, doc in (("sweep", SweepConfig.__doc__), ("study", "The full study: sweep, then Figure 1, Table 1 and claims.md (resumable).")):
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="isokl", description="Iso-KL calibrated activation steering: every method dosed to the same per-token KL.")
+    p.add_argument("--version", action="version", version=f"isokl {__version__}")
+    p.add_argument("--verbose", action="store_true", help="also show the model loader's progress bars")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
+    for verb, cls, doc in (("calibrate", CalibrateConfig, CalibrateConfig.__doc__), ("generate", GenerateConfig, GenerateConfig.__doc__),
+                           ("sweep", SweepConfig, SweepConfig.__doc__ + " Default folder runs/sweep."), ("study", SweepConfig, STUDY_DOC)):
         sp = sub.add_parser(verb, help=doc, description=doc)
-        add_config_args(sp, SweepConfig)
-        sp.add_argument("--quick", action="store_true", help="one model (smollm2-135m): the quick preset")
-    rp = sub.add_parser("report", help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)")
-    rp.add_argument("dir")
+        add_config_args(sp, cls)
+        if verb == "study":
+            sp.add_argument("--quick", action="store_true", help="one model (smollm2-135m), into runs/quick unless --out is given")
+    rp = sub.add_parser("report", help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)",
+                        description="Rebuild Figure 1, Table 1 and claims.md from a sweep folder's CSVs alone (imports no torch).")
+    rp.add_argument("dir", help="folder written by `isokl sweep` or `isokl study` (e.g. results)")
     rp.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE below this many cells")
-    sub.add_parser("methods", help="list the steering methods")
-    sub.add_parser("models", help="list the bundled models")
+    sub.add_parser("methods", help="list the steering methods", description="List the registered steering methods.")
+    sub.add_parser("models", help="list the bundled models", description="List the bundled (offline) models and their packages.")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["ISOKL_VERBOSE"] = "1"
     try:
         if args.verb == "calibrate":
             return cmd_calibrate(to_config(args, CalibrateConfig))
+        if args.verb == "generate":
+            return cmd_generate(to_config(args, GenerateConfig))
         if args.verb in ("sweep", "study"):
-            from .sweep import SweepConfig
-
             cfg = to_config(args, SweepConfig)
-            if args.quick:
+            if getattr(args, "quick", False):
                 cfg.models = "smollm2-135m"
+            cfg.out = cfg.out or default_out(args.verb, getattr(args, "quick", False))
             return (cmd_sweep if args.verb == "sweep" else cmd_study)(cfg)
         if args.verb == "report":
             from .report import main as report_main
 
             return report_main([args.dir] + (["--expected-cells", str(args.expected_cells)] if args.expected_cells else []))
-        if args.verb == "methods":
-            return cmd_methods(args)
-        if args.verb == "models":
-            return cmd_models(args)
+        return cmd_methods() if args.verb == "methods" else cmd_models()
+    except KeyboardInterrupt as e:
+        print(f"isokl: {e}" if str(e) else "isokl: interrupted; nothing was saved", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, FloatingPointError) as e:  # our messages say what to do; no traceback for bad input
-        print(f"isokl: error: {e}", file=sys.stderr)
+        print(f"isokl: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
-    return 1
 
 
 if __name__ == "__main__":

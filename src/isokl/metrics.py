@@ -107,6 +107,8 @@ def word_ids(tokenizer, words: list[str]) -> set[int]:
 @torch.no_grad()
 def target_logit(lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: tuple[float, ...], pos_words, neg_words) -> torch.Tensor:
     """L = logsumexp(logits[positive]) - logsumexp(logits[negative]) at the next position: [k n]."""
+    if vector is not None:
+        vector.check_fits(lm.id, lm.n_layers, lm.d_model)
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)
     shared = pos_ids & neg_ids  # a word piece common to both lists says nothing about sentiment
     pos_ids, neg_ids = sorted(pos_ids - shared), sorted(neg_ids - shared)

@@ -125,7 +125,7 @@ def _module_dir(module: str, b: Bundled) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-class ModelPackageMissing(RuntimeError):
+class ModelPackageMissing(ValueError):
     pass
 
 
@@ -279,32 +279,103 @@ def from_module(model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: 
     )
 
 
-def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LM:
-    """Load a bundled id, a local folder or a Hugging Face id (the latter needs network access)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class ModelNotFound(ValueError):
+    pass
 
+
+def _not_found(model_id: str, why: str, flag: str = "--model") -> ModelNotFound:
+    return ModelNotFound(
+        f"{flag} {model_id}: {why}; use a bundled id ({', '.join(BUNDLED)}), a local folder with a config.json, "
+        "or a Hugging Face id (org/name or name) that is reachable or already in the local Hugging Face cache"
+    )
+
+
+def _looks_like_hub_id(model_id: str) -> bool:
+    parts = model_id.split("/")
+    ok = all(p and p[0].isalnum() and all(ch.isalnum() or ch in "-_." for ch in p) for p in parts)
+    return ok and len(parts) <= 2 and not model_id.startswith((".", "~"))
+
+
+def check_model_id(model_id: str, flag: str = "--model") -> None:
+    """Fail early on an id that cannot load: a bundled id without its packages, a folder without a model, a malformed
+    id, a hub id that is neither reachable nor cached (one quick request)."""
+    if model_id in BUNDLED:
+        b = BUNDLED[model_id]
+        for m in b.modules:
+            _module_dir(m, b)
+        return
+    p = Path(model_id).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise _not_found(model_id, f"the folder {p} has no config.json", flag)
+        return
+    if not _looks_like_hub_id(model_id):
+        raise _not_found(model_id, "no such folder, and not a Hugging Face id", flag)
+    _hub_source(model_id, flag)
+
+
+def check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device: {device!r} is not a torch device; use cpu, cuda, cuda:1, mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        built = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}, but no GPU is visible"
+        raise ValueError(f"--device {device}: this torch {torch.__version__} was built {built}; use --device cpu "
+                         "(scripts/setup.sh installs the CPU wheel; a GPU machine needs a CUDA build of torch)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+
+
+def _hub_source(model_id: str, flag: str = "--model") -> str:
+    """A hub id -> what from_pretrained should load: the id (hub reachable) or the cached snapshot folder.
+
+    One metadata request with a short timeout decides: offline, the hub client would retry for ~50 s
+    before failing; here an unreachable hub falls back to the local cache at once, or fails in one line.
+    """
+    from huggingface_hub import model_info, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    why = "HF_HUB_OFFLINE is set"
+    if not offline:
+        try:
+            model_info(model_id, timeout=10)
+            return model_id
+        except RepositoryNotFoundError:
+            raise _not_found(model_id, "the Hugging Face hub has no such model (or it is private)", flag) from None
+        except Exception as e:  # noqa: BLE001  any transport failure: the hub is unreachable, try the local cache
+            why = f"the Hugging Face hub is unreachable ({type(e).__name__})"
+    try:
+        return snapshot_download(model_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise _not_found(model_id, f"{why} and it is not in the local Hugging Face cache", flag) from None
+
+
+def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LM:
+    """Load a bundled id, a local folder or a Hugging Face id (the latter needs network access or a cached copy)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    check_model_id(model_id)
+    check_device(str(device))
+    if not os.environ.get("ISOKL_VERBOSE"):
+        hf_logging.disable_progress_bar()  # the loader's weight bars: `isokl --verbose` shows them
     chat = None
     if model_id in BUNDLED:
         b = BUNDLED[model_id]
         folder, chat = converted_dir(b), b.chat
     elif Path(model_id).expanduser().exists():
         folder = Path(model_id).expanduser()
-    elif "/" in model_id and not model_id.startswith((".", "/")):
-        folder = model_id  # hub id
     else:
-        raise ValueError(
-            f"unknown model {model_id!r}: use a bundled id ({', '.join(BUNDLED)}), a local folder, or a Hugging Face id like org/name"
-        )
+        folder = _hub_source(model_id)
     t0 = time.time()
     try:
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except OSError as e:
-        raise RuntimeError(
-            f"could not load {model_id!r}: {e}\nWithout network access only local folders and the bundled ids "
-            f"({', '.join(BUNDLED)}) load; set HF_HUB_OFFLINE=1 to fail fast."
-        ) from e
+        raise RuntimeError(f"could not load {model_id!r}: {e}") from e
     model.to(device)
     lm = from_module(model, tok, id=model_id, chat=chat)
-    _log(f"loaded {model_id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s")
+    _log(f"loaded {model_id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s, {torch.get_num_threads()} threads")
     return lm

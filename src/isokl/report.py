@@ -12,34 +12,22 @@ R6's numeric criterion is stated in `R6_SPREAD` and in the report.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from .records import BASE, STUDY_METHODS, STUDY_MODELS, TOL, RecordsError, load
+
 HOLDOUT_BAND = (0.7, 1.4)  # R1
-TOL = 0.05  # converged: |p95 - 1| <= TOL
 NLL_OK, NLL_HOT = 2.0, 4.0  # R3
 PMASS_OK, PMASS_HOT = 0.1, 0.3  # R4
 R6_SPREAD = 0.5  # nats: median over t of the across-seed range of per-token p95 at 1x, per (model, method, window)
 BOOT = 10_000
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def load(d: Path) -> dict[str, list[dict]]:
-    names = ("calibration", "history", "trajectory", "nll", "pmass", "target")
-    data = {n: _read(d / f"{n}.csv") for n in names}
-    if not data["calibration"]:
-        raise FileNotFoundError(f"{d}/calibration.csv is missing or empty: run `isokl sweep --out {d}` first")
-    return data
 
 
 def _f(x) -> float:
@@ -55,18 +43,14 @@ def order(values, preferred):
     return [p for p in preferred if p in seen] + [v for v in seen if v not in preferred]
 
 
-MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
-METHODS = ("mean_diff", "pca", "directional_ablation")
-
-
 class Study:
     """Indexes the CSV rows by cell and computes every aggregate the table, figure and claims use."""
 
     def __init__(self, data: dict[str, list[dict]]):
         self.data = data
         self.cal = [r for r in data["calibration"]]
-        self.models = order([r["model"] for r in self.cal], MODELS)
-        self.methods = order([r["method"] for r in self.cal], METHODS)
+        self.models = order([r["model"] for r in self.cal], STUDY_MODELS)
+        self.methods = order([r["method"] for r in self.cal], STUDY_METHODS)
         self.seeds = sorted({int(r["seed"]) for r in self.cal})
         self.windows = sorted({int(r["window"]) for r in self.cal})
         self.doses = sorted({_f(r["dose"]) for r in data["trajectory"]} - {0.0})
@@ -95,7 +79,7 @@ class Study:
         """cell -> mean base NLL of steered rollouts / mean base NLL of the base model's own rollouts."""
         num, base = defaultdict(lambda: [0.0, 0]), defaultdict(lambda: [0.0, 0])
         for r in self.data["nll"]:
-            acc = base[r["model"]] if r["method"] == "base" else num[self._key(r)] if _f(r["dose"]) == dose else None
+            acc = base[r["model"]] if r["method"] == BASE else num[self._key(r)] if _f(r["dose"]) == dose else None
             if acc is not None:
                 acc[0] += _f(r["nll_sum"])
                 acc[1] += int(r["n_tokens"])
@@ -107,20 +91,20 @@ class Study:
         for r in self.data["pmass"]:
             if r["censored"] == "1":
                 continue
-            if dose is None and r["method"] == "base":
-                out[(r["model"], "base")][int(r["fork_t"])].append(_f(r["pmass"]))
-            elif dose is not None and r["method"] != "base" and _f(r["dose"]) == dose:
+            if dose is None and r["method"] == BASE:
+                out[(r["model"], BASE)][int(r["fork_t"])].append(_f(r["pmass"]))
+            elif dose is not None and r["method"] != BASE and _f(r["dose"]) == dose:
                 out[(r["model"], r["method"])][int(r["fork_t"])].append(_f(r["pmass"]))
         return out
 
     def mean_pmass(self, model, method, dose) -> float:
-        d = self.pmass(dose).get((model, method if dose is not None else "base"), {})
+        d = self.pmass(dose).get((model, method if dose is not None else BASE), {})
         vals = [v for vs in d.values() for v in vs]
         return float(np.mean(vals)) if vals else float("nan")
 
     def delta_logit(self, model, method, dose=1.0) -> tuple[float, float, float, int]:
         """Mean over probes of (L at dose, averaged over the cells) - L_base, with a 95% bootstrap CI; n probes."""
-        base = {r["probe"]: _f(r["L"]) for r in self.data["target"] if r["model"] == model and r["method"] == "base"}
+        base = {r["probe"]: _f(r["L"]) for r in self.data["target"] if r["model"] == model and r["method"] == BASE}
         st = defaultdict(list)
         for r in self.data["target"]:
             if r["model"] == model and r["method"] == method and _f(r["dose"]) == dose:
@@ -144,7 +128,7 @@ def table1(s: Study) -> list[dict]:
             keys = [Study._key(c) for c in cells]
             cs = np.array([_f(c["c_star"]) for c in cells])
             d, lo, hi, n = s.delta_logit(m, meth, 1.0)
-            pm0 = s.mean_pmass(m, "base", None)
+            pm0 = s.mean_pmass(m, BASE, None)
             rows.append({
                 "model": m, "method": meth,
                 "c_star_mean": cs.mean(), "c_star_sd": cs.std(ddof=1) if len(cs) > 1 else 0.0,
@@ -231,12 +215,15 @@ def claims(s: Study, rows: list[dict], expected_cells: int | None = None) -> lis
         n1, n2, n0 = s.pmass(1.0), s.pmass(2.0), s.pmass(None)
         count = lambda d, key: sum(len(v) for v in d.get(key, {}).values())
         r4 = (r4[0], r4[1] + ". Scored (uncensored) forks, base | 1x / 2x per method: " + " | ".join(
-            f"{m}: {count(n0, (m, 'base'))} | " + ", ".join(f"{meth} {count(n1, (m, meth))} / {count(n2, (m, meth))}" for meth in s.methods)
+            f"{m}: {count(n0, (m, BASE))} | " + ", ".join(f"{meth} {count(n1, (m, meth))} / {count(n2, (m, meth))}" for meth in s.methods)
             for m in s.models))
     out.append(("R4",) + (r4 if r4 else ("MISSING", "no branch_pmass rows")))
 
     if 2.0 not in s.doses:
         out.append(("R5", "MISSING", "no trajectories at dose 2x"))
+    elif len(s.models) < 2 or len(s.methods) < 2:
+        out.append(("R5", "MISSING", f"R5 needs >= 2 methods on >= 2 models; this grid has {len(s.methods)} method(s) on "
+                                     f"{len(s.models)} model(s)"))
     else:
         p2 = s.per_t_p95(2.0)
         crossing, parts = {}, []
@@ -307,10 +294,12 @@ def provenance(s: Study) -> str:
 
 
 COLORS = {"mean_diff": "#1f77b4", "pca": "#d62728", "directional_ablation": "#2ca02c"}
-STYLES = {20: "-", 50: "--"}
+STYLES = {20: "-", 50: "--"}  # KL rows: calibration window
+PMASS_STYLES = {1.0: ("-.", "o"), 2.0: (":", "s")}  # pmass row: dose (line style, marker), unlike the window styles
 
 
-def figure(s: Study, path_stem: Path) -> list[Path]:
+def figure(s: Study) -> dict[str, bytes]:
+    """Figure 1 rendered in memory: {"png": ..., "svg": ...}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,7 +326,7 @@ def figure(s: Study, path_stem: Path) -> list[Path]:
                     ax.plot(t, np.nanmean(arr, 0), STYLES.get(w, ":"), color=COLORS.get(meth), lw=1.4)
                     if len(cs) > 1:
                         ax.fill_between(t, np.nanmin(arr, 0), np.nanmax(arr, 0), color=COLORS.get(meth), alpha=0.13, lw=0)
-            ax.axhline(1.0, color="k", ls=":", lw=1)
+            ax.axhline(1.0, color="k", ls=":", lw=1)  # the target line (the pmass row has no such line)
             ax.set_title(f"{m}, dose {dose:g}x c*", fontsize=10)
             ax.set_xlabel("generated token t")
             ax.set_ylabel("per-token p95 KL (nats)")
@@ -349,65 +338,99 @@ def figure(s: Study, path_stem: Path) -> list[Path]:
         if b:
             ts = sorted(b)
             ax.plot(ts, [np.mean(b[t]) for t in ts], "-", color="k", lw=2, label="base (0x)")
-        for dose, ls in ((1.0, "-"), (2.0, "--")):
+        for dose, (ls, mk) in PMASS_STYLES.items():
             pmd = s.pmass(dose)
             for meth in s.methods:
                 d = pmd.get((m, meth), {})
                 if d:
                     ts = sorted(d)
-                    ax.plot(ts, [np.mean(d[t]) for t in ts], ls, color=COLORS.get(meth), lw=1.4, marker="o", ms=3)
+                    ax.plot(ts, [np.mean(d[t]) for t in ts], ls, color=COLORS.get(meth), lw=1.4, marker=mk, ms=3)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{m}: branch_pmass", fontsize=10)
         ax.set_xlabel("fork point t (tokens)")
         ax.set_ylabel("P(valid true/false answer)")
     handles = [Line2D([], [], color=COLORS.get(m), lw=2, label=m) for m in s.methods]
     handles += [Line2D([], [], color="gray", ls=STYLES.get(w, ":"), label=f"KL rows: calibrated at T={w}") for w in s.windows]
-    handles += [Line2D([], [], color="k", lw=2, label="pmass: base"), Line2D([], [], color="gray", ls="-", marker="o", ms=3, label="pmass: 1x"),
-                Line2D([], [], color="gray", ls="--", marker="o", ms=3, label="pmass: 2x"),
-                Line2D([], [], color="k", ls=":", label="1 nat (target)")]
+    handles += [Line2D([], [], color="k", lw=2, label="pmass: base")]
+    handles += [Line2D([], [], color="gray", ls=ls, marker=mk, ms=3, label=f"pmass: {d:g}x") for d, (ls, mk) in PMASS_STYLES.items()]
+    handles += [Line2D([], [], color="k", ls=":", label="KL rows: 1 nat (target)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Figure 1: iso-KL calibrated steering (bands: range over seeds)", fontsize=11)
-    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=130, metadata={"Date": None} if p.suffix == ".svg" else None)
+    out = {}
+    for fmt in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=130, metadata={"Date": None} if fmt == "svg" else None)
+        out[fmt] = buf.getvalue()
     plt.close(fig)
-    return paths
+    return out
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
 
 
 def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
+    """Check the CSVs, render table, claims and figure in memory, then write them all (each through a
+    temporary file and a rename): a bad input changes no report file."""
     d = Path(d)
     s = Study(load(d))
     rows = table1(s)
-    (d / "table1.md").write_text(table1_markdown(rows))
-    write_csv(rows, d / "table1.csv")
+    if not rows:
+        raise RecordsError(f"{d}/calibration.csv has no cell that Table 1 can use")
     cl = claims(s, rows, expected_cells)
-    (d / "claims.md").write_text(claims_markdown(cl, s, expected_cells))
-    paths = figure(s, d / "figure1")
-    return [d / "table1.md", d / "table1.csv", d / "claims.md", *paths]
+    fig = figure(s)
+    files = {
+        "table1.md": table1_markdown(rows).encode(),
+        "table1.csv": csv_text(rows).encode(),
+        "claims.md": claims_markdown(cl, s, expected_cells).encode(),
+        "figure1.png": fig["png"],
+        "figure1.svg": fig["svg"],
+    }
+    tmps = []
+    try:
+        for name, data in files.items():
+            tmp = d / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmps.append((tmp, d / name))
+        for tmp, final in tmps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in tmps:
+            tmp.unlink(missing_ok=True)
+    return [d / name for name in files]
+
+
+def summary(d: str | Path) -> list[str]:
+    """One line per claim: its verdict and the first sentence of its numbers (claims.md has them all)."""
+    out = []
+    for line in (Path(d) / "claims.md").read_text().splitlines():
+        if line.startswith("- **R"):
+            head, _, rest = line[2:].partition(".** ")
+            out.append(f"{head.strip('*')}: {rest.split('. ')[0][:150]}")
+    return out
 
 
 def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="isokl report", description="Rebuild Figure 1, Table 1 and claims.md from a sweep's CSVs (no torch).")
-    ap.add_argument("dir", help="folder written by `isokl sweep`")
+    ap.add_argument("dir", help="folder written by `isokl sweep` or `isokl study` (e.g. results)")
     ap.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE when fewer cells are present")
     a = ap.parse_args(argv)
     try:
-        for p in build(a.dir, a.expected_cells):
-            print(p)
-    except FileNotFoundError as e:
+        paths = build(a.dir, a.expected_cells)
+    except RecordsError as e:
         print(f"isokl report: error: {e}", file=sys.stderr)
         return 1
-    print((Path(a.dir) / "claims.md").read_text())
+    for line in summary(a.dir):
+        print(line)
+    for p in paths:
+        print(p)
     return 0
 
 

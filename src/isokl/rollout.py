@@ -82,6 +82,14 @@ class Rollout:
     def rows(self, k: int) -> slice:
         return slice(k * self.n_prompts, (k + 1) * self.n_prompts)
 
+    def stats(self, k: int, T: int | None = None) -> KLStats:
+        """The pooled statistic of dose k over the first T tokens (all by default): greedy decoding makes
+        the first T tokens of a longer rollout the T-token rollout itself."""
+        if self.kl is None:
+            raise ValueError("this rollout has no base twins (score_base=False or every dose 0): no KL to pool")
+        sl = self.rows(k)
+        return kl_stats(self.kl[sl, :T], self.valid[sl, :T], self.coeffs[k], stopped=self.stopped)
+
 
 @lru_cache(maxsize=None)
 def _cache_kw(cls) -> str:
@@ -119,6 +127,10 @@ def pad_id(lm: LM) -> int:
 
 
 def check_length(lm: LM, seqs: list[list[int]], T: int) -> None:
+    if T < 1:
+        raise ValueError(f"the window T must be at least 1 generated token, got {T}")
+    if not seqs:
+        raise ValueError("no prompts to roll out: give at least one")
     longest = max(len(x) for x in seqs)
     if longest + T > lm.max_positions:
         raise ValueError(
@@ -204,6 +216,8 @@ def rollout(
     without it the rollout builds one (n rows, shared by all k doses).
     """
     check_length(lm, seqs, T)
+    if vector is not None:
+        vector.check_fits(lm.id, lm.n_layers, lm.d_model)
     n, k = len(seqs), len(coeffs)
     twins = score_base and vector is not None and any(c != 0 for c in coeffs)
     row_c = row_doses(coeffs, n)  # [k*n]
@@ -357,6 +371,8 @@ def evaluate(
     """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose
     (and the Rollout, with return_rollout)."""
     ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above, draft=draft, base=base)
-    kl = ro.kl if ro.kl is not None else torch.zeros_like(ro.logp)  # every dose 0: KL is exactly 0
-    stats = [kl_stats(kl[ro.rows(i)], ro.valid[ro.rows(i)], c, stopped=ro.stopped) for i, c in enumerate(coeffs)]
+    if ro.kl is None:  # every dose 0: KL is exactly 0
+        stats = [kl_stats(torch.zeros_like(ro.logp[ro.rows(i)]), ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]
+    else:
+        stats = [ro.stats(i) for i in range(len(coeffs))]
     return (stats, ro) if return_rollout else stats

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 FORMAT = "isokl.vector/1"
@@ -59,6 +61,23 @@ class Vector:
     def calibrated(self, cal: Calibration) -> Vector:
         return dataclasses.replace(self, calibration=cal)
 
+    def check_fits(self, model_id: str, n_layers: int, d_model: int) -> None:
+        """Refuse a model this vector was not fitted on: another shape always, another id unless transferred."""
+        if max(self.layers, default=-1) >= n_layers or self.directions.shape[1] != d_model:
+            raise ValueError(
+                f"this vector was fitted on {self.model_id} (layers {self.layers[0]}..{self.layers[-1]}, width "
+                f"{self.directions.shape[1]}); {model_id} has {n_layers} layers of width {d_model}: they do not fit"
+            )
+        if self.model_id != model_id:
+            raise ValueError(
+                f"this vector was fitted on {self.model_id}, not {model_id}; to apply it there on purpose use "
+                f"`vector.for_model({model_id!r})` (CLI: --allow-other-model); its c* was calibrated on {self.model_id}"
+            )
+
+    def for_model(self, model_id: str) -> Vector:
+        """The same directions declared for another model of the same shape (deliberate transfer)."""
+        return dataclasses.replace(self, model_id=model_id)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,24 +94,30 @@ class Vector:
         }
         tmp = path.with_name(path.name + ".part")
         save_file({"directions": self.directions.detach().cpu().contiguous()}, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; a saved vector is meant to be shared
         tmp.replace(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Vector:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an isokl vector file (format {meta.get('format')!r}, want {FORMAT!r})")
-        cal = json.loads(meta["calibration"])
-        return cls(
-            method=meta["method"],
-            layers=tuple(json.loads(meta["layers"])),
-            directions=load_file(str(path))["directions"],
-            model_id=meta["model_id"],
-            resid_norm=float(meta["resid_norm"]),
-            diff_norm=float(meta.get("diff_norm", 0.0)),
-            proj_mean=float(meta.get("proj_mean", 0.0)),
-            pairs_hash=meta.get("pairs_hash", ""),
-            calibration=Calibration(**cal) if cal else None,
-        )
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path} is not an isokl vector file (format {meta.get('format')!r}, want {FORMAT!r})")
+            cal = json.loads(meta["calibration"])
+            return cls(
+                method=meta["method"],
+                layers=tuple(json.loads(meta["layers"])),
+                directions=load_file(str(path))["directions"],
+                model_id=meta["model_id"],
+                resid_norm=float(meta["resid_norm"]),
+                diff_norm=float(meta.get("diff_norm", 0.0)),
+                proj_mean=float(meta.get("proj_mean", 0.0)),
+                pairs_hash=meta.get("pairs_hash", ""),
+                calibration=Calibration(**cal) if cal else None,
+            )
+        except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable isokl vector file ({type(e).__name__}: {e}); was it truncated?") from None

@@ -1,0 +1,204 @@
+"""Config: the typed settings of every command-line verb -> checked values, before any model loads (no torch).
+
+Each verb's flags are derived from its dataclass (`cli.add_config_args`). `check()` turns
+bad input into one `ConfigError` line that names the flag and what to do; it writes
+nothing and loads no model, so a mistake costs a second, not a calibration.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS, TARGET, TOL
+
+
+class ConfigError(ValueError):
+    """Bad input; the message starts with the flag (or file) it is about."""
+
+
+def split(s: str) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c']."""
+    return [x.strip() for x in str(s).split(",") if x.strip()]
+
+
+def ints(flag: str, s: str, lo: int) -> list[int]:
+    out = []
+    for x in split(s) or [""]:
+        if not x.lstrip("-").isdigit():
+            raise ConfigError(f"{flag}: {x!r} is not a whole number (give e.g. {flag} {lo},{lo + 1})")
+        if int(x) < lo:
+            raise ConfigError(f"{flag}: {x} is below {lo}")
+        out.append(int(x))
+    return out
+
+
+def floats(flag: str, s: str) -> list[float]:
+    """Positive finite numbers."""
+    out = []
+    for x in split(s) or [""]:
+        try:
+            v = float(x)
+        except ValueError:
+            raise ConfigError(f"{flag}: {x!r} is not a number") from None
+        if not (v > 0 and v < float("inf")):
+            raise ConfigError(f"{flag}: {x} must be a positive finite number")
+        out.append(v)
+    return out
+
+
+def at_least(flag: str, v, lo) -> None:
+    if v < lo:
+        raise ConfigError(f"{flag}: {v} is below {lo}")
+
+
+def _first_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _writable_dir(flag: str, d: Path, what: Path) -> None:
+    if not d.is_dir():
+        raise ConfigError(f"{flag}: {what} lies below {d}, which is a file, not a folder; choose another path")
+    try:  # os.access says yes to root even on a read-only mount or an immutable folder: try it
+        tempfile.TemporaryFile(dir=d).close()
+    except OSError as e:
+        raise ConfigError(f"{flag}: cannot write into {d} ({e.strerror}); choose a writable path") from None
+
+
+def check_output_file(flag: str, path: str) -> None:
+    """`path` can be written as a file: not a folder, below a writable folder (created later, not now)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{flag}: {p} is a folder; give a file name, e.g. {p / 'vector.safetensors'}")
+    _writable_dir(flag, _first_existing(p.parent if str(p.parent) else Path(".")), p)
+
+
+def check_output_dir(flag: str, path: str) -> None:
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag}: {p} is a file; give a folder")
+    _writable_dir(flag, _first_existing(p), p)
+
+
+def check_methods(flag: str, names: list[str]) -> None:
+    from .methods import METHODS  # the registry (imports torch; still before any model loads)
+
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise ConfigError(f"{flag}: unknown method(s) {', '.join(bad)}; valid: {', '.join(sorted(METHODS))}")
+
+
+def check_common(flag: str, model_ids: list[str], device: str, threads: int) -> None:
+    from .models import check_device, check_model_id
+
+    for m in model_ids:
+        check_model_id(m, flag)
+    check_device(device)
+    at_least("--threads", threads, 0)
+
+
+@dataclass
+class CalibrateConfig:
+    """Extract a steering vector from seeded contrast pairs, calibrate it to p95 KL = target, save it."""
+
+    model: str = field(default="smollm2-135m", metadata={"help": "bundled id, local folder or Hugging Face id"})
+    method: str = field(default="mean_diff", metadata={"help": "steering method (see `isokl methods`)"})
+    window: int = field(default=20, metadata={"help": "T, generated tokens per calibration rollout"})
+    seed: int = field(default=0, metadata={"help": "draws the 4 contrast pairs and the 4 calibration prompts"})
+    target: float = field(default=TARGET, metadata={"help": "p95 per-token KL target, nats"})
+    tol: float = field(default=TOL, metadata={"help": "converged when |p95 - target| <= tol"})
+    out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
+    start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
+    doses_per_round: int = field(default=1, metadata={"help": "doses per batched solver round (1 on CPU; 4 pays on a GPU)"})
+    device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
+
+    def check(self) -> None:
+        check_methods("--method", [self.method])
+        at_least("--window", self.window, 1)
+        at_least("--seed", self.seed, 0)
+        at_least("--doses-per-round", self.doses_per_round, 1)
+        floats("--target", str(self.target))
+        floats("--tol", str(self.tol))
+        if self.tol >= self.target:
+            raise ConfigError(f"--tol: {self.tol} must be smaller than --target {self.target}")
+        if self.start < 0:
+            raise ConfigError(f"--start: {self.start} is negative; give a coefficient > 0, or 0 to let isokl guess")
+        check_output_file("--out", self.out)
+        check_common("--model", [self.model], self.device, self.threads)
+
+
+@dataclass
+class SweepConfig:
+    """Run the grid models x methods x seeds x windows and write tidy CSVs (resumes where it stopped)."""
+
+    models: str = field(default=",".join(STUDY_MODELS), metadata={"help": "comma-separated model ids"})
+    methods: str = field(default=",".join(STUDY_METHODS), metadata={"help": "comma-separated methods"})
+    seeds: str = field(default=",".join(map(str, STUDY_SEEDS)), metadata={"help": "comma-separated data seeds"})
+    windows: str = field(default=",".join(map(str, STUDY_WINDOWS)), metadata={"help": "comma-separated calibration windows T"})
+    doses: str = field(default="1,2", metadata={"help": "doses alpha = c / c* measured besides 0 (must include 1)"})
+    n_heldout: int = field(default=16, metadata={"help": "prompts per held-out set"})
+    horizon: int = field(default=50, metadata={"help": "tokens per held-out rollout (fork points 0, 5, ..., horizon)"})
+    out: str = field(default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
+    recompute: bool = field(default=False, metadata={"help": "recompute finished cells whose recorded settings differ from this run's"})
+
+    def grid(self) -> list[tuple[str, str, int, int]]:
+        return [(m, meth, s, w) for m in split(self.models) for s in ints("--seeds", self.seeds, 0)
+                for meth in split(self.methods) for w in ints("--windows", self.windows, 1)]
+
+    def alphas(self) -> tuple[float, ...]:
+        return tuple(floats("--doses", self.doses))
+
+    def check(self, models: bool = True) -> None:
+        """models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
+        from .prompts import pool
+
+        if not split(self.models) or not split(self.methods):
+            raise ConfigError("--models and --methods need at least one name each")
+        check_methods("--methods", split(self.methods))
+        windows = ints("--windows", self.windows, 1)
+        ints("--seeds", self.seeds, 0)
+        if 1.0 not in self.alphas():
+            raise ConfigError(f"--doses: {self.doses!r} lacks 1 (the calibrated dose, where held-out p95 is measured)")
+        at_least("--horizon", self.horizon, max(windows))
+        smallest = min(len(pool(p)) for p in ("heldout_generic", "heldout_truefalse", "heldout_sentiment"))
+        if not 1 <= self.n_heldout <= smallest:
+            raise ConfigError(f"--n-heldout: {self.n_heldout} is outside 1..{smallest} (the size of the smallest held-out pool)")
+        check_output_dir("--out", self.out)
+        check_common("--models", split(self.models) if models else [], self.device, self.threads)
+
+
+@dataclass
+class GenerateConfig:
+    """Greedy continuations of a prompt: the base model and the model steered by a saved vector, with per-token KL."""
+
+    vector: str = field(default="", metadata={"help": "a calibrated vector file (from `isokl calibrate`)"})
+    prompt: str = field(default="", metadata={"help": "the user message (the model's chat template is applied)"})
+    alpha: str = field(default="1,2", metadata={"help": "comma-separated doses alpha = c / c*"})
+    tokens: int = field(default=60, metadata={"help": "tokens to generate"})
+    model: str = field(default="", metadata={"help": "model to steer (default: the one the vector was fitted on)"})
+    allow_other_model: bool = field(default=False, metadata={"help": "apply a vector fitted on another model of the same shape"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
+
+    def check(self) -> None:
+        if not self.vector:
+            raise ConfigError("--vector: required; give a file written by `isokl calibrate --out FILE`")
+        if not Path(self.vector).expanduser().is_file():
+            raise ConfigError(f"--vector: {self.vector} does not exist or is not a file")
+        if not self.prompt.strip():
+            raise ConfigError("--prompt: required; give the text to continue, e.g. --prompt 'Tell me about your day.'")
+        floats("--alpha", self.alpha)
+        at_least("--tokens", self.tokens, 1)
+        check_common("--model", [self.model] if self.model else [], self.device, self.threads)
+
+
+def default_out(verb: str, quick: bool = False) -> str:
+    """Fresh run folders under runs/ (git-ignored): a default never writes into the published results/."""
+    return os.path.join("runs", "quick" if quick else verb)

@@ -1,0 +1,181 @@
+"""Records: the study's files, their schema and constants -> read and written in one place (no torch).
+
+`sweep` writes every cell through `write_cell` / `combine`, `report` reads through `load`,
+which checks every file against `FILES` and names the file, line and column of a problem.
+A cell folder holds one CSV per file plus `settings.json`: every setting that changes its
+rows, compared on resume (`settings_diff`), so a resumed sweep never mixes settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import __version__
+
+# The study of the spec (DESIGN.md s.1-4): the default grid and the calibration target.
+STUDY_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
+STUDY_METHODS = ("mean_diff", "pca", "directional_ablation")
+STUDY_SEEDS = (0, 1, 2)
+STUDY_WINDOWS = (20, 50)
+TARGET = 1.0  # nats: p95 per-token KL at c*
+TOL = 0.05  # converged: |p95 - TARGET| <= TOL
+BASE = "base"  # method name of the alpha = 0 rows (computed once per model; seed and window empty)
+
+# column -> type: s text, i integer, f float, b 0/1. Provenance columns open every file.
+PROVENANCE = {"model": "s", "method": "s", "seed": "i", "window": "i", "code_version": "s", "time": "s"}
+FILES: dict[str, dict[str, str]] = {
+    "calibration": {"layers": "s", "c_star": "f", "converged": "b", "status": "s", "calib_p95": "f", "holdout_p95": "f",
+                    "evaluations": "i", "seconds": "f"},
+    "history": {"eval": "i", "c": "f", "p95": "f", "complete": "b", "t": "i", "per_t_p95": "f", "per_t_max": "f"},
+    "trajectory": {"dose": "f", "coeff": "f", "prompt": "s", "t": "i", "kl": "f", "valid": "b"},
+    "nll": {"dose": "f", "coeff": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i"},
+    "pmass": {"dose": "f", "coeff": "f", "prompt": "s", "fork_t": "i", "pmass": "f", "p_true": "f", "censored": "b"},
+    "target": {"dose": "f", "coeff": "f", "probe": "s", "L": "f"},
+}
+OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
+SETTINGS = "settings.json"
+RECORDED_ONLY = {"code_version", "source_hash"}  # in settings.json, reported on resume, not refused (docs/decisions.md)
+
+
+class RecordsError(ValueError):
+    """A results file that cannot be used as it is; the message names the file and what to do."""
+
+
+def columns(name: str) -> list[str]:
+    return list(PROVENANCE) + list(FILES[name])
+
+
+def _parse(kind: str, v: str) -> None:
+    if kind == "i":
+        int(v)
+    elif kind == "f":
+        float(v)
+    elif kind == "b" and v not in ("0", "1"):
+        raise ValueError(v)
+
+
+def read(path: Path, name: str) -> list[dict]:
+    """Rows of OUT/<name>.csv, checked against the schema; [] when the file does not exist."""
+    if not path.exists():
+        return []
+    types = {**PROVENANCE, **FILES[name]}
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in types if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RecordsError(f"{path}: missing column(s) {', '.join(missing)}; it was not written by this isokl "
+                               f"(expected {', '.join(types)})")
+        rows = list(reader)
+    for i, r in enumerate(rows, start=2):  # line 1 is the header
+        if None in r or any(v is None for v in r.values()):
+            raise RecordsError(f"{path} line {i}: {'too many' if None in r else 'too few'} fields (a truncated or "
+                               f"edited file); restore it or rerun the sweep into a fresh folder")
+        for col, kind in types.items():
+            v = r[col]
+            if v == "" and (col in OPTIONAL_EMPTY or kind == "s"):
+                continue
+            try:
+                _parse(kind, v)
+            except ValueError:
+                raise RecordsError(f"{path} line {i}: column {col!r} = {v!r} is not {'a number' if kind in 'if' else '0 or 1'}; "
+                                   "restore the file or rerun the sweep") from None
+    return rows
+
+
+def load(d: Path) -> dict[str, list[dict]]:
+    """Every file of a sweep folder, checked; calibration.csv must have rows."""
+    d = Path(d)
+    if not d.is_dir():
+        raise RecordsError(f"{d} is not a folder: give the folder a sweep wrote (e.g. results)")
+    data = {name: read(d / f"{name}.csv", name) for name in FILES}
+    if not data["calibration"]:
+        raise RecordsError(f"{d}/calibration.csv is missing or empty: run `isokl sweep --out {d}` first")
+    return data
+
+
+def cell_name(model: str, method: str, seed, window) -> str:
+    """The cell's folder name; a model given as a path (/data/my-model) becomes one safe name (_data_my-model)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in model)
+    return f"{safe}__{method}__s{seed}__T{window}"
+
+
+def write_cell(out: Path, name: str, rows: dict[str, list[dict]], settings: dict) -> None:
+    """All files of one cell, atomically: written into NAME.tmp, then renamed to NAME."""
+    final, tmp = out / "cells" / name, out / "cells" / f"{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for fname, rs in rows.items():
+        with (tmp / f"{fname}.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns(fname))
+            w.writeheader()
+            w.writerows(rs)
+    (tmp / SETTINGS).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def finished_cells(out: Path) -> list[Path]:
+    d = out / "cells"
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.endswith(".tmp")) if d.is_dir() else []
+
+
+def combine(out: Path) -> None:
+    """Rebuild OUT/<file>.csv from every finished cell, in sorted cell order (deterministic)."""
+    cells = finished_cells(out)
+    for fname in FILES:
+        tmp = out / f".{fname}.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns(fname))
+            w.writeheader()
+            for c in cells:
+                src = c / f"{fname}.csv"
+                if src.exists():
+                    with src.open(newline="") as r:
+                        w.writerows(csv.DictReader(r))
+        os.replace(tmp, out / f"{fname}.csv")
+
+
+def cell_settings(cell: Path) -> dict | None:
+    p = cell / SETTINGS
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def settings_diff(recorded: dict | None, now: dict) -> list[str]:
+    """What differs between a cell's recorded settings and this run's (RECORDED_ONLY keys aside)."""
+    if recorded is None:
+        return ["no settings recorded (the cell was written by an older isokl)"]
+    keys = sorted((set(recorded) | set(now)) - RECORDED_ONLY)
+    return [f"{k}: {recorded.get(k, '(none)')!r} recorded, {now.get(k, '(none)')!r} now" for k in keys if recorded.get(k) != now.get(k)]
+
+
+def source_hash() -> str:
+    """Hash of the installed package's source and data files: changes exactly when the code does."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in (".py", ".jsonl", ".json"):
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def code_version() -> str:
+    """`VERSION+GITSHA` (`-dirty` when the package's own files differ from that commit), else `VERSION`."""
+    here = Path(__file__).parent
+    try:
+        git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=5, cwd=here).stdout.strip()  # noqa: E731
+        sha = git("rev-parse", "--short", "HEAD")
+        dirty = sha and git("status", "--porcelain", "--", ".")  # only src/isokl: results being written do not count
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "", ""
+    return f"{__version__}+{sha}{'-dirty' if dirty else ''}" if sha else __version__
+
+
+def fmt_float(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:.6g}"

@@ -1,0 +1,318 @@
+"""Bad input ends in one line that names the flag or file, early, with nothing written; resumes never mix settings.
+
+The CLI runs in-process with a sentinel on `isokl.models.load` (an early check must fail before any
+model loads), or as a subprocess where a real signal or a clean interpreter matters. Models that must
+load are tiny random ones saved as real local folders.
+"""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from isokl import cli, models, prompts
+from isokl.activations import extract
+from isokl.calibrate import calibrate_iso_kl
+from isokl.vector import Vector
+
+from conftest import byte_tokenizer, tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Llama saved as a local model folder: loads through the real `isokl.models.load`."""
+    d = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tiny_model("llama", dtype=torch.float32, seed=3).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def shallow_dir(tmp_path_factory):
+    """Another tiny model: 2 layers instead of 4 (the vector steers layers 1 and 2)."""
+    d = tmp_path_factory.mktemp("models") / "tiny-2layers"
+    tiny_model("llama", dtype=torch.float32, seed=4, layers=2).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Fails the test if a model is loaded."""
+
+    def load(*a, **k):
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(models, "load", load)
+
+
+def _files(d: Path) -> dict[str, float]:
+    return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in d.rglob("*")}
+
+
+def _one_line_error(capsys, *names: str) -> str:
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("isokl"), err
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def _main(args) -> int:
+    try:
+        return cli.main(args)
+    except SystemExit as e:  # argparse's own errors exit from inside parse_args
+        return e.code
+
+
+def _run(args, tmp_path, capsys, code, *names):
+    before = _files(tmp_path)
+    assert _main(args) == code
+    line = _one_line_error(capsys, *names)
+    assert _files(tmp_path) == before  # nothing written or changed
+    return line
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["calibrate", "--window", "0"], "--window"),
+    (["calibrate", "--window", "-5"], "--window"),
+    (["calibrate", "--seed", "-1"], "--seed"),
+    (["calibrate", "--seed", "abc"], "--seed"),
+    (["calibrate", "--tol", "2"], "--tol"),
+    (["calibrate", "--method", "steer_harder"], "--method"),
+    (["calibrate", "--doses-per-round", "0"], "--doses-per-round"),
+    (["calibrate", "--threads", "-2"], "--threads"),
+    (["sweep", "--windows", "0"], "--windows"),
+    (["sweep", "--windows", "abc"], "--windows"),
+    (["sweep", "--seeds", "-1"], "--seeds"),
+    (["sweep", "--methods", "nosuch"], "--methods"),
+    (["sweep", "--doses", "-1"], "--doses"),
+    (["sweep", "--doses", "2"], "--doses"),
+    (["sweep", "--horizon", "10"], "--horizon"),
+    (["sweep", "--n-heldout", "0"], "--n-heldout"),
+    (["study", "--windows", "0"], "--windows"),
+    (["calibrate", "--model", "../no/such/folder"], "--model"),
+    (["calibrate", "--device", "tpu9"], "--device"),
+])
+def test_bad_flags_fail_in_one_line_before_a_model_loads(args, flag, tmp_path, capsys, no_load, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = 2 if args[-1] == "abc" and args[1] == "--seed" else 1  # argparse's own type errors exit 2
+    _run(args, tmp_path, capsys, code, flag)
+
+
+def test_cuda_without_a_cuda_torch_fails_early(tmp_path, capsys, no_load, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(tmp_path)
+    _run(["calibrate", "--device", "cuda"], tmp_path, capsys, 1, "--device cuda", "--device cpu")
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path, capsys, no_load, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_dir").mkdir()
+    _run(["calibrate", "--out", "a_file/v.safetensors"], tmp_path, capsys, 1, "--out", "a_file")
+    _run(["calibrate", "--out", "a_dir"], tmp_path, capsys, 1, "--out", "a_dir", "folder")
+    _run(["sweep", "--out", "a_file"], tmp_path, capsys, 1, "--out", "a_file")
+    _run(["sweep", "--out", "a_file/below"], tmp_path, capsys, 1, "--out", "a_file")
+
+
+def test_a_read_only_output_folder_is_refused_early(tmp_path, capsys, no_load, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:  # root ignores mode bits; an immutable folder refuses root too
+        if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a read-only folder here (no chattr +i)")
+    else:
+        ro.chmod(0o555)
+    try:
+        monkeypatch.chdir(tmp_path)
+        _run(["calibrate", "--out", "ro/v.safetensors"], tmp_path, capsys, 1, "--out", "cannot write")
+        _run(["sweep", "--out", "ro/sweep"], tmp_path, capsys, 1, "--out", "cannot write")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(ro)], check=True)
+        ro.chmod(0o755)
+
+
+def test_a_hub_id_offline_fails_fast_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    t0 = time.time()
+    assert cli.main(["calibrate", "--model", "gpt2", "--out", str(tmp_path / "v.safetensors")]) == 1
+    line = _one_line_error(capsys, "--model gpt2", "HF_HUB_OFFLINE", "smollm2-135m")
+    assert time.time() - t0 < 30, line  # no retries (the check itself takes well under a second)
+    assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_calibrate_with_no_prompts_says_so(llama_lm):
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    with pytest.raises(ValueError, match="at least one calibration prompt"):
+        calibrate_iso_kl(llama_lm, vec, [], T=20)
+    with pytest.raises(ValueError, match="at least 1 generated token"):
+        calibrate_iso_kl(llama_lm, vec, prompts.calibration_prompts(0), T=0)
+
+
+# ---- vectors ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_dir, tmp_path_factory):
+    """`isokl calibrate` on the tiny local model: a real vector file."""
+    out = tmp_path_factory.mktemp("vec") / "v.safetensors"
+    assert cli.main(["calibrate", "--model", str(tiny_dir), "--window", "8", "--out", str(out)]) in (0, 2)
+    return out
+
+
+def test_a_saved_vector_is_readable_by_others(calibrated):
+    assert calibrated.stat().st_mode & 0o044 == 0o044  # group/other may read (not 0600)
+
+
+def test_a_truncated_vector_file_is_named(calibrated, tmp_path, capsys):
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(calibrated.read_bytes()[:100])
+    with pytest.raises(ValueError, match="cut.safetensors: not a readable isokl vector file"):
+        Vector.load(bad)
+    assert cli.main(["generate", "--vector", str(bad), "--prompt", "hi"]) == 1
+    _one_line_error(capsys, "cut.safetensors")
+
+
+def test_a_vector_on_another_model_is_refused_unless_transferred(calibrated, tiny_dir, shallow_dir, capsys):
+    vec = Vector.load(calibrated)
+    small = models.load(str(shallow_dir))
+    with pytest.raises(ValueError, match=f"fitted on {tiny_dir}.*2 layers"):
+        calibrate_iso_kl(small, vec, prompts.calibration_prompts(0), T=4)
+    twin = models.from_module(models.load(str(tiny_dir)).model, byte_tokenizer(), id="same-shape-other-id")
+    with pytest.raises(ValueError, match="fitted on .*not same-shape-other-id.*for_model"):
+        calibrate_iso_kl(twin, vec, prompts.calibration_prompts(0), T=4, progress=False)
+    res = calibrate_iso_kl(twin, vec.for_model(twin.id), prompts.calibration_prompts(0), T=4, progress=False)
+    assert res.evaluations >= 1  # the explicit transfer runs
+    capsys.readouterr()
+    assert cli.main(["generate", "--vector", str(calibrated), "--prompt", "hi", "--model", str(shallow_dir)]) == 1
+    _one_line_error(capsys, "--model", "--allow-other-model")
+
+
+def test_generate_prints_base_and_steered_continuations_with_kl(calibrated, capsys):
+    assert cli.main(["generate", "--vector", str(calibrated), "--prompt", "Tell me about the sea.", "--alpha", "1,2",
+                     "--tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "--- alpha 0 (base model)" in out and "--- alpha 1 (c = " in out and "--- alpha 2 (c = " in out
+    kl_lines = [x for x in out.splitlines() if x.startswith("KL per token: ")]
+    assert len(kl_lines) == 2
+    values = [[float(v) for v in x.split(": ")[1].split()] for x in kl_lines]
+    assert all(1 <= len(v) <= 12 for v in values) and max(values[1]) > 0  # alpha 2 moves the distribution
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def swept_dir(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    args = ["sweep", "--models", str(tiny_dir), "--methods", "mean_diff", "--seeds", "0", "--windows", "6",
+            "--n-heldout", "3", "--horizon", "10", "--out", str(out)]
+    assert cli.main(args) == 0
+    return out, args
+
+
+def test_a_broken_csv_changes_no_report_file(swept_dir, tmp_path, capsys):
+    src, _ = swept_dir
+    d = tmp_path / "r"
+    shutil.copytree(src, d)
+    assert cli.main(["report", str(d)]) == 0
+    capsys.readouterr()
+    cal = d / "calibration.csv"
+    text = cal.read_text()
+    header, row = text.splitlines()[:2]
+    cells = row.split(",")
+    cells[header.split(",").index("c_star")] = "three"
+    for broken, names in (
+        (text[: text.rindex(",")], ("calibration.csv line 2", "too few fields")),  # truncated mid-row
+        (text.replace("c_star", "c_start", 1), ("calibration.csv", "c_star")),  # a column missing
+        (header + "\n" + ",".join(cells) + "\n", ("calibration.csv line 2", "c_star")),  # not a number
+    ):
+        cal.write_text(broken)
+        before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "calibration.csv"}
+        assert cli.main(["report", str(d)]) == 1
+        _one_line_error(capsys, *names)
+        assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "calibration.csv"} == before
+
+
+# ---- sweeps: interrupt, resume settings, defaults ------------------------------------------------
+
+def test_a_sweep_run_again_with_other_settings_is_refused_or_recomputed(swept_dir, tmp_path, capsys):
+    src, args = swept_dir
+    out = tmp_path / "s"
+    shutil.copytree(src, out)
+    args = [a if a != str(src) else str(out) for a in args]
+    before = _files(out)
+    for extra, named in ((["--horizon", "8"], "horizon"), (["--doses", "1,3"], "doses"), (["--n-heldout", "2"], "n_heldout")):
+        assert cli.main(args + extra) == 1
+        _one_line_error(capsys, "--out", named, "--recompute")
+        assert _files(out) == before
+    assert cli.main(args) == 0  # the same settings: everything is kept
+    capsys.readouterr()
+    assert _files(out) == {k: v for k, v in _files(out).items()}
+    assert cli.main(args + ["--doses", "1,3", "--recompute"]) == 0
+    with open(out / "trajectory.csv", newline="") as f:
+        assert {r["dose"] for r in csv.DictReader(f)} == {"1.0", "3.0"}
+
+
+def test_a_failed_sweep_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", "--models", "org/not-cached", "--out", "fresh"]) == 1
+    _one_line_error(capsys, "org/not-cached")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_sweep_and_study_default_to_a_run_folder_not_results(tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--models", str(tiny_dir), "--methods", "mean_diff", "--seeds", "0", "--windows", "6", "--n-heldout", "2",
+            "--horizon", "6"]
+    assert cli.main(["sweep", *args]) == 0
+    assert (tmp_path / "runs" / "sweep" / "calibration.csv").exists()
+    assert cli.main(["study", *args]) == 0
+    assert (tmp_path / "runs" / "study" / "claims.md").exists() and not (tmp_path / "results").exists()
+    out = capsys.readouterr().out
+    assert "R1:" in out and max(len(x) for x in out.splitlines()) < 400  # verdicts in short, not claims.md
+
+
+def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir, tmp_path):
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "isokl.cli", "sweep", "--models", str(tiny_dir), "--methods", "mean_diff,pca",
+           "--seeds", ",".join(map(str, range(12))), "--windows", "6,7", "--n-heldout", "3", "--horizon", "10",
+           "--out", str(out), "--threads", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "cells").glob("*__s*"))) < 2:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("isokl: interrupted: ") and "rerun the same command to resume" in last, err
+    kept = int(last.split(": ")[2].split()[0])
+    assert kept == len([c for c in (out / "cells").iterdir() if not c.name.endswith(".tmp")]) >= 2
+
+
+def test_help_and_version_do_not_import_torch():
+    code = "import sys; sys.modules['torch'] = None\nfrom isokl import cli\nfor a in (['--help'], ['--version'], ['report', '--help']):\n" \
+           "    try: cli.main(a)\n    except SystemExit as e: assert e.code == 0, a\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "calibrate" in r.stdout and "generate" in r.stdout and "isokl 0." in r.stdout
+    assert "folder written by `isokl sweep`" in r.stdout  # report --help describes its argument
+
+
+def test_methods_lists_each_name_once(capsys):
+    assert cli.main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "mean_diff" in out and out.count("mean_diff") == 1
