@@ -4,7 +4,7 @@ venv := ".venv/bin"
 
 # list the recipes
 default:
-    @just --list
+    @{{just_executable()}} --list
 
 # create .venv and install isokl, torch (CPU) and the three model packages (idempotent)
 setup:
@@ -26,13 +26,17 @@ test-all: setup
 bench: setup
     {{venv}}/python benchmarks/bench_calibrate.py
 
+# base and steered continuations of a prompt with a saved vector
+generate vector="vector.safetensors" prompt="Tell me about your weekend.": setup
+    {{venv}}/isokl generate --vector {{vector}} --prompt "{{prompt}}"
+
 # list methods and bundled models
 list: setup
     {{venv}}/isokl methods
     {{venv}}/isokl models
 
 # the full study: 3 models x 3 methods x 3 seeds x 2 windows, then Figure 1, Table 1, claims.md (resumable)
-study out="results": setup
+study out="runs/study": setup
     {{venv}}/isokl study --out {{out}}
 
 # the quick preset: the study on smollm2-135m only

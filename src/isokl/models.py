@@ -111,7 +111,8 @@ def cache_root() -> Path:
 
 
 def _log(msg: str) -> None:
-    print(f"[isokl] {msg}", file=sys.stderr, flush=True)
+    clear = "\r\033[K" if sys.stderr.isatty() else ""  # over a progress line, if one is showing
+    print(f"{clear}[isokl] {msg}", file=sys.stderr, flush=True)
 
 
 def _module_dir(module: str, b: Bundled) -> Path:

@@ -122,8 +122,8 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
     phase("calibrating")
 
     def on_eval(s, secs):
-        phase(f"calibrating: evaluation {len(evals) + 1} gave p95 {'=' if s.complete else '>'} {s.p95:.3f} at c = {s.c:.4g} "
-              f"({secs:.0f} s)")
+        phase(f"calibrating: evaluation {len(evals) + 1} (took {secs:.0f} s) gave p95 {'=' if s.complete else '>'} {s.p95:.3f} "
+              f"at c = {s.c:.4g}")
         evals.append(s)
 
     evals: list = []
