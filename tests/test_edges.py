@@ -43,6 +43,15 @@ def shallow_dir(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def other_dir(tmp_path_factory):
+    """Another tiny model of the same shape (4 layers of width 32), other weights."""
+    d = tmp_path_factory.mktemp("models") / "tiny-other"
+    tiny_model("llama", dtype=torch.float32, seed=5).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
 @pytest.fixture
 def no_load(monkeypatch):
     """Fails the test if a model is loaded."""
@@ -185,7 +194,7 @@ def test_a_truncated_vector_file_is_named(calibrated, tmp_path, capsys):
     _one_line_error(capsys, "cut.safetensors")
 
 
-def test_a_vector_on_another_model_is_refused_unless_transferred(calibrated, tiny_dir, shallow_dir, capsys):
+def test_a_vector_on_another_model_is_refused_unless_transferred(calibrated, tiny_dir, shallow_dir, other_dir, capsys):
     vec = Vector.load(calibrated)
     small = models.load(str(shallow_dir))
     with pytest.raises(ValueError, match=f"fitted on {tiny_dir}.*2 layers"):
@@ -196,8 +205,13 @@ def test_a_vector_on_another_model_is_refused_unless_transferred(calibrated, tin
     res = calibrate_iso_kl(twin, vec.for_model(twin.id), prompts.calibration_prompts(0), T=4, progress=False)
     assert res.evaluations >= 1  # the explicit transfer runs
     capsys.readouterr()
-    assert cli.main(["generate", "--vector", str(calibrated), "--prompt", "hi", "--model", str(shallow_dir)]) == 1
-    _one_line_error(capsys, "--model", "--allow-other-model")
+    args = ["generate", "--vector", str(calibrated), "--prompt", "hi", "--tokens", "4", "--model"]
+    assert cli.main(args + [str(other_dir)]) == 1  # same shape, another model: refused before it loads
+    _one_line_error(capsys, "--model", f"fitted on {tiny_dir}", "--allow-other-model")
+    assert cli.main(args + [str(other_dir), "--allow-other-model"]) == 0
+    capsys.readouterr()
+    assert cli.main(args + [str(shallow_dir), "--allow-other-model"]) == 1  # a transfer still needs the same shape
+    _one_line_error(capsys, "--model", f"fitted on {tiny_dir}", f"{shallow_dir} has 2 layers of width 32", "do not fit")
 
 
 def test_generate_prints_base_and_steered_continuations_with_kl(calibrated, capsys):

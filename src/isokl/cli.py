@@ -83,7 +83,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
 
 def cmd_generate(cfg: GenerateConfig) -> int:
     cfg.check()
-    from .models import check_model_id
+    from .models import check_model_id, model_shape
     from .vector import Vector
 
     vec = Vector.load(cfg.vector)
@@ -91,6 +91,12 @@ def cmd_generate(cfg: GenerateConfig) -> int:
         raise ConfigError(f"--vector: {cfg.vector} is not calibrated; make one with `isokl calibrate --out FILE`")
     model_id = cfg.model or vec.model_id
     check_model_id(model_id)
+    shape = model_shape(model_id)
+    if shape:  # before the weights load
+        try:
+            vec.check_shape(model_id, *shape)
+        except ValueError as e:
+            raise ConfigError(f"--model: {e}") from None
     if model_id != vec.model_id:
         if not cfg.allow_other_model:
             raise ConfigError(f"--model: {cfg.vector} was fitted on {vec.model_id}, not {model_id}; add --allow-other-model "

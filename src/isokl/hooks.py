@@ -63,7 +63,7 @@ def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor
         layer_list = blocks(model)
         width = model.config.get_text_config().hidden_size
         if max(vector.layers) >= len(layer_list) or vector.directions.shape[1] != width:
-            vector.check_fits(type(model).__name__, len(layer_list), width)  # raises, naming both shapes
+            vector.check_shape(type(model).__name__, len(layer_list), width)  # raises, naming both shapes
         p = next(model.parameters())
         # moved and cast once here, not per layer per step (a host-to-device copy each call would sync the GPU)
         cc = torch.as_tensor(c, dtype=p.dtype).to(p.device)

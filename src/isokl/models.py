@@ -353,6 +353,23 @@ def _hub_source(model_id: str, flag: str = "--model") -> str:
         raise _not_found(model_id, f"{why} and it is not in the local Hugging Face cache", flag) from None
 
 
+def model_shape(model_id: str) -> tuple[int, int] | None:
+    """(layers, width) from the model's config alone, no weights; None where no config is at hand yet
+    (a bundled model before its first load)."""
+    from transformers import AutoConfig
+
+    if model_id in BUNDLED:
+        folder = cache_root() / "models" / model_id / "hf"
+        if not (folder / "config.json").exists():
+            return None
+    elif Path(model_id).expanduser().exists():
+        folder = Path(model_id).expanduser()
+    else:
+        folder = _hub_source(model_id)
+    cfg = AutoConfig.from_pretrained(folder).get_text_config()
+    return cfg.num_hidden_layers, cfg.hidden_size
+
+
 def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LM:
     """Load a bundled id, a local folder or a Hugging Face id (the latter needs network access or a cached copy)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -61,13 +61,17 @@ class Vector:
     def calibrated(self, cal: Calibration) -> Vector:
         return dataclasses.replace(self, calibration=cal)
 
-    def check_fits(self, model_id: str, n_layers: int, d_model: int) -> None:
-        """Refuse a model this vector was not fitted on: another shape always, another id unless transferred."""
+    def check_shape(self, model_id: str, n_layers: int, d_model: int) -> None:
+        """Refuse a model whose depth or width does not fit this vector's layers and directions."""
         if max(self.layers, default=-1) >= n_layers or self.directions.shape[1] != d_model:
             raise ValueError(
                 f"this vector was fitted on {self.model_id} (layers {self.layers[0]}..{self.layers[-1]}, width "
                 f"{self.directions.shape[1]}); {model_id} has {n_layers} layers of width {d_model}: they do not fit"
             )
+
+    def check_fits(self, model_id: str, n_layers: int, d_model: int) -> None:
+        """Refuse a model this vector was not fitted on: another shape always, another id unless transferred."""
+        self.check_shape(model_id, n_layers, d_model)
         if self.model_id != model_id:
             raise ValueError(
                 f"this vector was fitted on {self.model_id}, not {model_id}; to apply it there on purpose use "
