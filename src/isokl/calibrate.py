@@ -28,9 +28,8 @@ from .methods import get_method
 from .models import LM
 from .prompts import Prompt, prompt_hash
 from .rollout import KLStats, evaluate, prefill_base
+from .statistic import P95
 from .vector import Calibration, Vector
-
-STATISTIC = "p95 per-token KL(steered || base) nats, steered greedy rollout, base teacher-forced"
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,7 @@ def calibrate_iso_kl(
     tokens: dict[float, tuple[torch.Tensor, int]] = {}  # c -> (steered tokens [n T], steps generated)
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
     # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
-    stop = max(target + tol, 1.5 * target) if early_stop else None
+    stop = P95.stop_above(target, tol) if early_stop else None
 
     def f(cs: list[float]) -> list[float]:
         t1 = time.time()
@@ -254,7 +253,7 @@ def calibrate_iso_kl(
     cal = Calibration(
         coeff=sol.c,
         target=target,
-        statistic=STATISTIC,
+        statistic=P95.name,
         window=T,
         prompt_hash=prompt_hash(prompts),
         converged=sol.converged,

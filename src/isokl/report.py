@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import BASE, STUDY_METHODS, STUDY_MODELS, TOL, RecordsError, load
+from .records import BASE, STUDY_METHODS, STUDY_MODELS, TARGET, TOL, RecordsError, load
+from .statistic import P95
 
 HOLDOUT_BAND = (0.7, 1.4)  # R1
 NLL_OK, NLL_HOT = 2.0, 4.0  # R3
@@ -32,10 +33,6 @@ BOOT = 10_000
 
 def _f(x) -> float:
     return float(x) if x not in ("", None) else float("nan")
-
-
-def _p95(vals) -> float:
-    return float(np.quantile(vals, 0.95)) if len(vals) else float("nan")
 
 
 def order(values, preferred):
@@ -72,7 +69,7 @@ class Study:
         out = {}
         for k, ts in by.items():
             T = max(ts)
-            out[k] = np.array([_p95(ts.get(t, [])) for t in range(1, T + 1)])
+            out[k] = np.array([P95.pooled(ts.get(t, [])) for t in range(1, T + 1)])
         return out
 
     def nll_ratio(self, dose: float) -> dict[tuple, float]:
@@ -168,7 +165,7 @@ def claims(s: Study, rows: list[dict], expected_cells: int | None = None) -> lis
     lo, hi = HOLDOUT_BAND
 
     def r1_ok(cells):
-        return all(c["converged"] == "1" and abs(_f(c["calib_p95"]) - 1) <= TOL + 1e-12 and lo <= _f(c["holdout_p95"]) <= hi for c in cells)
+        return all(c["converged"] == "1" and abs(_f(c["calib_p95"]) - TARGET) <= TOL + 1e-12 and lo <= _f(c["holdout_p95"]) <= hi for c in cells)
 
     cells = s.cells()
     bad = [c for c in cells if not r1_ok([c])]

@@ -17,15 +17,14 @@ emits EOS is scored, later steps are masked out (`valid`).
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import torch
 
 from .hooks import row_doses, steer
 from .models import LM
+from .statistic import P95
 from .vector import Vector
 
 
@@ -201,7 +200,7 @@ def rollout(
     """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL.
 
     stop_above: stop early once every dose has enough KL values >= stop_above that its
-    pooled p95 over the full n x T window must exceed it (`must_exceed_count`): the solver
+    pooled p95 over the full n x T window must exceed it (`P95.must_exceed`): the solver
     only needs to know such a dose overshoots, and overshooting doses decide fast.
     return_cache: also return (KV cache, attention mask, padded prompt width) for forking
     (the cache holds the prompt and the first steps - 1 generated tokens).
@@ -232,7 +231,7 @@ def rollout(
     logp = torch.zeros((r, T), dtype=torch.float32, device=lm.device)
     logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device) if twins else None
     done = torch.zeros(r, dtype=torch.bool, device=lm.device)
-    need = must_exceed_count(n * T) if stop_above is not None else None
+    need = P95.must_exceed(n * T) if stop_above is not None else None
     steps = T
     cache = new_cache(lm.model)
     width = ids.shape[1]
@@ -310,11 +309,6 @@ def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int
     return 0 if window and width + L >= window - 1 else max(L, 0)
 
 
-def must_exceed_count(m: int, q: float = 0.95) -> int:
-    """How many of at most m pooled values must be >= x for their q-quantile (linear) to be >= x."""
-    return m - math.floor(q * (m - 1))
-
-
 @dataclass(frozen=True)
 class KLStats:
     """Pooled statistic of one dose: p95 over all valid (prompt, token) KL values, plus per-token arrays."""
@@ -329,30 +323,24 @@ class KLStats:
     complete: bool = True  # False: the rollout stopped early and p95 is a lower bound (> target + tol)
 
 
-def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, q: float = 0.95, stopped: bool = False) -> KLStats:
-    """kl, valid: [n t] -> KLStats. p95 = numpy's linear-interpolation quantile of the pooled values.
+def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, stopped: bool = False) -> KLStats:
+    """kl, valid: [n t] -> KLStats of the statistic (`statistic.P95`) over the valid values.
 
-    stopped (an early-stopped rollout): p95 is the lower bound that stopped it, the
-    `must_exceed_count`-th largest value so far.
+    stopped (an early-stopped rollout): p95 is the lower bound that stopped it (`P95.lower_bound`).
     """
     kl_np, ok = kl.double().cpu().numpy(), valid.cpu().numpy()
     pooled = kl_np[ok]
     if pooled.size == 0:
         raise ValueError("no valid tokens to score: every rollout ended at once (EOS as first token)")
-    per_p95, per_max = [], []
-    for t in range(kl_np.shape[1]):
-        col = kl_np[ok[:, t], t]
-        per_p95.append(float(np.quantile(col, q)) if col.size else float("nan"))
-        per_max.append(float(col.max()) if col.size else float("nan"))
-    p95 = float(np.sort(pooled)[-must_exceed_count(kl_np.size, q)]) if stopped else float(np.quantile(pooled, q))
+    per_max = [float(kl_np[ok[:, t], t].max()) if ok[:, t].any() else float("nan") for t in range(kl_np.shape[1])]
     return KLStats(
         complete=not stopped,
         c=float(c),
-        p95=p95,
+        p95=P95.lower_bound(pooled, kl_np.size) if stopped else P95.pooled(pooled),
         mean=float(pooled.mean()),
         max=float(pooled.max()),
         n_values=int(pooled.size),
-        per_t_p95=tuple(per_p95),
+        per_t_p95=tuple(P95.per_position(kl_np, ok)),
         per_t_max=tuple(per_max),
     )
 
