@@ -9,7 +9,7 @@ from isokl import models, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
-from isokl.rollout import forward, left_pad, pad_id
+from isokl.models import forward, left_pad, pad_id
 from isokl.vector import Vector
 
 pytestmark = [
@@ -53,16 +53,16 @@ def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
     import isokl.calibrate as cal_mod
 
     vec = extract(smol, prompts.extraction_pairs(0), "directional_ablation")
-    runs, real_evaluate = {}, cal_mod.evaluate
+    runs, real_rollout = {}, cal_mod.rollout
     for draft in (True, False):
         calls, tokens = [], []
 
-        def recording(*a, **kw):  # the real evaluate; keeps each evaluation's greedy tokens
-            stats, ro = real_evaluate(*a, **kw)
+        def recording(*a, **kw):  # the real rollout; keeps each evaluation's greedy tokens
+            ro = real_rollout(*a, **kw)
             tokens.append(ro.tokens[ro.valid])
-            return stats, ro
+            return ro
 
-        monkeypatch.setattr(cal_mod, "evaluate", recording)
+        monkeypatch.setattr(cal_mod, "rollout", recording)
         hook = smol.model.register_forward_hook(lambda *a: calls.append(1))
         try:
             res = calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20, progress=False, draft=draft)

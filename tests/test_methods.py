@@ -7,7 +7,7 @@ from isokl import prompts
 from isokl.activations import extract
 from isokl.hooks import steer
 from isokl.methods import METHODS, get_method
-from isokl.rollout import forward, left_pad, pad_id
+from isokl.models import forward, left_pad, pad_id
 
 
 def _logits(lm, texts):

@@ -7,7 +7,7 @@ from isokl import prompts
 from isokl.activations import extract
 from isokl.hooks import steer
 from isokl.metrics import SUFFIX, answer_ids, branch_pmass, target_logit, word_ids
-from isokl.rollout import forward, left_pad, pad_id
+from isokl.models import forward, left_pad, pad_id
 
 
 def _tf_seqs(lm, n=3):

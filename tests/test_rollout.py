@@ -8,6 +8,7 @@ import torch
 from isokl import prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
+from isokl.hooks import steer
 from isokl.reference import reference_calibrate, reference_kl
 from isokl.rollout import NonFiniteKL, chunk_rows, evaluate, kl_rows, kl_stats, rollout, score_step
 
@@ -198,14 +199,23 @@ def test_a_draft_keeps_eos_early_stop_and_several_doses(llama_lm):
         rollout(llama_lm, seqs, 10, vec, coeffs, draft=ended.tokens[:3])
 
 
-def test_a_fork_cache_after_a_draft_is_the_plain_one(llama_lm):
+def test_forks_match_full_forwards_and_must_descend(llama_lm):
+    from isokl.models import forward
+    from isokl.rollout import fork_rollout
+
     vec = extract(llama_lm, prompts.extraction_pairs(0), "pca")
-    seqs = _seqs(llama_lm)
-    plain, (c1, m1, w1) = rollout(llama_lm, seqs, 8, vec, (2.0,), score_base=False, return_cache=True)
-    fast, (c2, m2, w2) = rollout(llama_lm, seqs, 8, vec, (2.0,), score_base=False, return_cache=True, draft=plain.tokens)
-    assert w1 == w2 and torch.equal(m1, m2)
-    assert c1.get_seq_length() == c2.get_seq_length() == w1 + plain.steps - 1
-    assert torch.allclose(c1.layers[0].keys, c2.layers[0].keys, atol=1e-6)
+    seqs, suffix = _seqs(llama_lm, n=3), [5, 6, 7]
+    br = fork_rollout(llama_lm, seqs, 8, vec, (0.0, 2.0))
+    for t in (8, 3, 0):
+        got = br.logits_after(t, suffix)
+        for row, seq in enumerate(br.rollout.layout.repeat(seqs)):
+            c = br.rollout.coeffs[row // len(seqs)]
+            full = torch.tensor([seq + br.rollout.tokens[row, :t].tolist() + suffix])
+            with steer(llama_lm.model, vec, c), torch.no_grad():
+                want = forward(llama_lm.model, full, torch.ones_like(full), torch.arange(full.shape[1])[None], keep=1)[0, -1]
+            assert torch.allclose(got[row], want, atol=1e-9), (t, row)
+    with pytest.raises(ValueError, match="descending t"):
+        br.logits_after(5, suffix)
 
 
 def test_calibration_with_drafts_takes_the_same_steps(tiny_lm):
@@ -237,7 +247,7 @@ def test_the_cpu_output_layer_product_matches_linear():
     model = tiny_model("qwen2", dtype=torch.float32)
     head = model.get_output_embeddings()
     g = torch.Generator().manual_seed(0)
-    lm = from_module(model, byte_tokenizer())  # swaps in the column product
+    lm = from_module(model, byte_tokenizer(), column_product=True)  # swaps in the column product
     for rows in (1, 2, 8, 16, 17, 40):
         x = torch.randn(rows, 1, head.in_features, generator=g)
         want = torch.nn.functional.linear(x, head.weight)

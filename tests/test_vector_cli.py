@@ -9,7 +9,7 @@ from isokl import cli, models, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
-from isokl.rollout import forward, left_pad, pad_id
+from isokl.models import forward, left_pad, pad_id
 from isokl.vector import Vector
 
 

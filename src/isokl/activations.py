@@ -10,9 +10,8 @@ import torch
 
 from .hooks import capture, default_layers
 from .methods import get_method
-from .models import LM
+from .models import LM, forward, left_pad, pad_id
 from .prompts import Pair, Prompt, prompt_hash
-from .rollout import forward, left_pad, pad_id
 from .vector import Vector
 
 

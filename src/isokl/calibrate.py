@@ -27,7 +27,7 @@ import torch
 from .methods import get_method
 from .models import LM
 from .prompts import Prompt, prompt_hash
-from .rollout import KLStats, evaluate, prefill_base
+from .rollout import KLStats, prefill_base, rollout
 from .statistic import P95
 from .vector import Calibration, Vector
 
@@ -225,8 +225,9 @@ def calibrate_iso_kl(
     def f(cs: list[float]) -> list[float]:
         t1 = time.time()
         guess = nearest_draft(tokens, cs) if draft else None
-        out, ro = evaluate(lm, seqs, vector, tuple(cs), T, stop_above=stop, draft=guess, base=base, return_rollout=True)
-        for i, c in enumerate(cs):  # all doses of a round in one batch
+        ro = rollout(lm, seqs, T, vector, tuple(cs), stop_above=stop, draft=guess, base=base)  # a round in one batch
+        out = [ro.stats(i) for i in range(len(cs))]
+        for i, c in enumerate(cs):
             tokens[c] = (ro.tokens[ro.rows(i)], ro.steps)
         for s in out:
             stats[s.c] = s

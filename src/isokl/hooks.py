@@ -9,6 +9,7 @@ Hooks never edit in place and are always removed in a `finally`.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -40,7 +41,8 @@ def default_layers(n_layers: int, band: tuple[float, float] = (0.25, 0.75)) -> t
     return tuple(range(lo, max(hi, lo + 1)))
 
 
-def _split(output):
+def _hidden(output):
+    """A block's output -> (hidden states, the rest of a tuple output or None)."""
     return (output[0], output[1:]) if isinstance(output, tuple) else (output, None)
 
 
@@ -66,16 +68,16 @@ def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor
             vector.check_shape(type(model).__name__, len(layer_list), width)  # raises, naming both shapes
         p = next(model.parameters())
         # moved and cast once here, not per layer per step (a host-to-device copy each call would sync the GPU)
-        cc = torch.as_tensor(c, dtype=p.dtype).to(p.device)
-        cc = cc.view(-1, 1, 1) if cc.ndim == 1 else cc
+        c_rows = torch.as_tensor(c, dtype=p.dtype).to(p.device)
+        c_rows = c_rows.view(-1, 1, 1) if c_rows.ndim == 1 else c_rows  # [b 1 1] or a scalar
         dirs = vector.directions.to(device=p.device, dtype=p.dtype)
         for i, layer in enumerate(vector.layers):
 
             def hook(_mod, _args, output, v=dirs[i]):
-                h, rest = _split(output)
-                if cc.ndim == 3 and cc.shape[0] != h.shape[0]:
-                    raise ValueError(f"{cc.shape[0]} coefficients for a batch of {h.shape[0]} rows")
-                return _join(method.apply(h, v, cc.to(h.dtype)), rest)
+                h, rest = _hidden(output)
+                if c_rows.ndim == 3 and c_rows.shape[0] != h.shape[0]:
+                    raise ValueError(f"{c_rows.shape[0]} coefficients for a batch of {h.shape[0]} rows")
+                return _join(method.apply(h, v, c_rows.to(h.dtype)), rest)
 
             handles.append(layer_list[layer].register_forward_hook(hook))
         yield model
@@ -84,9 +86,32 @@ def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor
             hd.remove()
 
 
-def row_doses(coeffs, n: int) -> list[float]:
-    """Doses laid out by batch row: row k*n + i is prompt i at dose k."""
-    return [c for c in coeffs for _ in range(n)]
+@dataclass(frozen=True)
+class Layout:
+    """Batch rows for k coefficients x n prompts: row k*n + i is prompt i at coefficient coeffs[k].
+    The one owner of that rule: rollouts, forks and metrics lay out and split their rows through it."""
+
+    coeffs: tuple[float, ...]
+    n: int
+
+    @property
+    def k(self) -> int:
+        return len(self.coeffs)
+
+    def c_per_row(self) -> torch.Tensor:
+        """[k*n] float64: the coefficient of each row (for `steer`)."""
+        return torch.tensor([c for c in self.coeffs for _ in range(self.n)], dtype=torch.float64)
+
+    def repeat(self, seqs: list) -> list:
+        """The n prompts once per coefficient, in row order."""
+        return list(seqs) * self.k
+
+    def rows(self, k: int) -> slice:
+        return slice(k * self.n, (k + 1) * self.n)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """[k*n ...] -> [k n ...]."""
+        return x.reshape(self.k, self.n, *x.shape[1:])
 
 
 @contextmanager
@@ -99,7 +124,7 @@ def capture(model: torch.nn.Module, layers: tuple[int, ...]):
         for layer in layers:
 
             def hook(_mod, _args, output, layer=layer):
-                store[layer] = _split(output)[0].detach()
+                store[layer] = _hidden(output)[0].detach()
 
             handles.append(layer_list[layer].register_forward_hook(hook))
         yield store

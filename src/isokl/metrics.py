@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .hooks import row_doses, steer
-from .models import LM
-from .rollout import forward, left_pad, pad_id, rollout
+from .hooks import Layout, steer
+from .models import LM, forward, left_pad, pad_id
+from .rollout import fork_rollout
 from .vector import Vector
 
 FORKS = tuple(range(0, 51, 5))
@@ -53,13 +53,6 @@ class PMass:
     rollout_tokens: torch.Tensor  # [k*n t]
 
 
-def _crop(cache, keep: int) -> None:
-    """Cut the cache back to its first `keep` positions (a negative argument removes tokens in every 5.x API)."""
-    extra = cache.get_seq_length() - keep
-    if extra > 0:
-        cache.crop(-extra)
-
-
 @torch.no_grad()
 def branch_pmass(
     lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: tuple[float, ...], T: int = 50, forks: tuple[int, ...] = FORKS
@@ -69,34 +62,24 @@ def branch_pmass(
         raise ValueError(f"fork points must lie in [0, T = {T}]")
     t_ids, f_ids = answer_ids(lm.tokenizer)
     suffix = lm.tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
-    ro, (cache, mask, S) = rollout(lm, seqs, T, vector, coeffs, score_base=False, return_cache=True)
+    branches = fork_rollout(lm, seqs, T, vector, coeffs)
+    ro = branches.rollout
     r = ro.tokens.shape[0]
-    dose = torch.tensor(row_doses(coeffs, len(seqs)), dtype=torch.float64)
-    pm = torch.zeros((r, len(forks)), dtype=torch.float64)
-    pt = torch.zeros_like(pm)
-    eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
-    ended = torch.isin(ro.tokens, eos)  # [r t]
+    pmass = torch.zeros((r, len(forks)), dtype=torch.float64)
+    p_true = torch.zeros_like(pmass)
+    ended = torch.isin(ro.tokens, torch.tensor(lm.eos_ids or [-1], device=lm.device))  # [r t]
     censored = torch.zeros((r, len(forks)), dtype=torch.bool)
-    order = sorted(range(len(forks)), key=lambda j: -forks[j])  # descending t: each fork only crops the cache
-    with steer(lm.model, vector, dose):
-        for j in order:
-            t = forks[j]
-            censored[:, j] = ended[:, :t].any(-1).cpu() if t > 0 else False
-            if t > ro.steps:  # every row ended before t: nothing to score
-                censored[:, j] = True
-                continue
-            keep = min(t, ro.steps - 1)  # the rollout fed steps - 1 generated tokens; forks descend, so only crops
-            _crop(cache, S + keep)
-            feed = torch.cat([ro.tokens[:, keep:t], torch.tensor(suffix, device=lm.device).expand(r, -1)], dim=-1)
-            m = torch.cat([mask[:, : S + keep], torch.ones_like(feed)], dim=-1)
-            start = mask[:, : S + keep].sum(-1, keepdim=True)  # real tokens before the feed, per row
-            pos = start + torch.arange(feed.shape[1], device=lm.device)
-            logits = forward(lm.model, feed, m, pos, cache, keep=1)[:, -1]
-            p = torch.softmax(logits.double(), -1)
-            pt[:, j] = p[:, t_ids].sum(-1).cpu()
-            pm[:, j] = pt[:, j] + p[:, f_ids].sum(-1).cpu()
-    k, n = len(coeffs), len(seqs)
-    return PMass(tuple(forks), pm.view(k, n, -1), pt.view(k, n, -1), censored.view(k, n, -1), ro.tokens.cpu())
+    for j in sorted(range(len(forks)), key=lambda j: -forks[j]):  # descending t: each fork only crops the cache
+        t = forks[j]
+        censored[:, j] = ended[:, :t].any(-1).cpu() if t > 0 else False
+        if t > ro.steps:  # every row ended before t: nothing to score
+            censored[:, j] = True
+            continue
+        p = torch.softmax(branches.logits_after(t, suffix).double(), -1)
+        p_true[:, j] = p[:, t_ids].sum(-1).cpu()
+        pmass[:, j] = p_true[:, j] + p[:, f_ids].sum(-1).cpu()
+    layout = ro.layout
+    return PMass(tuple(forks), layout.split(pmass), layout.split(p_true), layout.split(censored), ro.tokens.cpu())
 
 
 def word_ids(tokenizer, words: list[str]) -> set[int]:
@@ -112,10 +95,9 @@ def target_logit(lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: t
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)
     shared = pos_ids & neg_ids  # a word piece common to both lists says nothing about sentiment
     pos_ids, neg_ids = sorted(pos_ids - shared), sorted(neg_ids - shared)
-    k, n = len(coeffs), len(seqs)
-    ids, mask, pos = left_pad(seqs * k, pad_id(lm), lm.device)
-    dose = torch.tensor(row_doses(coeffs, n), dtype=torch.float64)
-    with steer(lm.model, vector, dose):
+    layout = Layout(tuple(coeffs), len(seqs))
+    ids, mask, pos = left_pad(layout.repeat(seqs), pad_id(lm), lm.device)
+    with steer(lm.model, vector, layout.c_per_row()):
         logits = forward(lm.model, ids, mask, pos, keep=1)[:, -1].double()
-    L = torch.logsumexp(logits[:, pos_ids], -1) - torch.logsumexp(logits[:, neg_ids], -1)
-    return L.view(k, n).cpu()
+    axis = torch.logsumexp(logits[:, pos_ids], -1) - torch.logsumexp(logits[:, neg_ids], -1)
+    return layout.split(axis).cpu()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import importlib.util
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -243,6 +245,44 @@ def _eos_ids(model, tok) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+# ---- model I/O: one forward, left padding, the KV cache (used by every module that runs the model) ----
+
+@lru_cache(maxsize=None)
+def _cache_kw(cls) -> str:
+    # transformers >= 5.2x names it `cache`, earlier 5.x `past_key_values`.
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def forward(model, ids, mask, pos, cache=None, keep: int = 0):
+    """One forward; keep = number of last positions whose logits are computed (0 = all)."""
+    kw = {_cache_kw(type(model)): cache, "use_cache": cache is not None}
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw).logits
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token lists -> ids [b s], attention mask [b s], position ids [b s] (0 at each row's first real token)."""
+    s = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), s), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), s), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        ids[i, s - len(x) :] = torch.tensor(x, dtype=torch.long)
+        mask[i, s - len(x) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def pad_id(lm: "LM") -> int:
+    tok = lm.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else lm.eos_ids[0] if lm.eos_ids else 0
+
+
+
 def _column_product(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """The output layer's logits for a few rows as (W @ x^T)^T: the same numbers as F.linear (to float
     rounding), 1.3-3x faster on this project's CPU for 2-16 rows and vocabularies of 49k-262k, where
@@ -263,10 +303,13 @@ def use_column_product(model: torch.nn.Module) -> None:
         head.forward = functools.partial(_column_product, head)
 
 
-def from_module(model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None) -> LM:
-    """Wrap an already loaded model (tests build tiny random ones from a config)."""
+def from_module(model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None,
+                column_product: bool = False) -> LM:
+    """Wrap an already loaded model (tests build tiny random ones from a config). column_product: compute its
+    output layer with `_column_product` (patches the model's head; `load` does so on CPU in float32)."""
     model.eval()
-    use_column_product(model)
+    if column_product:
+        use_column_product(model)
     cfg = model.config.get_text_config()
     if chat is None:
         chat = getattr(tokenizer, "chat_template", None) is not None
@@ -394,6 +437,6 @@ def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", d
     except OSError as e:
         raise RuntimeError(f"could not load {model_id!r}: {e}") from e
     model.to(device)
-    lm = from_module(model, tok, id=model_id, chat=chat)
+    lm = from_module(model, tok, id=model_id, chat=chat, column_product=torch.device(device).type == "cpu" and dtype == torch.float32)
     _log(f"loaded {model_id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s, {torch.get_num_threads()} threads")
     return lm

@@ -18,8 +18,8 @@ import torch
 
 from .hooks import steer
 from .methods import get_method
-from .models import LM
-from .rollout import KLStats, kl_rows, kl_stats, pad_id
+from .models import LM, pad_id
+from .rollout import KLStats, kl_rows, kl_stats
 from .vector import Vector
 
 

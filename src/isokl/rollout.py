@@ -16,14 +16,13 @@ emits EOS is scored, later steps are masked out (`valid`).
 
 from __future__ import annotations
 
-import inspect
+import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
-from .hooks import row_doses, steer
-from .models import LM
+from .hooks import Layout, steer
+from .models import LM, forward, left_pad, new_cache, pad_id
 from .statistic import P95
 from .vector import Vector
 
@@ -68,8 +67,7 @@ def _append_rows(cache, base: BasePrefill, repeat: int) -> None:
 class Rollout:
     """Per steered row r = k*n + i (dose k, prompt i); t = generated position 0..T-1."""
 
-    coeffs: tuple[float, ...]
-    n_prompts: int
+    layout: Layout  # row k*n + i = prompt i at coefficient k
     tokens: torch.Tensor  # [r t] greedy tokens of the steered rows
     valid: torch.Tensor  # [r t] bool, False after the row emitted EOS
     kl: torch.Tensor | None  # [r t] KL(steered || base) per token, nats (None without base twins)
@@ -78,8 +76,12 @@ class Rollout:
     steps: int  # tokens actually generated (< T when every row ended, or `stop_above` decided all doses)
     stopped: bool = False  # True: cut short by `stop_above`; the KL of later tokens is unknown
 
+    @property
+    def coeffs(self) -> tuple[float, ...]:
+        return self.layout.coeffs
+
     def rows(self, k: int) -> slice:
-        return slice(k * self.n_prompts, (k + 1) * self.n_prompts)
+        return self.layout.rows(k)
 
     def stats(self, k: int, T: int | None = None) -> KLStats:
         """The pooled statistic of dose k over the first T tokens (all by default): greedy decoding makes
@@ -88,41 +90,6 @@ class Rollout:
             raise ValueError("this rollout has no base twins (score_base=False or every dose 0): no KL to pool")
         sl = self.rows(k)
         return kl_stats(self.kl[sl, :T], self.valid[sl, :T], self.coeffs[k], stopped=self.stopped)
-
-
-@lru_cache(maxsize=None)
-def _cache_kw(cls) -> str:
-    # transformers >= 5.2x names it `cache`, earlier 5.x `past_key_values`.
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
-
-
-def new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)
-
-
-def forward(model, ids, mask, pos, cache=None, keep: int = 0):
-    """One forward; keep = number of last positions whose logits are computed (0 = all)."""
-    kw = {_cache_kw(type(model)): cache, "use_cache": cache is not None}
-    return model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw).logits
-
-
-def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token lists -> ids [b s], attention mask [b s], position ids [b s] (0 at each row's first real token)."""
-    s = max(len(x) for x in seqs)
-    ids = torch.full((len(seqs), s), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), s), dtype=torch.long)
-    for i, x in enumerate(seqs):
-        ids[i, s - len(x) :] = torch.tensor(x, dtype=torch.long)
-        mask[i, s - len(x) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), pos.to(device)
-
-
-def pad_id(lm: LM) -> int:
-    tok = lm.tokenizer
-    return tok.pad_token_id if tok.pad_token_id is not None else lm.eos_ids[0] if lm.eos_ids else 0
 
 
 def check_length(lm: LM, seqs: list[list[int]], T: int) -> None:
@@ -184,7 +151,6 @@ def score_step(logits: torch.Tensor, r: int, twins: bool):
     return nxt, logp, kl, logq
 
 
-@torch.no_grad()
 def rollout(
     lm: LM,
     seqs: list[list[int]],
@@ -193,17 +159,14 @@ def rollout(
     coeffs: tuple[float, ...] = (0.0,),
     score_base: bool = True,
     stop_above: float | None = None,
-    return_cache: bool = False,
     draft: torch.Tensor | None = None,
     base: BasePrefill | None = None,
-):
-    """Greedy T-token rollouts of every prompt at every dose in one batch; with score_base, per-token KL.
+) -> Rollout:
+    """Greedy T-token rollouts of every prompt at every coefficient in one batch; with score_base, per-token KL.
 
     stop_above: stop early once every dose has enough KL values >= stop_above that its
     pooled p95 over the full n x T window must exceed it (`P95.must_exceed`): the solver
     only needs to know such a dose overshoots, and overshooting doses decide fast.
-    return_cache: also return (KV cache, attention mask, padded prompt width) for forking
-    (the cache holds the prompt and the first steps - 1 generated tokens).
     draft: [k*n, L] guessed tokens of the steered rows (e.g. the rollout of a nearby dose).
     While every live row's argmax equals the draft, the next drafted tokens are fed ahead in
     one pass (4, then 8, 16, ... tokens), which checks them all; at the first miss the
@@ -214,16 +177,58 @@ def rollout(
     base: the base twins' prompt prefill (`prefill_base` of the same seqs), reused across calls;
     without it the rollout builds one (n rows, shared by all k doses).
     """
+    return _decode(lm, seqs, T, vector, tuple(coeffs), score_base, stop_above, draft, base)[0]
+
+
+def fork_rollout(lm: LM, seqs: list[list[int]], T: int, vector: Vector | None, coeffs: tuple[float, ...]) -> Forks:
+    """A steered greedy rollout (no base twins) kept open for branching off it (`Forks`)."""
+    ro, (cache, mask, width) = _decode(lm, seqs, T, vector, tuple(coeffs), False, None, None, None)
+    return Forks(lm, vector, ro, cache, mask, width)
+
+
+class Forks:
+    """A rollout whose KV cache stays open: `logits_after(t, suffix)` = the steered next-token logits after the
+    prompt, the rollout's first t tokens and `suffix`, one forward of the suffix each. Branch points come in
+    descending t, since each crops the cache back to t (no copy)."""
+
+    def __init__(self, lm: LM, vector: Vector | None, ro: Rollout, cache, mask: torch.Tensor, width: int):
+        self.lm, self.vector, self.rollout = lm, vector, ro
+        self._cache, self._mask, self._width = cache, mask, width
+        self._last = math.inf
+
+    @torch.no_grad()
+    def logits_after(self, t: int, suffix: list[int]) -> torch.Tensor:
+        """[r V]; t <= rollout.steps (rows that ended before t are for the caller to censor)."""
+        ro, lm = self.rollout, self.lm
+        if not 0 <= t <= ro.steps or t > self._last:
+            raise ValueError(f"fork at t = {t}: need 0 <= t <= {ro.steps} generated tokens, in descending t")
+        self._last = t
+        keep = min(t, ro.steps - 1)  # the cache holds the prompt and the first steps - 1 generated tokens
+        extra = self._cache.get_seq_length() - (self._width + keep)
+        if extra > 0:
+            self._cache.crop(-extra)  # a negative argument removes tokens in every transformers 5.x API
+        r = ro.tokens.shape[0]
+        feed = torch.cat([ro.tokens[:, keep:t], torch.tensor(suffix, device=lm.device).expand(r, -1)], dim=-1)
+        before = self._mask[:, : self._width + keep]
+        mask = torch.cat([before, torch.ones_like(feed)], dim=-1)
+        pos = before.sum(-1, keepdim=True) + torch.arange(feed.shape[1], device=lm.device)  # real tokens so far
+        with steer(lm.model, self.vector, ro.layout.c_per_row()):
+            return forward(lm.model, feed, mask, pos, self._cache, keep=1)[:, -1]
+
+
+@torch.no_grad()
+def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
+    """`rollout`'s loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`."""
     check_length(lm, seqs, T)
     if vector is not None:
         vector.check_fits(lm.id, lm.n_layers, lm.d_model)
-    n, k = len(seqs), len(coeffs)
+    layout = Layout(coeffs, len(seqs))
+    n, k = layout.n, layout.k
     twins = score_base and vector is not None and any(c != 0 for c in coeffs)
-    row_c = row_doses(coeffs, n)  # [k*n]
-    all_c = row_c + [0.0] * len(row_c) if twins else row_c
+    row_c = layout.c_per_row()  # [k*n]
     r = len(row_c)
-    ids, mask, pos = left_pad([s for s in seqs] * (k * (2 if twins else 1)), pad_id(lm), lm.device)
-    dose = torch.tensor(all_c, dtype=torch.float64)
+    dose = torch.cat([row_c, torch.zeros(r, dtype=torch.float64)]) if twins else row_c  # twins: c = 0
+    ids, mask, pos = left_pad(layout.repeat(seqs) * (2 if twins else 1), pad_id(lm), lm.device)
     eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
     tokens = torch.zeros((r, T), dtype=torch.long, device=lm.device)
     valid = torch.ones((r, T), dtype=torch.bool, device=lm.device)
@@ -256,7 +261,7 @@ def rollout(
             done = done | torch.isin(nxt, eos)
             decided = False
             if need is not None and twins:
-                big = ((kl[:, : t + 1] >= stop_above) & valid[:, : t + 1]).view(k, n * (t + 1)).sum(-1)  # [k]
+                big = layout.split((kl[:, : t + 1] >= stop_above) & valid[:, : t + 1]).reshape(k, -1).sum(-1)  # [k]
                 decided = bool((big >= need).all())
             if t == T - 1 or bool(done.all()) or decided:
                 valid[:, t + 1 :] = False
@@ -272,7 +277,7 @@ def rollout(
                 mask, fed, buf = mask[:, : width + t], t, None
             if not hit:
                 L = 0  # the draft left the greedy path: decode step by step from here on
-            size = min(chunk, L - t, max(2, 2**28 // (len(all_c) * logits.shape[-1])))
+            size = min(chunk, L - t, max(2, 2**28 // (len(dose) * logits.shape[-1])))
             if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
                 step_ids = torch.cat([nxt[:, None], d[:, t + 1 : t + size]], dim=-1)
                 chunk *= 2
@@ -292,11 +297,10 @@ def rollout(
         if bad.any():
             i, t = (int(x) for x in bad.nonzero()[0])
             raise NonFiniteKL(
-                f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, dose {row_c[i]:g}: the steered model puts mass "
+                f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, c = {float(row_c[i]):g}: the steered model puts mass "
                 "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
             )
-    ro = Rollout(tuple(coeffs), n, tokens, valid, kl, logp, logp_b, steps, decided)
-    return (ro, (cache, mask, width)) if return_cache else ro
+    return Rollout(layout, tokens, valid, kl, logp, logp_b, steps, decided), (cache, mask, width)
 
 
 def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int:
@@ -354,13 +358,9 @@ def evaluate(
     stop_above: float | None = None,
     draft: torch.Tensor | None = None,
     base: BasePrefill | None = None,
-    return_rollout: bool = False,
-):
-    """One batched evaluation of several doses: a rollout with base twins -> KLStats per dose
-    (and the Rollout, with return_rollout)."""
+) -> list[KLStats]:
+    """One batched evaluation of several coefficients: a rollout with base twins -> KLStats per coefficient."""
     ro = rollout(lm, seqs, T, vector, coeffs, stop_above=stop_above, draft=draft, base=base)
-    if ro.kl is None:  # every dose 0: KL is exactly 0
-        stats = [kl_stats(torch.zeros_like(ro.logp[ro.rows(i)]), ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]
-    else:
-        stats = [ro.stats(i) for i in range(len(coeffs))]
-    return (stats, ro) if return_rollout else stats
+    if ro.kl is None:  # every coefficient 0: KL is exactly 0
+        return [kl_stats(torch.zeros_like(ro.logp[ro.rows(i)]), ro.valid[ro.rows(i)], c) for i, c in enumerate(coeffs)]
+    return [ro.stats(i) for i in range(len(coeffs))]
