@@ -62,7 +62,7 @@ def _planted(n=16, d=24, layers=3, seed=0):
 @pytest.mark.parametrize("method", ["mean_diff", "pca"])
 def test_planted_direction_is_recovered(method):
     true, pos, neg = _planted()
-    v = get_method(method).fit(pos, neg)
+    v = get_method(method).fit(pos, neg, {}).directions
     cos = (v * true).sum(-1)
     assert (cos > 0.99).all(), cos  # right direction *and* right sign
 
@@ -71,18 +71,18 @@ def test_pca_uses_uncentred_differences():
     # Every pair differs by the same concept vector plus small noise: centring would erase it.
     true, pos, neg = _planted(seed=3)
     pos = neg + 2.5 * true[:, None] + 0.05 * torch.randn_like(neg)
-    v = get_method("pca").fit(pos, neg)
+    v = get_method("pca").fit(pos, neg, {}).directions
     assert ((v * true).sum(-1) > 0.99).all()
 
 
 def test_ablation_at_one_leaves_zero_projection():
     _, pos, neg = _planted(seed=1)
-    v = get_method("directional_ablation").fit(pos, neg)[0]
+    v = get_method("directional_ablation").fit(pos, neg, {}).directions[0]
     h = torch.randn(2, 5, v.shape[0], dtype=torch.float64) + 4 * v
-    out = get_method("directional_ablation").apply(h, v, torch.ones(2, 1, 1, dtype=torch.float64))
+    out = get_method("directional_ablation").apply(h, {"direction": v}, torch.ones(2, 1, 1, dtype=torch.float64), {})
     assert (out @ v).abs().max() < 1e-12
     assert (h @ v).abs().min() > 1.0  # it had a real projection before
-    reflected = get_method("directional_ablation").apply(h, v, torch.full((2, 1, 1), 2.0, dtype=torch.float64))
+    reflected = get_method("directional_ablation").apply(h, {"direction": v}, torch.full((2, 1, 1), 2.0, dtype=torch.float64), {})
     assert torch.allclose(reflected @ v, -(h @ v))
 
 
@@ -99,3 +99,35 @@ def test_per_row_coefficients_match_separate_runs(llama_lm):
         alone = _logits(llama_lm, [TEXTS[0]])
     assert torch.allclose(mixed[0], _logits(llama_lm, [TEXTS[0]])[0], atol=1e-10)
     assert torch.allclose(mixed[1], alone[0], atol=1e-10)
+
+
+def test_a_method_with_extra_tensors_and_settings_round_trips(llama_lm, tmp_path, monkeypatch):
+    from isokl.methods import Fit, unit
+    from isokl.vector import Vector
+
+    class Scaled:  # test-only: h + c * gain_l * v_l, a per-layer tensor beside the direction and one setting
+        name, config = "scaled_test", {"power": 1.0}
+
+        def fit(self, pos, neg, config):
+            d = (pos - neg).mean(dim=1)
+            return Fit(unit(d), {"gain": d.norm(dim=-1, keepdim=True) ** config["power"]})
+
+        def apply(self, h, state, c, config):
+            return h + c * state["gain"] * state["direction"]
+
+        def initial_coeff(self, vector):
+            return 0.1
+
+    monkeypatch.setitem(METHODS, "scaled_test", Scaled())
+    vec = extract(llama_lm, prompts.extraction_pairs(0), "scaled_test", power=2.0)
+    assert dict(vec.config) == {"power": 2.0} and vec.extra["gain"].shape == (len(vec.layers), 1)
+    back = Vector.load(vec.save(tmp_path / "v.safetensors"))
+    assert dict(back.config) == {"power": 2.0} and torch.equal(back.extra["gain"], vec.extra["gain"])
+    base = _logits(llama_lm, TEXTS)
+    with steer(llama_lm.model, vec, 0.5):
+        a = _logits(llama_lm, TEXTS)
+    with steer(llama_lm.model, back, 0.5):
+        b = _logits(llama_lm, TEXTS)
+    assert torch.equal(a, b) and not torch.allclose(a, base)
+    with pytest.raises(ValueError, match="scaled_test has no setting.*power"):
+        extract(llama_lm, prompts.extraction_pairs(0), "scaled_test", strength=3)

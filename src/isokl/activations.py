@@ -25,20 +25,28 @@ def last_token(lm: LM, prompts: list[Prompt], layers: tuple[int, ...]) -> torch.
     return torch.stack([store[layer][:, -1].float() for layer in layers])
 
 
-def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | None = None) -> Vector:
-    """Fit `method` on contrast pairs at `layers` (default: middle 25%-75% band) -> uncalibrated Vector."""
+def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | None = None, **config) -> Vector:
+    """Fit `method` on contrast pairs at `layers` (default: middle 25%-75% band) -> uncalibrated Vector.
+    config: the method's hyperparameters (`get_method(name).config` lists them with their defaults)."""
     m = get_method(method)
+    unknown = set(config) - set(m.config)
+    if unknown:
+        raise ValueError(f"{method} has no setting(s) {', '.join(sorted(unknown))}; its settings: {', '.join(m.config) or 'none'}")
+    config = {**m.config, **config}
     layers = tuple(layers) if layers is not None else default_layers(lm.n_layers)
     bad = [x for x in layers if not 0 <= x < lm.n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range for {lm.id} with {lm.n_layers} blocks")
     acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], layers)  # [l 2n d]
     pos, neg = acts[:, : len(pairs)], acts[:, len(pairs) :]
-    directions = m.fit(pos, neg)  # [l d]
+    fit = m.fit(pos, neg, config)
+    directions = fit.directions  # [l d]
     return Vector(
         method=method,
         layers=layers,
         directions=directions,
+        extra=dict(fit.extra),
+        config=config,
         model_id=lm.id,
         resid_norm=float(acts.norm(dim=-1).mean()),
         diff_norm=float((pos - neg).mean(dim=1).norm(dim=-1).mean()),

@@ -70,14 +70,15 @@ def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor
         # moved and cast once here, not per layer per step (a host-to-device copy each call would sync the GPU)
         c_rows = torch.as_tensor(c, dtype=p.dtype).to(p.device)
         c_rows = c_rows.view(-1, 1, 1) if c_rows.ndim == 1 else c_rows  # [b 1 1] or a scalar
-        dirs = vector.directions.to(device=p.device, dtype=p.dtype)
+        tensors = {"direction": vector.directions, **vector.extra}
+        tensors = {k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()}
         for i, layer in enumerate(vector.layers):
 
-            def hook(_mod, _args, output, v=dirs[i]):
+            def hook(_mod, _args, output, state={k: t[i] for k, t in tensors.items()}):
                 h, rest = _hidden(output)
                 if c_rows.ndim == 3 and c_rows.shape[0] != h.shape[0]:
                     raise ValueError(f"{c_rows.shape[0]} coefficients for a batch of {h.shape[0]} rows")
-                return _join(method.apply(h, v, c_rows.to(h.dtype)), rest)
+                return _join(method.apply(h, state, c_rows.to(h.dtype), vector.config), rest)
 
             handles.append(layer_list[layer].register_forward_hook(hook))
         yield model

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -46,10 +48,15 @@ class Vector:
     proj_mean: float = 0.0  # mean |h . v| over extraction prompts and layers
     pairs_hash: str = ""
     calibration: Calibration | None = None
+    extra: Mapping[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # a method's further tensors, [l ...]
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the method's hyperparameters
 
     def __post_init__(self):
         if self.directions.ndim != 2 or self.directions.shape[0] != len(self.layers):
             raise ValueError(f"directions must be [l d] with l = {len(self.layers)} layers, got {tuple(self.directions.shape)}")
+        bad = [k for k, t in self.extra.items() if t.shape[:1] != (len(self.layers),)]
+        if bad:
+            raise ValueError(f"extra tensors {bad} must have one row per layer ({len(self.layers)})")
 
     @property
     def coeff(self) -> float:
@@ -95,9 +102,11 @@ class Vector:
             "proj_mean": repr(self.proj_mean),
             "pairs_hash": self.pairs_hash,
             "calibration": json.dumps(dataclasses.asdict(self.calibration) if self.calibration else None),
+            "config": json.dumps(dict(self.config)),
         }
+        tensors = {"directions": self.directions, **{f"extra.{k}": t for k, t in self.extra.items()}}
         tmp = path.with_name(path.name + ".part")
-        save_file({"directions": self.directions.detach().cpu().contiguous()}, str(tmp), metadata=meta)
+        save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(tmp), metadata=meta)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; a saved vector is meant to be shared
@@ -112,10 +121,13 @@ class Vector:
             if meta.get("format") != FORMAT:
                 raise ValueError(f"{path} is not an isokl vector file (format {meta.get('format')!r}, want {FORMAT!r})")
             cal = json.loads(meta["calibration"])
+            tensors = load_file(str(path))
             return cls(
                 method=meta["method"],
                 layers=tuple(json.loads(meta["layers"])),
-                directions=load_file(str(path))["directions"],
+                directions=tensors["directions"],
+                extra={k.removeprefix("extra."): t for k, t in tensors.items() if k.startswith("extra.")},
+                config=json.loads(meta.get("config", "{}")),
                 model_id=meta["model_id"],
                 resid_norm=float(meta["resid_norm"]),
                 diff_norm=float(meta.get("diff_norm", 0.0)),

@@ -1,26 +1,40 @@
 """Methods: the registry of steering methods. Each file in this folder is one method.
 
-A method owns the math only: `fit` turns paired activations into one unit direction per
-layer, `apply` edits a block output for a dose `c`. Hooks live in `isokl.hooks`.
-Contract (tested for every registered method): `apply(h, v, 0) == h` exactly.
-Adding a method = one file plus one `@register` line.
+A method owns the math only: `fit` turns paired activations into a `Fit` (one unit
+direction per layer, plus any further per-layer tensors it needs), `apply` edits a block
+output for a coefficient `c` given one layer's state. Hooks live in `isokl.hooks`.
+Contract (tested for every registered method): `apply(h, state, 0) == h` exactly.
+Adding a method = one file in this folder with `@register` on its class, plus its name
+in the import line at the bottom of this file (the import is what runs `@register`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
 
+@dataclass(frozen=True)
+class Fit:
+    """What `fit` returns: directions [l d] (unit rows; `Vector.directions`) and any further per-layer
+    tensors, each [l ...] (`Vector.extra`; saved with the vector under its name)."""
+
+    directions: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 class Method(Protocol):
     name: str
+    config: dict[str, Any]  # hyperparameters and their defaults (JSON values); a vector stores the ones it used
 
-    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """pos, neg: [l n d] paired block outputs -> [l d] unit directions."""
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict[str, Any]) -> Fit:
+        """pos, neg: [l n d] paired block outputs -> Fit."""
 
-    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h: [b s d], v: [d], c: [b 1 1] -> [b s d]; c = 0 returns h unchanged."""
+    def apply(self, h: torch.Tensor, state: dict[str, torch.Tensor], c: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+        """h: [b s d]; state: one layer's tensors ("direction" [d] and the Fit's extras); c: [b 1 1] -> [b s d].
+        c = 0 returns h unchanged."""
 
     def initial_coeff(self, vector) -> float:
         """A first guess for the solver from the vector's activation scales (speed only, never the result)."""

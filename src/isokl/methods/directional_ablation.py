@@ -13,17 +13,20 @@ DESIGN.md section 7). If even a large c cannot reach the KL target, calibration 
 
 import torch
 
-from . import register, unit
+from . import Fit, register, unit
 
 
 @register
 class DirectionalAblation:
     name = "directional_ablation"
 
-    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # [l n d] x2 -> [l d]
-        return unit((pos - neg).mean(dim=1))
+    config: dict = {}
 
-    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
+        return Fit(unit((pos - neg).mean(dim=1)))
+
+    def apply(self, h: torch.Tensor, state: dict, c: torch.Tensor, config: dict) -> torch.Tensor:
+        v = state["direction"]
         proj = (h * v).sum(-1, keepdim=True)  # [b s 1]
         return h - c * proj * v
 

@@ -11,18 +11,20 @@ dose is set by iso-KL calibration, not by a hand-picked multiplier of the raw di
 
 import torch
 
-from . import register, unit
+from . import Fit, register, unit
 
 
 @register
 class MeanDiff:
     name = "mean_diff"
 
-    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # [l n d] x2 -> [l d]
-        return unit((pos - neg).mean(dim=1))
+    config: dict = {}
 
-    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return h + c * v  # c: [b 1 1]; c = 0 adds exact zeros
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
+        return Fit(unit((pos - neg).mean(dim=1)))
+
+    def apply(self, h: torch.Tensor, state: dict, c: torch.Tensor, config: dict) -> torch.Tensor:
+        return h + c * state["direction"]  # c: [b 1 1]; c = 0 adds exact zeros
 
     def initial_coeff(self, vector) -> float:
         # c* / ||mean difference|| was 0.26-0.37 on the bundled models (docs/decisions.md)

@@ -10,23 +10,25 @@ Differs from common code: no centring. Centring D subtracts the mean difference,
 
 import torch
 
-from . import register, unit
+from . import Fit, register, unit
 
 
 @register
 class PCA:
     name = "pca"
 
-    def fit(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # [l n d] x2 -> [l d]
+    config: dict = {}
+
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
         diffs = (pos - neg).double()  # [l n d]
         _, _, vh = torch.linalg.svd(diffs, full_matrices=False)  # vh: [l k d]
         v = vh[:, 0]  # [l d] top right-singular vector per layer
         sign = torch.sign((v * diffs.mean(dim=1)).sum(-1, keepdim=True))  # agree with mean difference
         sign[sign == 0] = 1
-        return unit((v * sign).to(pos.dtype))
+        return Fit(unit((v * sign).to(pos.dtype)))
 
-    def apply(self, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return h + c * v
+    def apply(self, h: torch.Tensor, state: dict, c: torch.Tensor, config: dict) -> torch.Tensor:
+        return h + c * state["direction"]
 
     def initial_coeff(self, vector) -> float:
         return 0.3 * vector.diff_norm  # as mean_diff: same kind of additive edit
