@@ -98,14 +98,14 @@ def _run(args, tmp_path, capsys, code, *names):
     (["calibrate", "--seed", "abc"], "--seed"),
     (["calibrate", "--tol", "2"], "--tol"),
     (["calibrate", "--method", "steer_harder"], "--method"),
-    (["calibrate", "--doses-per-round", "0"], "--doses-per-round"),
+    (["calibrate", "--per-round", "0"], "--per-round"),
     (["calibrate", "--threads", "-2"], "--threads"),
     (["sweep", "--windows", "0"], "--windows"),
     (["sweep", "--windows", "abc"], "--windows"),
     (["sweep", "--seeds", "-1"], "--seeds"),
     (["sweep", "--methods", "nosuch"], "--methods"),
-    (["sweep", "--doses", "-1"], "--doses"),
-    (["sweep", "--doses", "2"], "--doses"),
+    (["sweep", "--alphas", "-1"], "--alphas"),
+    (["sweep", "--alphas", "2"], "--alphas"),
     (["sweep", "--horizon", "10"], "--horizon"),
     (["sweep", "--n-heldout", "0"], "--n-heldout"),
     (["study", "--windows", "0"], "--windows"),
@@ -267,16 +267,16 @@ def test_a_sweep_run_again_with_other_settings_is_refused_or_recomputed(swept_di
     shutil.copytree(src, out)
     args = [a if a != str(src) else str(out) for a in args]
     before = _files(out)
-    for extra, named in ((["--horizon", "8"], "horizon"), (["--doses", "1,3"], "doses"), (["--n-heldout", "2"], "n_heldout")):
+    for extra, named in ((["--horizon", "8"], "horizon"), (["--alphas", "1,3"], "alphas"), (["--n-heldout", "2"], "n_heldout")):
         assert cli.main(args + extra) == 1
         _one_line_error(capsys, "--out", named, "--recompute")
         assert _files(out) == before
     assert cli.main(args) == 0  # the same settings: everything is kept
     capsys.readouterr()
     assert _files(out) == {k: v for k, v in _files(out).items()}
-    assert cli.main(args + ["--doses", "1,3", "--recompute"]) == 0
+    assert cli.main(args + ["--alphas", "1,3", "--recompute"]) == 0
     with open(out / "trajectory.csv", newline="") as f:
-        assert {r["dose"] for r in csv.DictReader(f)} == {"1.0", "3.0"}
+        assert {r["alpha"] for r in csv.DictReader(f)} == {"1.0", "3.0"}
 
 
 def test_a_failed_sweep_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):

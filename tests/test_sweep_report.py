@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from isokl.models import from_module
-from isokl.report import Study, claims, table1
+from isokl.aggregate import Study
+from isokl.claims import claims
+from isokl.table import table1
 from isokl.records import FILES, columns
 from isokl.sweep import SweepConfig, run_sweep
 
@@ -51,8 +53,9 @@ def test_sweep_writes_every_csv_with_documented_columns(swept):
 
 
 def test_report_rebuilds_without_torch(swept, tmp_path):
-    from isokl.report import Study, claims, claims_markdown, table1, table1_markdown
+    from isokl.claims import claims_markdown
     from isokl.records import load
+    from isokl.table import table1_markdown
 
     d = tmp_path / "copy"
     shutil.copytree(swept, d, ignore=shutil.ignore_patterns("cells"))  # the CSVs alone
@@ -96,50 +99,58 @@ MODELS = ("m1", "m2", "m3")
 METHODS = ("mean_diff", "pca", "directional_ablation")
 
 
-def _fixture(good: bool) -> dict:
-    """Synthetic CSV rows: every requirement passes (good) or fails (not good)."""
+def _fixture(fail: str | None = None) -> dict:
+    """Synthetic CSV rows on which every requirement passes, or (fail = "R3", ...) that one requirement alone fails."""
     data = {k: [] for k in ("calibration", "history", "trajectory", "nll", "pmass", "target")}
     for m in MODELS:
         for p in range(4):
-            data["nll"].append(dict(model=m, method="base", seed="", window="", dose="0.0", prompt=f"g{p}", nll_sum="100", n_tokens="50"))
-            data["target"].append(dict(model=m, method="base", seed="", window="", dose="0.0", probe=f"s{p}", L=str(0.1 * p)))
+            base = dict(model=m, method="base", seed="", window="", alpha="0.0")
+            data["nll"].append(dict(base, prompt=f"g{p}", nll_sum="100", n_tokens="50"))
+            data["target"].append(dict(base, probe=f"s{p}", target_logit=str(0.1 * p)))
             for t in (0, 5, 10):
-                data["pmass"].append(dict(model=m, method="base", seed="", window="", dose="0.0", prompt=f"q{p}", fork_t=str(t), pmass="0.9", censored="0"))
+                data["pmass"].append(dict(base, prompt=f"q{p}", fork_t=str(t), pmass="0.9", censored="0"))
         for i, meth in enumerate(METHODS):
             for seed in (0, 1, 2):
                 for w in (20, 50):
                     cell = dict(model=m, method=meth, seed=str(seed), window=str(w))
-                    data["calibration"].append(dict(cell, c_star="2.0", converged="1" if good else ("0" if seed == 1 else "1"),
-                                                    status="converged", calib_p95="1.01", holdout_p95="1.1" if good else "1.9"))
+                    # R1 alone: one (model, method) out of band in every seed and window, so R6's "same verdict
+                    # within every seed and window" still holds
+                    out_of_band = fail == "R1" and m == "m1" and meth == "pca"
+                    data["calibration"].append(dict(cell, c_star="2.0", converged="1", status="converged", calib_p95="1.01",
+                                                    holdout_p95="1.9" if out_of_band else "1.1"))
                     for p in range(4):
-                        for dose in (1.0, 2.0):
-                            # 1x: ~1 nat; 2x: 3 nats (good) or 0.5 (bad); seeds agree (good) or spread by 2 nats (bad)
-                            kl = 1.0 + (0 if good else 1.0 * seed) if dose == 1 else (3.0 if good else 0.5)
+                        for alpha in (1.0, 2.0):
+                            kl = {1.0: 1.0 + (seed if fail == "R6" and (m, meth, w) == ("m2", "pca", 20) else 0),  # seeds spread
+                                  2.0: 0.5 if fail == "R5" and m in ("m1", "m2") else 3.0}[alpha]  # 2x never crosses 1 nat
                             for t in range(1, 6):
-                                data["trajectory"].append(dict(cell, dose=str(dose), prompt=f"g{p}", t=str(t), kl=str(kl), valid="1"))
-                            hot = good and i == 0
-                            nll = {1.0: 150 if good else 300, 2.0: 500 if hot else 150}[dose]
-                            data["nll"].append(dict(cell, dose=str(dose), prompt=f"g{p}", nll_sum=str(nll), n_tokens="50"))
-                            dl = {1.0: (0.5 + 0.1 * p) if good else (0.2 * p - 0.3), 2.0: 1.0}[dose]
-                            data["target"].append(dict(cell, dose=str(dose), probe=f"s{p}", L=str(0.1 * p + dl)))
-                            pmv = {1.0: 0.85 if good else 0.5, 2.0: 0.4 if hot else 0.85}[dose]
+                                data["trajectory"].append(dict(cell, alpha=str(alpha), prompt=f"g{p}", t=str(t), kl=str(kl), valid="1"))
+                            hot = i == 0
+                            nll = {1.0: 300 if fail == "R3" and (m, meth) == ("m3", "pca") else 150, 2.0: 500 if hot else 150}[alpha]
+                            data["nll"].append(dict(cell, alpha=str(alpha), prompt=f"g{p}", nll_sum=str(nll), n_tokens="50"))
+                            cold = fail == "R2" and (m, meth) == ("m2", "directional_ablation")
+                            dl = {1.0: (0.2 * p - 0.3) if cold else (0.5 + 0.1 * p), 2.0: 1.0}[alpha]
+                            data["target"].append(dict(cell, alpha=str(alpha), probe=f"s{p}", target_logit=str(0.1 * p + dl)))
+                            pmv = {1.0: 0.5 if fail == "R4" and (m, meth) == ("m1", "mean_diff") else 0.85, 2.0: 0.4 if hot else 0.85}[alpha]
                             for t in (0, 5, 10):
-                                data["pmass"].append(dict(cell, dose=str(dose), prompt=f"q{p}", fork_t=str(t), pmass=str(pmv), censored="0"))
+                                data["pmass"].append(dict(cell, alpha=str(alpha), prompt=f"q{p}", fork_t=str(t), pmass=str(pmv), censored="0"))
     return data
 
 
-@pytest.mark.parametrize("good", [True, False])
-def test_claims_pass_and_fail_on_fixtures(good):
-    s = Study(_fixture(good))
+REQS = ("R1", "R2", "R3", "R4", "R5", "R6")
+
+
+@pytest.mark.parametrize("fail", [None, *REQS])
+def test_each_claim_fails_on_its_own_fixture_alone(fail):
+    s = Study(_fixture(fail))
     verdicts = {rid: v for rid, v, _ in claims(s, table1(s))}
-    assert verdicts == {r: ("PASS" if good else "FAIL") for r in ("R1", "R2", "R3", "R4", "R5", "R6")}, verdicts
+    assert verdicts == {r: ("FAIL" if r == fail else "PASS") for r in REQS}, verdicts
 
 
 def test_r4_says_how_many_forks_were_scored():
-    data = _fixture(True)
+    data = _fixture()
     m = data["pmass"][0]["model"]
     for r in data["pmass"]:  # censor the late forks of every 1x mean_diff rollout on the first model
-        if r["model"] == m and r["method"] == "mean_diff" and r["dose"] == "1.0" and r["fork_t"] != "0":
+        if r["model"] == m and r["method"] == "mean_diff" and r["alpha"] == "1.0" and r["fork_t"] != "0":
             r["censored"] = "1"
     s = Study(data)
     r4 = {rid: text for rid, _, text in claims(s, table1(s))}["R4"]
@@ -148,7 +159,7 @@ def test_r4_says_how_many_forks_were_scored():
 
 
 def test_claims_flag_an_incomplete_study():
-    s = Study(_fixture(True))
+    s = Study(_fixture())
     verdicts = {rid: v for rid, v, _ in claims(s, table1(s), expected_cells=60)}
     assert all(v.endswith("(INCOMPLETE)") for v in verdicts.values())
 

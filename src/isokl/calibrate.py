@@ -152,9 +152,9 @@ DRAFT_RATIO = 1.25
 
 
 def nearest_draft(done: dict[float, tuple[torch.Tensor, int]], cs: list[float]) -> torch.Tensor | None:
-    """Draft tokens [len(cs) * n, L] for the doses cs: for each, the rollout of the nearest evaluated dose in
+    """Draft tokens [len(cs) * n, n_draft] for the coefficients cs: for each, the rollout of the nearest evaluated dose in
     log c; None if some dose has none within DRAFT_RATIO (a far dose's text differs within a few tokens and
-    the verifying pass would be wasted). L = the shortest of the chosen rollouts."""
+    the verifying pass would be wasted). n_draft = the shortest of the chosen rollouts."""
     if not done:
         return None
     picks = []
@@ -163,8 +163,8 @@ def nearest_draft(done: dict[float, tuple[torch.Tensor, int]], cs: list[float]) 
         if abs(math.log(near / c)) > math.log(DRAFT_RATIO):
             return None
         picks.append(done[near])
-    L = min(steps for _, steps in picks)
-    return torch.cat([tok[:, :L] for tok, _ in picks]) if L > 0 else None
+    n_draft = min(steps for _, steps in picks)
+    return torch.cat([tok[:, :n_draft] for tok, _ in picks]) if n_draft > 0 else None
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def calibrate_iso_kl(
 ) -> CalibrationResult:
     """Bracket then root-find c so that the pooled p95 KL over N prompts x T tokens equals `target`.
 
-    per_round: doses evaluated together in one batched rollout per solver round. 1 is
+    per_round: coefficients evaluated together in one batched rollout per solver round. 1 is
     fastest on CPU (rows cost compute there); on a GPU, where a step is bound by per-call
     overhead, 4 cut a 7B calibration from 6.7 s to 3.8 s (docs/bench).
     draft: start each dose's rollout from the tokens of the nearest dose already evaluated

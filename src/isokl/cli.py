@@ -63,7 +63,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     vec = extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
     print(f"[isokl] calibrating {cfg.method} on {cfg.model}, layers {vec.layers[0]}..{vec.layers[-1]}, T = {cfg.window}", file=sys.stderr)
     res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(cfg.seed), T=cfg.window, target=cfg.target, tol=cfg.tol,
-                           per_round=cfg.doses_per_round, start=cfg.start or None)
+                           per_round=cfg.per_round, start=cfg.start or None)
     path = res.vector.save(cfg.out)
     print(f"c* = {res.c_star:.6g}")
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")

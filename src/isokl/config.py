@@ -113,7 +113,7 @@ class CalibrateConfig:
     tol: float = field(default=TOL, metadata={"help": "converged when |p95 - target| <= tol"})
     out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
-    doses_per_round: int = field(default=1, metadata={"help": "doses per batched solver round (1 on CPU; 4 pays on a GPU)"})
+    per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
 
@@ -121,7 +121,7 @@ class CalibrateConfig:
         check_methods("--method", [self.method])
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
-        at_least("--doses-per-round", self.doses_per_round, 1)
+        at_least("--per-round", self.per_round, 1)
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))
         if self.tol >= self.target:
@@ -140,7 +140,7 @@ class SweepConfig:
     methods: str = field(default=",".join(STUDY_METHODS), metadata={"help": "comma-separated methods"})
     seeds: str = field(default=",".join(map(str, STUDY_SEEDS)), metadata={"help": "comma-separated data seeds"})
     windows: str = field(default=",".join(map(str, STUDY_WINDOWS)), metadata={"help": "comma-separated calibration windows T"})
-    doses: str = field(default="1,2", metadata={"help": "doses alpha = c / c* measured besides 0 (must include 1)"})
+    alphas: str = field(default="1,2", metadata={"help": "dose multiples alpha = c / c* measured besides 0 (must include 1)"})
     n_heldout: int = field(default=16, metadata={"help": "prompts per held-out set"})
     horizon: int = field(default=50, metadata={"help": "tokens per held-out rollout (fork points 0, 5, ..., horizon)"})
     out: str = field(default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"})
@@ -152,8 +152,8 @@ class SweepConfig:
         return [(m, meth, s, w) for m in split(self.models) for s in ints("--seeds", self.seeds, 0)
                 for meth in split(self.methods) for w in ints("--windows", self.windows, 1)]
 
-    def alphas(self) -> tuple[float, ...]:
-        return tuple(floats("--doses", self.doses))
+    def alpha_values(self) -> tuple[float, ...]:
+        return tuple(floats("--alphas", self.alphas))
 
     def check(self, models: bool = True) -> None:
         """models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
@@ -164,8 +164,8 @@ class SweepConfig:
         check_methods("--methods", split(self.methods))
         windows = ints("--windows", self.windows, 1)
         ints("--seeds", self.seeds, 0)
-        if 1.0 not in self.alphas():
-            raise ConfigError(f"--doses: {self.doses!r} lacks 1 (the calibrated dose, where held-out p95 is measured)")
+        if 1.0 not in self.alpha_values():
+            raise ConfigError(f"--alphas: {self.alphas!r} lacks 1 (the calibrated dose c*, where held-out p95 is measured)")
         at_least("--horizon", self.horizon, max(windows))
         smallest = min(len(pool(p)) for p in ("heldout_generic", "heldout_truefalse", "heldout_sentiment"))
         if not 1 <= self.n_heldout <= smallest:
@@ -180,7 +180,7 @@ class GenerateConfig:
 
     vector: str = field(default="", metadata={"help": "a calibrated vector file (from `isokl calibrate`)"})
     prompt: str = field(default="", metadata={"help": "the user message (the model's chat template is applied)"})
-    alpha: str = field(default="1,2", metadata={"help": "comma-separated doses alpha = c / c*"})
+    alpha: str = field(default="1,2", metadata={"help": "comma-separated dose multiples alpha = c / c*"})
     tokens: int = field(default=60, metadata={"help": "tokens to generate"})
     model: str = field(default="", metadata={"help": "model to steer (default: the one the vector was fitted on)"})
     allow_other_model: bool = field(default=False, metadata={"help": "apply a vector fitted on another model of the same shape"})

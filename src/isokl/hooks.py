@@ -2,7 +2,7 @@
 
 Steering edits the output of each selected transformer block (the residual stream) at
 every position, prompt and generated. `c` is a float or a per-row tensor [b], so one
-batch can hold several doses (and c = 0 rows that are exactly the base model).
+batch can hold several coefficients (and c = 0 rows that are exactly the base model).
 Hooks never edit in place and are always removed in a `finally`.
 """
 
@@ -52,7 +52,7 @@ def _join(h, rest):
 
 @contextmanager
 def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor):
-    """Apply `vector` at dose c inside the block; c: float, or tensor [b] (one dose per batch row).
+    """Apply `vector` at coefficient c inside the block; c: float, or tensor [b] (one c per batch row).
 
     vector None or c == 0 (a float): exactly the base model, no hook at all.
     """

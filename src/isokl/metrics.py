@@ -1,11 +1,11 @@
-"""Metrics: Vector + doses + held-out prompts -> the per-prompt numbers behind C2 and C3 (DESIGN.md s.5).
+"""Metrics: Vector + coefficients + held-out prompts -> the per-prompt numbers behind C2 and C3 (DESIGN.md s.5).
 
 - `branch_pmass`: fork the steered greedy rollout at t in {0, 5, ..., 50}, append the
   answer suffix, one teacher-forced forward under the same steering; pmass = total
   probability of the first tokens of every spelling of true/false. Forks reuse the
   rollout's KV cache (cropped back to the fork), so each costs only the suffix tokens.
 - `target_logit`: at the first answer position of a sentiment probe,
-  L = logsumexp(logits[positive words]) - logsumexp(logits[negative words]).
+  target_logit = logsumexp(logits[positive words]) - logsumexp(logits[negative words]).
 - base NLL and per-token KL come from `rollout.rollout` (base twins): see `isokl.sweep`.
 """
 
@@ -44,7 +44,7 @@ def answer_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 @dataclass(frozen=True)
 class PMass:
-    """[k n f] arrays for doses k, prompts n, fork points f."""
+    """[k n f] arrays for coefficients k, prompts n, fork points f."""
 
     forks: tuple[int, ...]
     pmass: torch.Tensor  # P(first token of any true/false spelling)
@@ -89,7 +89,7 @@ def word_ids(tokenizer, words: list[str]) -> set[int]:
 
 @torch.no_grad()
 def target_logit(lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: tuple[float, ...], pos_words, neg_words) -> torch.Tensor:
-    """L = logsumexp(logits[positive]) - logsumexp(logits[negative]) at the next position: [k n]."""
+    """logsumexp(logits[positive]) - logsumexp(logits[negative]) at the next position: [k n]."""
     if vector is not None:
         vector.check_fits(lm.id, lm.n_layers, lm.d_model)
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)

@@ -34,10 +34,10 @@ FILES: dict[str, dict[str, str]] = {
     "calibration": {"layers": "s", "c_star": "f", "converged": "b", "status": "s", "calib_p95": "f", "holdout_p95": "f",
                     "evaluations": "i", "seconds": "f"},
     "history": {"eval": "i", "c": "f", "p95": "f", "complete": "b", "t": "i", "per_t_p95": "f", "per_t_max": "f"},
-    "trajectory": {"dose": "f", "coeff": "f", "prompt": "s", "t": "i", "kl": "f", "valid": "b"},
-    "nll": {"dose": "f", "coeff": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i"},
-    "pmass": {"dose": "f", "coeff": "f", "prompt": "s", "fork_t": "i", "pmass": "f", "p_true": "f", "censored": "b"},
-    "target": {"dose": "f", "coeff": "f", "probe": "s", "L": "f"},
+    "trajectory": {"alpha": "f", "c": "f", "prompt": "s", "t": "i", "kl": "f", "valid": "b"},
+    "nll": {"alpha": "f", "c": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i"},
+    "pmass": {"alpha": "f", "c": "f", "prompt": "s", "fork_t": "i", "pmass": "f", "p_true": "f", "censored": "b"},
+    "target": {"alpha": "f", "c": "f", "probe": "s", "target_logit": "f"},
 }
 OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
 SETTINGS = "settings.json"

@@ -1,7 +1,7 @@
-"""Rollout and KL: prompts (token ids) + Vector + doses -> greedy rollouts with per-token KL.
+"""Rollout and KL: prompts (token ids) + Vector + coefficients c -> greedy rollouts with per-token KL.
 
-One batched, left-padded, KV-cached greedy loop serves every dose at once: rows
-[k*n + i] are prompt i steered at dose k, and each steered row has a *base twin*
+One batched, left-padded, KV-cached greedy loop serves several coefficients at once: rows
+[k*n + i] are prompt i steered at coefficient k (`hooks.Layout`), and each steered row has a *base twin*
 (c = 0) that is teacher-forced on the steered row's tokens. So at each step t the batch
 yields both next-token distributions of DESIGN.md section 3 — steered p_t from the
 rollout itself, base q_t on the same prefix — and KL(p_t || q_t) is reduced to one
@@ -227,7 +227,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
     twins = score_base and vector is not None and any(c != 0 for c in coeffs)
     row_c = layout.c_per_row()  # [k*n]
     r = len(row_c)
-    dose = torch.cat([row_c, torch.zeros(r, dtype=torch.float64)]) if twins else row_c  # twins: c = 0
+    c_all = torch.cat([row_c, torch.zeros(r, dtype=torch.float64)]) if twins else row_c  # twins: c = 0
     ids, mask, pos = left_pad(layout.repeat(seqs) * (2 if twins else 1), pad_id(lm), lm.device)
     eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
     tokens = torch.zeros((r, T), dtype=torch.long, device=lm.device)
@@ -240,18 +240,18 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
     steps = T
     cache = new_cache(lm.model)
     width = ids.shape[1]
-    L = draft_length(lm, draft, r, width, T) if draft is not None else 0
+    n_draft = draft_length(lm, draft, r, width, T) if draft is not None else 0
     if twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
         base = prefill_base(lm, seqs)
-    with steer(lm.model, vector, dose[:r]):  # the prompts of the steered rows
+    with steer(lm.model, vector, c_all[:r]):  # the prompts of the steered rows
         logits = forward(lm.model, ids[:r], mask[:r], pos[:r], cache, keep=1)[:, -1]
     if twins:  # base twins start from the shared base prefill
         _append_rows(cache, base, k)
         logits = torch.cat([logits, base.logits.repeat(k, 1)])
-    d = draft[:, :L].to(lm.device) if L else None
+    d = draft[:, :n_draft].to(lm.device) if n_draft else None
     p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
     fed, buf, chunk = 0, None, 4  # generated tokens in the cache; logits of positions ahead from a drafted pass
-    with steer(lm.model, vector, dose):
+    with steer(lm.model, vector, c_all):
         for t in range(T):
             nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
             tokens[:, t] = nxt
@@ -268,7 +268,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
                 steps = t + 1
                 break
             # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
-            hit = L > t and bool((nxt == d[:, t])[valid[:, t]].all())
+            hit = n_draft > t and bool((nxt == d[:, t])[valid[:, t]].all())
             if buf is not None:  # the cache already holds draft[t], fed ahead, and buf the logits after it
                 if hit:
                     logits, buf = buf[:, 0], (buf[:, 1:] if buf.shape[1] > 1 else None)
@@ -276,8 +276,8 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
                 cache.crop(-(fed - t))  # drop draft[t:] from the cache: it holds tokens 0..t-1 again
                 mask, fed, buf = mask[:, : width + t], t, None
             if not hit:
-                L = 0  # the draft left the greedy path: decode step by step from here on
-            size = min(chunk, L - t, max(2, 2**28 // (len(dose) * logits.shape[-1])))
+                n_draft = 0  # the draft left the greedy path: decode step by step from here on
+            size = min(chunk, n_draft - t, max(2, 2**28 // (len(c_all) * logits.shape[-1])))
             if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
                 step_ids = torch.cat([nxt[:, None], d[:, t + 1 : t + size]], dim=-1)
                 chunk *= 2
@@ -308,9 +308,9 @@ def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int
     sliding-window layer could evict the prompt before drafted tokens are cropped."""
     if draft.shape[0] != r:
         raise ValueError(f"draft has {draft.shape[0]} rows, the rollout has {r} steered rows")
-    L = min(int(draft.shape[1]), T - 1)
+    n_draft = min(int(draft.shape[1]), T - 1)
     window = getattr(lm.model.config, "sliding_window", None)
-    return 0 if window and width + L >= window - 1 else max(L, 0)
+    return 0 if window and width + n_draft >= window - 1 else max(n_draft, 0)
 
 
 @dataclass(frozen=True)

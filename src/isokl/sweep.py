@@ -2,7 +2,7 @@
 
 Each cell (model, method, seed, window) extracts a vector from the seed's 4 contrast
 pairs, calibrates it on the seed's 4 calibration prompts, then measures on the fixed
-held-out sets at doses 1x and 2x of c*: per-token KL trajectories (50 tokens), base
+held-out sets at alpha = 1 and 2 (c = alpha x c*): per-token KL trajectories (50 tokens), base
 NLL of the steered rollouts, branch_pmass at forks, target-axis logits. Dose 0 (the
 base model) depends only on the model and is computed once per model.
 
@@ -56,7 +56,7 @@ def settings(cfg: SweepConfig) -> dict:
     """Everything that changes a cell's rows, as recorded in each cell (code version: recorded, not compared)."""
     pools = {name: _hash(prompts.rows(name)) for name in prompts.POOLS}
     return {
-        "n_heldout": cfg.n_heldout, "horizon": cfg.horizon, "doses": list(cfg.alphas()),
+        "n_heldout": cfg.n_heldout, "horizon": cfg.horizon, "alphas": list(cfg.alpha_values()),
         "forks": [f for f in FORKS if f <= cfg.horizon], "pmass_suffix": SUFFIX,
         "target": TARGET, "tol": TOL, "dtype": "float32",
         "prompt_pools": pools, "sentiment_words": _hash(prompts.sentiment_words()),
@@ -72,43 +72,43 @@ def _ids(pool: str, n: int) -> list[str]:
     return [p.id for p in prompts.pool(pool)[:n]]
 
 
-def measure(lm: LM, vector, coeffs: tuple[float, ...], doses: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None):
-    """Held-out metrics at the given coefficients (doses = their alpha labels) -> (rows per file, generic rollout)."""
+def measure(lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None):
+    """Held-out metrics at the coefficients c = alpha x c* (alphas label them) -> (rows per file, generic rollout)."""
     from .rollout import rollout
 
     n, H = cfg.n_heldout, cfg.horizon
     rows: dict[str, list[dict]] = {"trajectory": [], "nll": [], "pmass": [], "target": []}
     gen_ids, tf_ids, probe_ids = _ids("heldout_generic", n), _ids("heldout_truefalse", n), _ids("heldout_sentiment", n)
-    phase(f"held-out rollouts ({n} prompts x {len(coeffs)} doses x {H} tokens)")
+    phase(f"held-out rollouts ({n} prompts x {len(coeffs)} alphas x {H} tokens)")
     ro = rollout(lm, _enc(lm, "heldout_generic", n), H, vector, coeffs)
-    for k, (alpha, c) in enumerate(zip(doses, coeffs)):
+    for k, (alpha, c) in enumerate(zip(alphas, coeffs)):
         sl = ro.rows(k)
         valid = ro.valid[sl].cpu()
-        nll_src = ro.logp_base if ro.logp_base is not None else ro.logp  # base scores the tokens (dose 0: its own)
+        nll_src = ro.logp_base if ro.logp_base is not None else ro.logp  # base scores the tokens (alpha 0: its own)
         nll = -(nll_src[sl].cpu() * valid)
         kl = ro.kl[sl].cpu() if ro.kl is not None else None
         for i, pid in enumerate(gen_ids):
-            rows["nll"].append({**prov, "dose": alpha, "coeff": c, "prompt": pid, "nll_sum": float(nll[i].sum()),
+            rows["nll"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "nll_sum": float(nll[i].sum()),
                                 "n_tokens": int(valid[i].sum())})
             if kl is not None:
                 for t in range(H):
-                    rows["trajectory"].append({**prov, "dose": alpha, "coeff": c, "prompt": pid, "t": t + 1,
+                    rows["trajectory"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "t": t + 1,
                                                "kl": float(kl[i, t]), "valid": int(valid[i, t])})
     forks = tuple(f for f in FORKS if f <= H)
-    phase(f"true/false rollouts and {len(forks)} forks ({n} questions x {len(coeffs)} doses)")
-    pm = branch_pmass(lm, _enc(lm, "heldout_truefalse", n), vector, coeffs, T=H, forks=forks)
-    for k, (alpha, c) in enumerate(zip(doses, coeffs)):
+    phase(f"true/false rollouts and {len(forks)} forks ({n} questions x {len(coeffs)} alphas)")
+    pmass = branch_pmass(lm, _enc(lm, "heldout_truefalse", n), vector, coeffs, T=H, forks=forks)
+    for k, (alpha, c) in enumerate(zip(alphas, coeffs)):
         for i, pid in enumerate(tf_ids):
-            for j, t in enumerate(pm.forks):
-                rows["pmass"].append({**prov, "dose": alpha, "coeff": c, "prompt": pid, "fork_t": t,
-                                      "pmass": float(pm.pmass[k, i, j]), "p_true": float(pm.p_true[k, i, j]),
-                                      "censored": int(pm.censored[k, i, j])})
+            for j, t in enumerate(pmass.forks):
+                rows["pmass"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "fork_t": t,
+                                      "pmass": float(pmass.pmass[k, i, j]), "p_true": float(pmass.p_true[k, i, j]),
+                                      "censored": int(pmass.censored[k, i, j])})
     phase(f"target-axis logits ({n} probes)")
     words = prompts.sentiment_words()
-    L = target_logit(lm, _enc(lm, "heldout_sentiment", n), vector, coeffs, words["positive"], words["negative"])
-    for k, (alpha, c) in enumerate(zip(doses, coeffs)):
+    axis = target_logit(lm, _enc(lm, "heldout_sentiment", n), vector, coeffs, words["positive"], words["negative"])
+    for k, (alpha, c) in enumerate(zip(alphas, coeffs)):
         for i, pid in enumerate(probe_ids):
-            rows["target"].append({**prov, "dose": alpha, "coeff": c, "probe": pid, "L": float(L[k, i])})
+            rows["target"].append({**prov, "alpha": alpha, "c": c, "probe": pid, "target_logit": float(axis[k, i])})
     return rows, ro
 
 
@@ -128,9 +128,9 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
 
     evals: list = []
     res = calibrate_iso_kl(lm, vector, prompts.calibration_prompts(seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
-    doses = cfg.alphas()
-    rows, ro = measure(lm, res.vector, tuple(d * res.c_star for d in doses), doses, cfg, prov, phase)
-    holdout = ro.stats(doses.index(1.0), window).p95  # the first T held-out tokens at c*
+    alphas = cfg.alpha_values()
+    rows, ro = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
+    holdout = ro.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
     rows["history"] = [
         {**prov, "eval": e + 1, "c": h.c, "p95": h.p95, "complete": int(h.complete), "t": t + 1,
          "per_t_p95": h.per_t_p95[t], "per_t_max": h.per_t_max[t]}
