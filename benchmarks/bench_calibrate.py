@@ -50,7 +50,7 @@ def main():
         t0 = time.perf_counter()
         evaluate(lm, seqs, vec, (fast.c_star,), T)
         t_one = time.perf_counter() - t0
-        starts = [("c=%g" % args.ref_start, args.ref_start)] + ([("isokl guess", None)] if args.ref_from_guess else [])
+        starts = [(f"c={args.ref_start:g}", args.ref_start)] + ([("isokl guess", None)] if args.ref_from_guess else [])
         for label, c0 in starts:
             t0 = time.perf_counter()
             c_ref, p_ref, n_ref = reference_calibrate(lm, vec, seqs, T, progress=True, c0=c0)
@@ -60,7 +60,7 @@ def main():
     print(f"{'T':>3} | {'isokl s':>8} {'evals':>5} {'c*':>8} {'p95':>6} {'no drafts s':>11} | {'ref start':>11} {'ref s':>8} {'evals':>5} {'c':>8} {'p95':>6} | {'speedup':>7} | {'calib/eval':>10}")
     for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1, tp in rows:
         print(f"{T:>3} | {tf:8.1f} {nf:5d} {cf:8.4g} {pf:6.3f} {tp:11.1f} | {lab:>11} {tr:8.1f} {nr:5d} {cr:8.4g} {pr:6.3f} | {tr / tf:6.1f}x | {tf / t1:9.2f}x")
-    for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1, tp in rows:
+    for T, lab, tf, _nf, _cf, _pf, tr, _nr, _cr, _pr, t1, tp in rows:
         print(
             f"T={T}: speedup {tr / tf:.1f}x over the reference started at {lab} ({tr / tp:.1f}x without drafts); "
             f"calibration = {tf / t1:.2f}x one batched evaluation ({t1:.1f} s)"

@@ -75,7 +75,8 @@ def main():
             t0 = time.time()
             run_sweep(SweepConfig(models=m, methods=args.method, seeds="0", windows="20,50", out=d), loader=lambda *a, **k: lm)
             total = time.time() - t0
-            cal = list(csv.DictReader(open(Path(d) / "calibration.csv")))
+            with open(Path(d) / "calibration.csv", newline="") as f:
+                cal = list(csv.DictReader(f))
         counter.close()
         cells = {int(r["window"]): float(r["seconds"]) for r in cal}
         base = total - sum(cells.values())  # base rollouts and scores
@@ -91,7 +92,7 @@ def main():
         study = base + 9 * (c20 + c50)
         floor = flops / peak  # for base + 2 cells
         grand, grand_floor = grand + study, grand_floor + floor * study / total  # the same proportion over the full study
-        print(f"{m:22s} {base:7.0f} {c20:11.0f} {c50:11.0f} {str(ev):>7} | {study / 60:13.1f} m | "
+        print(f"{m:22s} {base:7.0f} {c20:11.0f} {c50:11.0f} {ev!s:>7} | {study / 60:13.1f} m | "
               f"{flops / 1e12:12.2f} {floor:8.0f} {total / floor:13.2f}x {flops / total / 1e9:16.0f}")
     print(f"full study (54 cells), extrapolated from these cells: {grand / 60:.0f} min on this machine")
     print(f"its compute floor (linear-layer FLOPs at the large-product rate): {grand_floor / 60:.0f} min; "

@@ -32,8 +32,8 @@ def main():
             out[d] = (time.perf_counter() - t0, r)
         (ta, a), (tb, b) = out[True], out[False]
         same = a.evaluations == b.evaluations
-        dc = max(abs(x.c / y.c - 1) for x, y in zip(a.history, b.history)) if same else float("nan")
-        dp = max(abs(x.p95 - y.p95) for x, y in zip(a.history, b.history)) if same else float("nan")
+        dc = max(abs(x.c / y.c - 1) for x, y in zip(a.history, b.history, strict=True)) if same else float("nan")
+        dp = max(abs(x.p95 - y.p95) for x, y in zip(a.history, b.history, strict=True)) if same else float("nan")
         print(f"{model} {method} s{seed} T{T}: drafts {ta:.1f} s / plain {tb:.1f} s = {tb / ta:.2f}x; "
               f"evals {a.evaluations} / {b.evaluations}, {a.status} / {b.status}, c* {a.c_star:.6g} / {b.c_star:.6g}; "
               f"largest relative difference of c {dc:.1e}, of p95 {dp:.1e}", flush=True)

@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from isokl.calibrate import solve  # noqa: E402
-from isokl.hooks import default_layers  # noqa: E402
-from isokl.models import LM  # noqa: E402
-from isokl.reference import reference_kl  # noqa: E402
-from isokl.rollout import evaluate  # noqa: E402
-from isokl.vector import Vector  # noqa: E402
+from isokl.calibrate import solve
+from isokl.hooks import default_layers
+from isokl.models import LM
+from isokl.reference import reference_kl
+from isokl.rollout import evaluate
+from isokl.vector import Vector
 
 SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vocab, tied embeddings
     "qwen2.5-0.5b": (896, 4864, 24, 14, 2, 151936, True),

@@ -57,13 +57,13 @@ def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
     for draft in (True, False):
         calls, tokens = [], []
 
-        def recording(*a, **kw):  # the real rollout; keeps each evaluation's greedy tokens
+        def recording(*a, tokens=tokens, **kw):  # the real rollout; keeps each evaluation's greedy tokens
             ro = real_rollout(*a, **kw)
             tokens.append(ro.tokens[ro.valid])
             return ro
 
         monkeypatch.setattr(cal_mod, "rollout", recording)
-        hook = smol.model.register_forward_hook(lambda *a: calls.append(1))
+        hook = smol.model.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         try:
             res = calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20, progress=False, draft=draft)
         finally:
@@ -72,7 +72,7 @@ def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
     (a, calls_a, tok_a), (b, calls_b, tok_b) = runs[True], runs[False]
     # The claim: the same solver path on the same greedy tokens.
     assert a.status == b.status and a.evaluations == b.evaluations
-    assert len(tok_a) == len(tok_b) and all(torch.equal(x, y) for x, y in zip(tok_a, tok_b))
+    assert len(tok_a) == len(tok_b) and all(torch.equal(x, y) for x, y in zip(tok_a, tok_b, strict=True))
     # Values differ only by float32 rounding: a several-token and a one-token forward sum the same products
     # in another order (and oneDNN picks other kernels on other CPUs), ~1e-5 relative in p95 after 30 layers
     # (seen: 1.3e-5). 1e-3 bounds that with room and stays 50x below the solver's tolerance of 0.05.

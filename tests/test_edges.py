@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import byte_tokenizer, tiny_model
 from isokl import cli, models, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.vector import Vector
-
-from conftest import byte_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="module")

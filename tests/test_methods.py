@@ -39,10 +39,9 @@ def test_zero_coefficient_is_bit_identical(tiny_lm, method):
 def test_context_manager_restores_model(llama_lm, method):
     vec = extract(llama_lm, prompts.extraction_pairs(1), method)
     before, state = _logits(llama_lm, TEXTS), _state(llama_lm.model)
-    with pytest.raises(RuntimeError, match="boom"):
-        with steer(llama_lm.model, vec, 5.0):
-            _logits(llama_lm, TEXTS)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), steer(llama_lm.model, vec, 5.0):
+        _logits(llama_lm, TEXTS)
+        raise RuntimeError("boom")
     with steer(llama_lm.model, vec, 5.0):
         pass
     assert torch.equal(before, _logits(llama_lm, TEXTS))

@@ -1,13 +1,11 @@
 """branch_pmass and the target-axis logit against simple full-forward references."""
 
-import pytest
 import torch
 
 from isokl import prompts
 from isokl.activations import extract
 from isokl.hooks import steer
 from isokl.metrics import SUFFIX, answer_ids, branch_pmass, target_logit, word_ids
-from isokl.models import forward, left_pad, pad_id
 
 
 def _tf_seqs(lm, n=3):

@@ -5,14 +5,13 @@ import math
 import pytest
 import torch
 
+from conftest import F32
 from isokl import prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
 from isokl.reference import reference_calibrate, reference_kl
 from isokl.rollout import NonFiniteKL, chunk_rows, evaluate, kl_rows, kl_stats, rollout, score_step
-
-from conftest import F32
 
 
 def _seqs(lm, n=4, seed=0):
@@ -241,7 +240,6 @@ def test_a_shared_base_prefill_gives_the_same_rollout(tiny_lm):
 
 def test_the_cpu_output_layer_product_matches_linear():
     from conftest import byte_tokenizer, tiny_model
-
     from isokl.models import from_module
 
     model = tiny_model("qwen2", dtype=torch.float32)

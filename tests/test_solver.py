@@ -30,14 +30,14 @@ def test_reaches_target_within_8_evaluations(name, c0):
 
 @pytest.mark.parametrize("c0", [0.1, 1.0, 50.0])
 def test_unreachable_target_is_reported(c0):
-    f = lambda c: 0.8 * (1 - math.exp(-c))  # noqa: E731  (max 0.8 < 1)
+    f = lambda c: 0.8 * (1 - math.exp(-c))
     s = solve(f, target=1.0, c0=c0, c_max=1e4)
     assert s.status == "unreachable" and not s.converged
     assert len(s.history) <= 12
 
 
 def test_jump_across_target_is_not_called_converged():
-    f = lambda c: 0.5 if c < 2.345 else 1.5  # noqa: E731
+    f = lambda c: 0.5 if c < 2.345 else 1.5
     s = solve(f, c0=1.0, max_evals=30)
     assert s.status == "not_converged"
     assert abs(s.c - 2.345) / 2.345 < 0.01  # it located the jump

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from isokl.models import from_module
+from conftest import byte_tokenizer, tiny_model
 from isokl.aggregate import Study
 from isokl.claims import claims
-from isokl.table import table1
+from isokl.models import from_module
 from isokl.records import FILES, columns
 from isokl.sweep import SweepConfig, run_sweep
-
-from conftest import byte_tokenizer, tiny_model
+from isokl.table import table1
 
 CFG = dict(models="tiny-a", methods="mean_diff,directional_ablation", seeds="0,1", windows="6", n_heldout=3, horizon=10)
 

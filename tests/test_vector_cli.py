@@ -32,7 +32,7 @@ def test_vector_roundtrip_keeps_provenance_and_logits(llama_lm, tmp_path):
 def test_uncalibrated_vector_has_no_coeff(llama_lm):
     vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
     with pytest.raises(ValueError, match="not calibrated"):
-        vec.coeff
+        _ = vec.coeff
 
 
 def test_unknown_model_lists_bundled_ids():

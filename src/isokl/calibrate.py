@@ -16,11 +16,12 @@ value p95 itself: DESIGN.md s.7), kept strictly inside the bracket. Stops as soo
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -84,7 +85,7 @@ def solve(
         if not xs:
             return done("not_converged")  # never evaluate the same c twice
         vals = [float(v) for v in F([math.exp(v) for v in xs])]
-        for xv, v in zip(xs, vals):
+        for xv, v in zip(xs, vals, strict=True):
             if math.isnan(v):
                 raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
             hist.append((math.exp(xv), v))
@@ -101,7 +102,7 @@ def solve(
             scale = {"lo": 1.0, "hi": 1.0}
         last_side = side
         ordered = sorted(pts)
-        crossings = [(a, b) for a, b in zip(ordered, ordered[1:]) if (a[1] < 0) != (b[1] < 0)]
+        crossings = [(a, b) for a, b in itertools.pairwise(ordered) if (a[1] < 0) != (b[1] < 0)]
         if crossings:  # bracketed; with a non-monotone f, take the crossing at the smallest c
             (xa, ya), (xb, yb) = crossings[0]
             w = xb - xa

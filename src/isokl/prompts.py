@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 
 import numpy as np
@@ -35,7 +35,7 @@ class Pair:
     id: str = ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rows(pool: str) -> tuple[dict, ...]:
     if pool not in POOLS:
         raise ValueError(f"unknown prompt pool {pool!r}; valid: {', '.join(POOLS)}")

@@ -169,7 +169,7 @@ def code_version() -> str:
     """`VERSION+GITSHA` (`-dirty` when the package's own files differ from that commit), else `VERSION`."""
     here = Path(__file__).parent
     try:
-        git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=5, cwd=here).stdout.strip()  # noqa: E731
+        git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=5, cwd=here).stdout.strip()
         sha = git("rev-parse", "--short", "HEAD")
         dirty = sha and git("status", "--porcelain", "--", ".")  # only src/isokl: results being written do not count
     except (OSError, subprocess.SubprocessError):

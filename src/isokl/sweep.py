@@ -32,8 +32,19 @@ from .config import SweepConfig
 from .metrics import FORKS, SUFFIX, branch_pmass, target_logit
 from .models import LM, load
 from .progress import Progress
-from .records import BASE, TARGET, TOL, cell_name, cell_settings, code_version, combine, finished_cells
-from .records import settings_diff, source_hash, write_cell
+from .records import (
+    BASE,
+    TARGET,
+    TOL,
+    cell_name,
+    cell_settings,
+    code_version,
+    combine,
+    finished_cells,
+    settings_diff,
+    source_hash,
+    write_cell,
+)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -81,7 +92,7 @@ def measure(lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...]
     gen_ids, tf_ids, probe_ids = _ids("heldout_generic", n), _ids("heldout_truefalse", n), _ids("heldout_sentiment", n)
     phase(f"held-out rollouts ({n} prompts x {len(coeffs)} alphas x {H} tokens)")
     ro = rollout(lm, _enc(lm, "heldout_generic", n), H, vector, coeffs)
-    for k, (alpha, c) in enumerate(zip(alphas, coeffs)):
+    for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
         sl = ro.rows(k)
         valid = ro.valid[sl].cpu()
         nll_src = ro.logp_base if ro.logp_base is not None else ro.logp  # base scores the tokens (alpha 0: its own)
@@ -97,7 +108,7 @@ def measure(lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...]
     forks = tuple(f for f in FORKS if f <= H)
     phase(f"true/false rollouts and {len(forks)} forks ({n} questions x {len(coeffs)} alphas)")
     pmass = branch_pmass(lm, _enc(lm, "heldout_truefalse", n), vector, coeffs, T=H, forks=forks)
-    for k, (alpha, c) in enumerate(zip(alphas, coeffs)):
+    for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
         for i, pid in enumerate(tf_ids):
             for j, t in enumerate(pmass.forks):
                 rows["pmass"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "fork_t": t,
@@ -106,7 +117,7 @@ def measure(lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...]
     phase(f"target-axis logits ({n} probes)")
     words = prompts.sentiment_words()
     axis = target_logit(lm, _enc(lm, "heldout_sentiment", n), vector, coeffs, words["positive"], words["negative"])
-    for k, (alpha, c) in enumerate(zip(alphas, coeffs)):
+    for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
         for i, pid in enumerate(probe_ids):
             rows["target"].append({**prov, "alpha": alpha, "c": c, "probe": pid, "target_logit": float(axis[k, i])})
     return rows, ro
@@ -204,7 +215,7 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
             base = cell_name(lm.id, BASE, "", "")
             if not (out / "cells" / base).exists():
                 t1 = time.time()
-                write_cell(out, base, run_base(lm, cfg, version, lambda s: bar.phase(f"{lm.id} base", s)), now)
+                write_cell(out, base, run_base(lm, cfg, version, lambda s, name=lm.id: bar.phase(f"{name} base", s)), now)
                 bar.note(f"{lm.id}: base rollouts and scores ({time.time() - t1:.0f} s, {torch.get_num_threads()} threads)")
             vectors: dict[tuple[str, int], object] = {}
             for _, method, seed, window in [g for g in todo if g[0] == model_id]:
@@ -213,7 +224,7 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
                     bar.phase(label, "extracting the vector")
                     vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method)
                 t1 = time.time()
-                rows = run_cell(lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s: bar.phase(label, s))
+                rows = run_cell(lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s))
                 write_cell(out, cell_name(model_id, method, seed, window), rows, now)
                 combine(out)
                 new += 1

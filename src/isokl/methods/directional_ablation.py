@@ -11,6 +11,8 @@ identity (an ablation whose coefficient only scales an extra nudge never reaches
 DESIGN.md section 7). If even a large c cannot reach the KL target, calibration says so.
 """
 
+from typing import ClassVar
+
 import torch
 
 from . import Fit, register, unit
@@ -20,7 +22,7 @@ from . import Fit, register, unit
 class DirectionalAblation:
     name = "directional_ablation"
 
-    config: dict = {}
+    config: ClassVar[dict] = {}
 
     def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
         return Fit(unit((pos - neg).mean(dim=1)))

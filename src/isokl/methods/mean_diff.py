@@ -9,6 +9,8 @@ Differs from the paper: v is unit-normalised so c is in residual-stream units an
 dose is set by iso-KL calibration, not by a hand-picked multiplier of the raw difference.
 """
 
+from typing import ClassVar
+
 import torch
 
 from . import Fit, register, unit
@@ -18,7 +20,7 @@ from . import Fit, register, unit
 class MeanDiff:
     name = "mean_diff"
 
-    config: dict = {}
+    config: ClassVar[dict] = {}
 
     def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
         return Fit(unit((pos - neg).mean(dim=1)))

@@ -8,6 +8,8 @@ Differs from common code: no centring. Centring D subtracts the mean difference,
 *is* the concept, and leaves only the noise between pairs (DESIGN.md section 7).
 """
 
+from typing import ClassVar
+
 import torch
 
 from . import Fit, register, unit
@@ -17,7 +19,7 @@ from . import Fit, register, unit
 class PCA:
     name = "pca"
 
-    config: dict = {}
+    config: ClassVar[dict] = {}
 
     def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
         diffs = (pos - neg).double()  # [l n d]
