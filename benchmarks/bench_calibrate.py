@@ -56,10 +56,16 @@ def main():
             c_ref, p_ref, n_ref = reference_calibrate(lm, vec, seqs, T, progress=True, c0=c0)
             t_ref = time.perf_counter() - t0
             rows.append((T, label, t_fast, fast.evaluations, fast.c_star, fast.p95, t_ref, n_ref, c_ref, p_ref, t_one, t_plain))
-    print(f"\nmodel {args.model}, method {args.method}, N = {len(cal)} prompts, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'T':>3} | {'isokl s':>8} {'evals':>5} {'c*':>8} {'p95':>6} {'no drafts s':>11} | {'ref start':>11} {'ref s':>8} {'evals':>5} {'c':>8} {'p95':>6} | {'speedup':>7} | {'calib/eval':>10}")
+    print(
+        f"\nmodel {args.model}, method {args.method}, N = {len(cal)} prompts, {args.threads} threads, torch {torch.__version__}"
+    )
+    print(
+        f"{'T':>3} | {'isokl s':>8} {'evals':>5} {'c*':>8} {'p95':>6} {'no drafts s':>11} | {'ref start':>11} {'ref s':>8} {'evals':>5} {'c':>8} {'p95':>6} | {'speedup':>7} | {'calib/eval':>10}"
+    )
     for T, lab, tf, nf, cf, pf, tr, nr, cr, pr, t1, tp in rows:
-        print(f"{T:>3} | {tf:8.1f} {nf:5d} {cf:8.4g} {pf:6.3f} {tp:11.1f} | {lab:>11} {tr:8.1f} {nr:5d} {cr:8.4g} {pr:6.3f} | {tr / tf:6.1f}x | {tf / t1:9.2f}x")
+        print(
+            f"{T:>3} | {tf:8.1f} {nf:5d} {cf:8.4g} {pf:6.3f} {tp:11.1f} | {lab:>11} {tr:8.1f} {nr:5d} {cr:8.4g} {pr:6.3f} | {tr / tf:6.1f}x | {tf / t1:9.2f}x"
+        )
     for T, lab, tf, _nf, _cf, _pf, tr, _nr, _cr, _pr, t1, tp in rows:
         print(
             f"T={T}: speedup {tr / tf:.1f}x over the reference started at {lab} ({tr / tp:.1f}x without drafts); "

@@ -80,23 +80,40 @@ def main():
         counter.close()
         cells = {int(r["window"]): float(r["seconds"]) for r in cal}
         base = total - sum(cells.values())  # base rollouts and scores
-        rows.append((m, base, cells.get(20, float("nan")), cells.get(50, float("nan")),
-                     [int(r["evaluations"]) for r in cal], total, counter.flops))
+        rows.append(
+            (
+                m,
+                base,
+                cells.get(20, float("nan")),
+                cells.get(50, float("nan")),
+                [int(r["evaluations"]) for r in cal],
+                total,
+                counter.flops,
+            )
+        )
         del lm
-    print(f"\nfloat32 matmul throughput, 2 threads: {peak / 1e9:.0f} GFLOP/s for large products (best of 2048 x 2048 x 2048, "
-          f"2048 x 896 x 4864, 2048 x 576 x 1536), {skinny / 1e9:.0f} GFLOP/s for a 64-row decode-shaped one (64 x 896 x 4864)")
-    print(f"{'model':22s} {'base s':>7} {'cell T=20 s':>11} {'cell T=50 s':>11} {'evals':>7} | {'18 cells + base':>15} | "
-          f"{'linear TFLOP':>12} {'floor s':>8} {'measured/floor':>14} {'achieved GFLOP/s':>16}")
+    print(
+        f"\nfloat32 matmul throughput, 2 threads: {peak / 1e9:.0f} GFLOP/s for large products (best of 2048 x 2048 x 2048, "
+        f"2048 x 896 x 4864, 2048 x 576 x 1536), {skinny / 1e9:.0f} GFLOP/s for a 64-row decode-shaped one (64 x 896 x 4864)"
+    )
+    print(
+        f"{'model':22s} {'base s':>7} {'cell T=20 s':>11} {'cell T=50 s':>11} {'evals':>7} | {'18 cells + base':>15} | "
+        f"{'linear TFLOP':>12} {'floor s':>8} {'measured/floor':>14} {'achieved GFLOP/s':>16}"
+    )
     grand = grand_floor = 0.0
     for m, base, c20, c50, ev, total, flops in rows:
         study = base + 9 * (c20 + c50)
         floor = flops / peak  # for base + 2 cells
         grand, grand_floor = grand + study, grand_floor + floor * study / total  # the same proportion over the full study
-        print(f"{m:22s} {base:7.0f} {c20:11.0f} {c50:11.0f} {ev!s:>7} | {study / 60:13.1f} m | "
-              f"{flops / 1e12:12.2f} {floor:8.0f} {total / floor:13.2f}x {flops / total / 1e9:16.0f}")
+        print(
+            f"{m:22s} {base:7.0f} {c20:11.0f} {c50:11.0f} {ev!s:>7} | {study / 60:13.1f} m | "
+            f"{flops / 1e12:12.2f} {floor:8.0f} {total / floor:13.2f}x {flops / total / 1e9:16.0f}"
+        )
     print(f"full study (54 cells), extrapolated from these cells: {grand / 60:.0f} min on this machine")
-    print(f"its compute floor (linear-layer FLOPs at the large-product rate): {grand_floor / 60:.0f} min; "
-          f"at the decode-shaped rate: {grand_floor * peak / skinny / 60:.0f} min")
+    print(
+        f"its compute floor (linear-layer FLOPs at the large-product rate): {grand_floor / 60:.0f} min; "
+        f"at the decode-shaped rate: {grand_floor * peak / skinny / 60:.0f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from isokl import load, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 
-CASES = [("gemma3-270m", "directional_ablation", 0, 20), ("qwen2.5-coder-0.5b", "directional_ablation", 1, 20),
-         ("qwen2.5-coder-0.5b", "mean_diff", 1, 50)]
+CASES = [
+    ("gemma3-270m", "directional_ablation", 0, 20),
+    ("qwen2.5-coder-0.5b", "directional_ablation", 1, 20),
+    ("qwen2.5-coder-0.5b", "mean_diff", 1, 50),
+]
 
 
 def main():
@@ -34,9 +37,12 @@ def main():
         same = a.evaluations == b.evaluations
         dc = max(abs(x.c / y.c - 1) for x, y in zip(a.history, b.history, strict=True)) if same else float("nan")
         dp = max(abs(x.p95 - y.p95) for x, y in zip(a.history, b.history, strict=True)) if same else float("nan")
-        print(f"{model} {method} s{seed} T{T}: drafts {ta:.1f} s / plain {tb:.1f} s = {tb / ta:.2f}x; "
-              f"evals {a.evaluations} / {b.evaluations}, {a.status} / {b.status}, c* {a.c_star:.6g} / {b.c_star:.6g}; "
-              f"largest relative difference of c {dc:.1e}, of p95 {dp:.1e}", flush=True)
+        print(
+            f"{model} {method} s{seed} T{T}: drafts {ta:.1f} s / plain {tb:.1f} s = {tb / ta:.2f}x; "
+            f"evals {a.evaluations} / {b.evaluations}, {a.status} / {b.status}, c* {a.c_star:.6g} / {b.c_star:.6g}; "
+            f"largest relative difference of c {dc:.1e}, of p95 {dp:.1e}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

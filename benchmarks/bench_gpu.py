@@ -50,8 +50,14 @@ def build(shape: str, device: str, dtype: torch.dtype) -> LM:
 
     h, i, n, a, kv, vocab, tied = SHAPES[shape]
     cfg = Qwen2Config(
-        hidden_size=h, intermediate_size=i, num_hidden_layers=n, num_attention_heads=a, num_key_value_heads=kv,
-        vocab_size=vocab, tie_word_embeddings=tied, max_position_embeddings=4096,
+        hidden_size=h,
+        intermediate_size=i,
+        num_hidden_layers=n,
+        num_attention_heads=a,
+        num_key_value_heads=kv,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+        max_position_embeddings=4096,
     )
     torch.manual_seed(0)
     with torch.device(device):
@@ -87,10 +93,13 @@ def main():
     ap.add_argument("--out", default=None, help="markdown file for the table (default: print only)")
     ap.add_argument("--smoke", action="store_true", help="tiny shape on CPU: checks the script runs")
     ap.add_argument("--ns", default=None, help="comma-separated N to time (default 4,16,64)")
-    ap.add_argument("--warm", action="store_true",
-                    help="before timing a shape, run its largest evaluation once (N = 64, T = 200, 4 doses) so that "
-                         "the allocator holds enough memory and every kernel has run; without it, the first rows of a "
-                         "shape include those one-time costs")
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="before timing a shape, run its largest evaluation once (N = 64, T = 200, 4 doses) so that "
+        "the allocator holds enough memory and every kernel has run; without it, the first rows of a "
+        "shape include those one-time costs",
+    )
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
     dtype = torch.float32 if args.smoke else torch.bfloat16
@@ -119,8 +128,17 @@ def main():
                 t_r = m_r = float("nan")
                 if N * T <= 16 * 50:  # the reference is one prompt at a time: only where it fits the time budget
                     (_, t_r, m_r) = timed(lambda: reference_kl(lm, seqs, vec, 1.0, T), device)
-                row = dict(shape=shape, N=N, T=T, batched_s=t_b, batched_gib=m_b, four_doses_s=t_b4,
-                           four_doses_gib=m_b4, reference_s=t_r, reference_gib=m_r)
+                row = dict(
+                    shape=shape,
+                    N=N,
+                    T=T,
+                    batched_s=t_b,
+                    batched_gib=m_b,
+                    four_doses_s=t_b4,
+                    four_doses_gib=m_b4,
+                    reference_s=t_r,
+                    reference_gib=m_r,
+                )
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         if shape in ("qwen2.5-7b", "smoke"):
@@ -133,8 +151,19 @@ def main():
                     return [s.p95 for s in evaluate(lm, seqs, vec, tuple(cs), T, stop_above=1.05)]
 
                 sol, t_c, m_c = timed(lambda: solve(f, c0=1.0, per_round=k, batched=True, c_max=1e5), device)
-                calib.append(dict(shape=shape, per_round=k, seconds=t_c, gib=m_c, rounds=len(rounds),
-                                  evaluations=len(sol.history), status=sol.status, c=sol.c, p95=sol.value))
+                calib.append(
+                    dict(
+                        shape=shape,
+                        per_round=k,
+                        seconds=t_c,
+                        gib=m_c,
+                        rounds=len(rounds),
+                        evaluations=len(sol.history),
+                        status=sol.status,
+                        c=sol.c,
+                        p95=sol.value,
+                    )
+                )
                 print(json.dumps(calib[-1]), flush=True)
         del lm
         if device == "cuda":
@@ -157,10 +186,17 @@ def main():
             f"| {r['shape']} | {r['N']} | {r['T']} | {r['batched_s']:.2f} | {r['batched_gib']:.1f} | {r['four_doses_s']:.2f} | "
             f"{r['four_doses_gib']:.1f} | {r['reference_s']:.2f} | {r['reference_gib']:.1f} | {ratio:.1f}x |".replace("nan", "-")
         )
-    lines += ["", "Full calibration, N = 4, T = 50, target 1 nat, tol 0.05, early stop on overshoot:", "",
-              "| shape | doses per round | seconds | GiB | rounds | evaluations | status | p95 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Full calibration, N = 4, T = 50, target 1 nat, tol 0.05, early stop on overshoot:",
+        "",
+        "| shape | doses per round | seconds | GiB | rounds | evaluations | status | p95 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for c in calib:
-        lines.append(f"| {c['shape']} | {c['per_round']} | {c['seconds']:.2f} | {c['gib']:.1f} | {c['rounds']} | {c['evaluations']} | {c['status']} | {c['p95']:.3f} |")
+        lines.append(
+            f"| {c['shape']} | {c['per_round']} | {c['seconds']:.2f} | {c['gib']:.1f} | {c['rounds']} | {c['evaluations']} | {c['status']} | {c['p95']:.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -54,10 +54,14 @@ def main():
                 sys.exit(r.stderr)
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'model':22s} {'N':>3} {'T':>3} {'vocab':>7} | {'process peak MiB':>16} {'peak - loaded MiB':>17} | {'[N,T,V] fp32 logits MiB':>23}")
+    print(
+        f"\n{'model':22s} {'N':>3} {'T':>3} {'vocab':>7} | {'process peak MiB':>16} {'peak - loaded MiB':>17} | {'[N,T,V] fp32 logits MiB':>23}"
+    )
     for r in rows:
-        print(f"{r['model']:22s} {r['N']:>3} {r['T']:>3} {r['vocab']:>7} | {r['process_peak_mib']:16.0f} "
-              f"{r['process_peak_mib'] - r['after_load_mib']:17.0f} | {r['full_logits_mib']:23.0f}")
+        print(
+            f"{r['model']:22s} {r['N']:>3} {r['T']:>3} {r['vocab']:>7} | {r['process_peak_mib']:16.0f} "
+            f"{r['process_peak_mib'] - r['after_load_mib']:17.0f} | {r['full_logits_mib']:23.0f}"
+        )
 
 
 if __name__ == "__main__":

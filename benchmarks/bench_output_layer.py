@@ -40,8 +40,11 @@ def main(models: list[str]):
                 R.evaluate(lm, seqs, vec, (c,), 20, base=base)
                 times[tag].append(time.perf_counter() - t0)
         a, b = statistics.median(times["linear"]), statistics.median(times["column"])
-        print(f"{model}: one calibration evaluation (N = 4, T = 20, 8 rows): nn.Linear {a:.2f} s, column product {b:.2f} s "
-              f"(medians of 3) = {a / b:.2f}x", flush=True)
+        print(
+            f"{model}: one calibration evaluation (N = 4, T = 20, 8 rows): nn.Linear {a:.2f} s, column product {b:.2f} s "
+            f"(medians of 3) = {a / b:.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def rows(cell: Path, name: str) -> list[dict]:
 
 def verify(sha: str) -> None:
     for path in DEFINING:
-        diff = subprocess.run(["git", "diff", "--stat", sha, "HEAD", "--", path], capture_output=True, text=True, check=True).stdout
+        diff = subprocess.run(
+            ["git", "diff", "--stat", sha, "HEAD", "--", path], capture_output=True, text=True, check=True
+        ).stdout
         if path.endswith("data") and diff.strip():
             sys.exit(f"{path} changed since {sha}: the prompt pools of those cells are not today's; not backfilling")
         if path.endswith("metrics.py"):
@@ -39,8 +41,10 @@ def verify(sha: str) -> None:
             for const in ("FORKS = tuple(range(0, 51, 5))", "SUFFIX = '\\nAnswer (true/false): {\"value\":'"):
                 if const not in old:
                     sys.exit(f"{path} at {sha} lacks {const!r}: not backfilling")
-    src = "".join(subprocess.run(["git", "show", f"{sha}:src/isokl/{f}"], capture_output=True, text=True, check=True).stdout
-                  for f in ("calibrate.py", "models.py"))
+    src = "".join(
+        subprocess.run(["git", "show", f"{sha}:src/isokl/{f}"], capture_output=True, text=True, check=True).stdout
+        for f in ("calibrate.py", "models.py")
+    )
     missing = [d for d in DEFAULTS if d not in src]
     if missing:
         sys.exit(f"the defaults {missing} are not in {sha}'s calibrate.py/models.py: not backfilling")

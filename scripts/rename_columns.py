@@ -28,8 +28,9 @@ def rename_csv(path: Path) -> bool:
 
 def main(d: str) -> None:
     root = Path(d)
-    changed = sum(rename_csv(p) for p in sorted(root.glob("*.csv")) + sorted(root.glob("cells/*/*.csv"))
-                  if not p.name.startswith("table1"))
+    changed = sum(
+        rename_csv(p) for p in sorted(root.glob("*.csv")) + sorted(root.glob("cells/*/*.csv")) if not p.name.startswith("table1")
+    )
     for p in sorted(root.glob("cells/*/settings.json")):
         s = json.loads(p.read_text())
         if "doses" in s:

@@ -47,8 +47,16 @@ def tiny_model(arch: str = "llama", dtype=torch.float64, seed: int = 0, layers: 
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     common = dict(
-        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=256, bos_token_id=257, eos_token_id=258,
+        vocab_size=260,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=256,
+        bos_token_id=257,
+        eos_token_id=258,
     )
     cfg = {
         "llama": lambda: LlamaConfig(**common),

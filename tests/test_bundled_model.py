@@ -28,7 +28,9 @@ def smol():
 
 def test_prompt_formats(smol):
     text = smol.format(prompts.pairs()[0].positive)
-    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n" + prompts.pairs()[0].positive.assistant_prefix)
+    assert text.startswith("<|im_start|>system\n") and text.endswith(
+        "<|im_start|>assistant\n" + prompts.pairs()[0].positive.assistant_prefix
+    )
     assert smol.tokenizer.convert_tokens_to_ids("<|im_end|>") in smol.eos_ids
 
 
@@ -92,7 +94,11 @@ def test_base_branch_pmass_reproduces_the_published_study(smol):
     qs = prompts.pool("heldout_truefalse")[:16]
     pm = branch_pmass(smol, smol.encode([smol.format(p) for p in qs]), None, (0.0,), T=50)
     with open(Path(__file__).resolve().parents[1] / "results" / "pmass.csv", newline="") as f:
-        rows = {(r["prompt"], int(r["fork_t"])): r for r in csv.DictReader(f) if r["model"] == "smollm2-135m" and r["method"] == "base"}
+        rows = {
+            (r["prompt"], int(r["fork_t"])): r
+            for r in csv.DictReader(f)
+            if r["model"] == "smollm2-135m" and r["method"] == "base"
+        }
     censored = {(q.id, t) for i, q in enumerate(qs) for j, t in enumerate(pm.forks) if pm.censored[0, i, j]}
     assert censored == {k for k, r in rows.items() if r["censored"] == "1"}
     assert not pm.censored[..., 0].any() and pm.censored[..., -1].any()  # SmolLM2 ends most answers within ~15 tokens

@@ -90,27 +90,30 @@ def _run(args, tmp_path, capsys, code, *names):
     return line
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["calibrate", "--window", "0"], "--window"),
-    (["calibrate", "--window", "-5"], "--window"),
-    (["calibrate", "--seed", "-1"], "--seed"),
-    (["calibrate", "--seed", "abc"], "--seed"),
-    (["calibrate", "--tol", "2"], "--tol"),
-    (["calibrate", "--method", "steer_harder"], "--method"),
-    (["calibrate", "--per-round", "0"], "--per-round"),
-    (["calibrate", "--threads", "-2"], "--threads"),
-    (["sweep", "--windows", "0"], "--windows"),
-    (["sweep", "--windows", "abc"], "--windows"),
-    (["sweep", "--seeds", "-1"], "--seeds"),
-    (["sweep", "--methods", "nosuch"], "--methods"),
-    (["sweep", "--alphas", "-1"], "--alphas"),
-    (["sweep", "--alphas", "2"], "--alphas"),
-    (["sweep", "--horizon", "10"], "--horizon"),
-    (["sweep", "--n-heldout", "0"], "--n-heldout"),
-    (["study", "--windows", "0"], "--windows"),
-    (["calibrate", "--model", "../no/such/folder"], "--model"),
-    (["calibrate", "--device", "tpu9"], "--device"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["calibrate", "--window", "0"], "--window"),
+        (["calibrate", "--window", "-5"], "--window"),
+        (["calibrate", "--seed", "-1"], "--seed"),
+        (["calibrate", "--seed", "abc"], "--seed"),
+        (["calibrate", "--tol", "2"], "--tol"),
+        (["calibrate", "--method", "steer_harder"], "--method"),
+        (["calibrate", "--per-round", "0"], "--per-round"),
+        (["calibrate", "--threads", "-2"], "--threads"),
+        (["sweep", "--windows", "0"], "--windows"),
+        (["sweep", "--windows", "abc"], "--windows"),
+        (["sweep", "--seeds", "-1"], "--seeds"),
+        (["sweep", "--methods", "nosuch"], "--methods"),
+        (["sweep", "--alphas", "-1"], "--alphas"),
+        (["sweep", "--alphas", "2"], "--alphas"),
+        (["sweep", "--horizon", "10"], "--horizon"),
+        (["sweep", "--n-heldout", "0"], "--n-heldout"),
+        (["study", "--windows", "0"], "--windows"),
+        (["calibrate", "--model", "../no/such/folder"], "--model"),
+        (["calibrate", "--device", "tpu9"], "--device"),
+    ],
+)
 def test_bad_flags_fail_in_one_line_before_a_model_loads(args, flag, tmp_path, capsys, no_load, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = 2 if args[-1] == "abc" and args[1] == "--seed" else 1  # argparse's own type errors exit 2
@@ -172,6 +175,7 @@ def test_calibrate_with_no_prompts_says_so(llama_lm):
 
 # ---- vectors ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def calibrated(tiny_dir, tmp_path_factory):
     """`isokl calibrate` on the tiny local model: a real vector file."""
@@ -214,8 +218,12 @@ def test_a_vector_on_another_model_is_refused_unless_transferred(calibrated, tin
 
 
 def test_generate_prints_base_and_steered_continuations_with_kl(calibrated, capsys):
-    assert cli.main(["generate", "--vector", str(calibrated), "--prompt", "Tell me about the sea.", "--alpha", "1,2",
-                     "--tokens", "12"]) == 0
+    assert (
+        cli.main(
+            ["generate", "--vector", str(calibrated), "--prompt", "Tell me about the sea.", "--alpha", "1,2", "--tokens", "12"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "--- alpha 0 (base model)" in out and "--- alpha 1 (c = " in out and "--- alpha 2 (c = " in out
     kl_lines = [x for x in out.splitlines() if x.startswith("KL per token: ")]
@@ -226,11 +234,27 @@ def test_generate_prints_base_and_steered_continuations_with_kl(calibrated, caps
 
 # ---- report -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def swept_dir(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "s"
-    args = ["sweep", "--models", str(tiny_dir), "--methods", "mean_diff", "--seeds", "0", "--windows", "6",
-            "--n-heldout", "3", "--horizon", "10", "--out", str(out)]
+    args = [
+        "sweep",
+        "--models",
+        str(tiny_dir),
+        "--methods",
+        "mean_diff",
+        "--seeds",
+        "0",
+        "--windows",
+        "6",
+        "--n-heldout",
+        "3",
+        "--horizon",
+        "10",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     return out, args
 
@@ -260,6 +284,7 @@ def test_a_broken_csv_changes_no_report_file(swept_dir, tmp_path, capsys):
 
 # ---- sweeps: interrupt, resume settings, defaults ------------------------------------------------
 
+
 def test_a_sweep_run_again_with_other_settings_is_refused_or_recomputed(swept_dir, tmp_path, capsys):
     src, args = swept_dir
     out = tmp_path / "s"
@@ -287,8 +312,20 @@ def test_a_failed_sweep_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
 
 def test_sweep_and_study_default_to_a_run_folder_not_results(tiny_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["--models", str(tiny_dir), "--methods", "mean_diff", "--seeds", "0", "--windows", "6", "--n-heldout", "2",
-            "--horizon", "6"]
+    args = [
+        "--models",
+        str(tiny_dir),
+        "--methods",
+        "mean_diff",
+        "--seeds",
+        "0",
+        "--windows",
+        "6",
+        "--n-heldout",
+        "2",
+        "--horizon",
+        "6",
+    ]
     assert cli.main(["sweep", *args]) == 0
     assert (tmp_path / "runs" / "sweep" / "calibration.csv").exists()
     assert cli.main(["study", *args]) == 0
@@ -299,9 +336,28 @@ def test_sweep_and_study_default_to_a_run_folder_not_results(tiny_dir, tmp_path,
 
 def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir, tmp_path):
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "isokl.cli", "sweep", "--models", str(tiny_dir), "--methods", "mean_diff,pca",
-           "--seeds", ",".join(map(str, range(12))), "--windows", "6,7", "--n-heldout", "3", "--horizon", "10",
-           "--out", str(out), "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "isokl.cli",
+        "sweep",
+        "--models",
+        str(tiny_dir),
+        "--methods",
+        "mean_diff,pca",
+        "--seeds",
+        ",".join(map(str, range(12))),
+        "--windows",
+        "6,7",
+        "--n-heldout",
+        "3",
+        "--horizon",
+        "10",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "cells").glob("*__s*"))) < 2:
@@ -317,8 +373,10 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir
 
 
 def test_help_and_version_do_not_import_torch():
-    code = "import sys; sys.modules['torch'] = None\nfrom isokl import cli\nfor a in (['--help'], ['--version'], ['report', '--help']):\n" \
-           "    try: cli.main(a)\n    except SystemExit as e: assert e.code == 0, a\n"
+    code = (
+        "import sys; sys.modules['torch'] = None\nfrom isokl import cli\nfor a in (['--help'], ['--version'], ['report', '--help']):\n"
+        "    try: cli.main(a)\n    except SystemExit as e: assert e.code == 0, a\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "calibrate" in r.stdout and "generate" in r.stdout and "isokl 0." in r.stdout

@@ -125,7 +125,9 @@ def test_several_doses_per_solver_round(llama_lm):
     assert res.converged and abs(res.p95 - 1) <= 0.05
     assert res.evaluations == len(res.history)
     (again,) = evaluate(llama_lm, _seqs(llama_lm), vec, (res.c_star,), 10)
-    assert again.p95 == pytest.approx(res.p95, rel=F32["rtol"], abs=F32["atol"])  # the reported p95 is the one at c*, whatever batch it came from
+    assert again.p95 == pytest.approx(
+        res.p95, rel=F32["rtol"], abs=F32["atol"]
+    )  # the reported p95 is the one at c*, whatever batch it came from
 
 
 def test_score_step_in_chunks_matches_log_softmax():

@@ -73,7 +73,10 @@ def test_report_rebuilds_without_torch(swept, tmp_path):
     table = (d / "table1.md").read_text()
     assert "tiny-a | mean_diff" in table and "tiny-a | directional_ablation" in table
     with open(d / "table1.csv", newline="") as f:
-        assert [(x["model"], x["method"]) for x in csv.DictReader(f)] == [("tiny-a", "mean_diff"), ("tiny-a", "directional_ablation")]
+        assert [(x["model"], x["method"]) for x in csv.DictReader(f)] == [
+            ("tiny-a", "mean_diff"),
+            ("tiny-a", "directional_ablation"),
+        ]
     for f in ("figure1.png", "figure1.svg"):
         data = (d / f).read_bytes()
         assert data.startswith(b"\x89PNG") if f.endswith("png") else b"Figure 1" in data, f
@@ -115,23 +118,42 @@ def _fixture(fail: str | None = None) -> dict:
                     # R1 alone: one (model, method) out of band in every seed and window, so R6's "same verdict
                     # within every seed and window" still holds
                     out_of_band = fail == "R1" and m == "m1" and meth == "pca"
-                    data["calibration"].append(dict(cell, c_star="2.0", converged="1", status="converged", calib_p95="1.01",
-                                                    holdout_p95="1.9" if out_of_band else "1.1"))
+                    data["calibration"].append(
+                        dict(
+                            cell,
+                            c_star="2.0",
+                            converged="1",
+                            status="converged",
+                            calib_p95="1.01",
+                            holdout_p95="1.9" if out_of_band else "1.1",
+                        )
+                    )
                     for p in range(4):
                         for alpha in (1.0, 2.0):
-                            kl = {1.0: 1.0 + (seed if fail == "R6" and (m, meth, w) == ("m2", "pca", 20) else 0),  # seeds spread
-                                  2.0: 0.5 if fail == "R5" and m in ("m1", "m2") else 3.0}[alpha]  # 2x never crosses 1 nat
+                            kl = {
+                                1.0: 1.0 + (seed if fail == "R6" and (m, meth, w) == ("m2", "pca", 20) else 0),  # seeds spread
+                                2.0: 0.5 if fail == "R5" and m in ("m1", "m2") else 3.0,
+                            }[alpha]  # 2x never crosses 1 nat
                             for t in range(1, 6):
-                                data["trajectory"].append(dict(cell, alpha=str(alpha), prompt=f"g{p}", t=str(t), kl=str(kl), valid="1"))
+                                data["trajectory"].append(
+                                    dict(cell, alpha=str(alpha), prompt=f"g{p}", t=str(t), kl=str(kl), valid="1")
+                                )
                             hot = i == 0
-                            nll = {1.0: 300 if fail == "R3" and (m, meth) == ("m3", "pca") else 150, 2.0: 500 if hot else 150}[alpha]
+                            nll = {1.0: 300 if fail == "R3" and (m, meth) == ("m3", "pca") else 150, 2.0: 500 if hot else 150}[
+                                alpha
+                            ]
                             data["nll"].append(dict(cell, alpha=str(alpha), prompt=f"g{p}", nll_sum=str(nll), n_tokens="50"))
                             cold = fail == "R2" and (m, meth) == ("m2", "directional_ablation")
                             dl = {1.0: (0.2 * p - 0.3) if cold else (0.5 + 0.1 * p), 2.0: 1.0}[alpha]
                             data["target"].append(dict(cell, alpha=str(alpha), probe=f"s{p}", target_logit=str(0.1 * p + dl)))
-                            pmv = {1.0: 0.5 if fail == "R4" and (m, meth) == ("m1", "mean_diff") else 0.85, 2.0: 0.4 if hot else 0.85}[alpha]
+                            pmv = {
+                                1.0: 0.5 if fail == "R4" and (m, meth) == ("m1", "mean_diff") else 0.85,
+                                2.0: 0.4 if hot else 0.85,
+                            }[alpha]
                             for t in (0, 5, 10):
-                                data["pmass"].append(dict(cell, alpha=str(alpha), prompt=f"q{p}", fork_t=str(t), pmass=str(pmv), censored="0"))
+                                data["pmass"].append(
+                                    dict(cell, alpha=str(alpha), prompt=f"q{p}", fork_t=str(t), pmass=str(pmv), censored="0")
+                                )
     return data
 
 

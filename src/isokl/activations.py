@@ -31,7 +31,9 @@ def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | No
     m = get_method(method)
     unknown = set(config) - set(m.config)
     if unknown:
-        raise ValueError(f"{method} has no setting(s) {', '.join(sorted(unknown))}; its settings: {', '.join(m.config) or 'none'}")
+        raise ValueError(
+            f"{method} has no setting(s) {', '.join(sorted(unknown))}; its settings: {', '.join(m.config) or 'none'}"
+        )
     config = {**m.config, **config}
     layers = tuple(layers) if layers is not None else default_layers(lm.n_layers)
     bad = [x for x in layers if not 0 <= x < lm.n_layers]

@@ -40,8 +40,14 @@ class Study:
         self.alphas = sorted({_f(r["alpha"]) for r in data["trajectory"]} - {0.0})
 
     def cells(self, model=None, method=None, seed=None, window=None) -> list[dict]:
-        return [r for r in self.cal if (model is None or r["model"] == model) and (method is None or r["method"] == method)
-                and (seed is None or int(r["seed"]) == seed) and (window is None or int(r["window"]) == window)]
+        return [
+            r
+            for r in self.cal
+            if (model is None or r["model"] == model)
+            and (method is None or r["method"] == method)
+            and (seed is None or int(r["seed"]) == seed)
+            and (window is None or int(r["window"]) == window)
+        ]
 
     @staticmethod
     def _key(r) -> tuple:

@@ -90,7 +90,7 @@ def solve(
                 raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
             hist.append((math.exp(xv), v))
             pts.append((xv, math.log(v / target) if v > 0 else -math.inf))
-        hits = [(c, v) for c, v in hist[-len(xs):] if abs(v - target) <= tol]
+        hits = [(c, v) for c, v in hist[-len(xs) :] if abs(v - target) <= tol]
         if hits:
             c, v = min(hits, key=lambda h: abs(h[1] - target))
             return Solve(c, v, "converged", tuple(hist))

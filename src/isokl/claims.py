@@ -27,8 +27,10 @@ Claim = tuple[str, str, str]  # (id, PASS | FAIL | MISSING, the numbers behind i
 def r1_ok(cells: list[dict]) -> bool:
     """Every cell converged (|calib p95 - target| <= tol) and its held-out p95 lies in the band."""
     lo, hi = HOLDOUT_BAND
-    return all(c["converged"] == "1" and abs(_f(c["calib_p95"]) - TARGET) <= TOL + 1e-12 and lo <= _f(c["holdout_p95"]) <= hi
-               for c in cells)
+    return all(
+        c["converged"] == "1" and abs(_f(c["calib_p95"]) - TARGET) <= TOL + 1e-12 and lo <= _f(c["holdout_p95"]) <= hi
+        for c in cells
+    )
 
 
 def r1(s: Study, rows: list[dict]) -> Claim:
@@ -38,22 +40,44 @@ def r1(s: Study, rows: list[dict]) -> Claim:
     conv = sum(c["converged"] == "1" for c in cells)
     inband = sum(lo <= _f(c["holdout_p95"]) <= hi for c in cells)
     hp = [_f(c["holdout_p95"]) for c in cells]
-    detail = (f"{conv}/{len(cells)} cells converged (|calib p95 - 1| <= {TOL}); holdout p95 in [{lo}, {hi}] in {inband}/{len(cells)} "
-              f"(range {min(hp):.2f}-{max(hp):.2f}).")
+    detail = (
+        f"{conv}/{len(cells)} cells converged (|calib p95 - 1| <= {TOL}); holdout p95 in [{lo}, {hi}] in {inband}/{len(cells)} "
+        f"(range {min(hp):.2f}-{max(hp):.2f})."
+    )
     if bad:
-        detail += " Failing cells: " + "; ".join(
-            f"{c['model']} {c['method']} s{c['seed']} T{c['window']} ({c['status']}, calib {_f(c['calib_p95']):.2f}, holdout {_f(c['holdout_p95']):.2f})"
-            for c in bad[:12]) + (" ..." if len(bad) > 12 else "")
+        detail += (
+            " Failing cells: "
+            + "; ".join(
+                f"{c['model']} {c['method']} s{c['seed']} T{c['window']} ({c['status']}, calib {_f(c['calib_p95']):.2f}, holdout {_f(c['holdout_p95']):.2f})"
+                for c in bad[:12]
+            )
+            + (" ..." if len(bad) > 12 else "")
+        )
     return ("R1", "PASS" if not bad else "FAIL", detail)
 
 
 def r2(s: Study, rows: list[dict]) -> Claim:
-    r2 = [(r["model"], r["method"], r["delta_logit_1x"], r["delta_logit_ci_lo"], r["delta_logit_ci_hi"], r["n_probes"], r["c_star_mean"]) for r in rows]
+    r2 = [
+        (
+            r["model"],
+            r["method"],
+            r["delta_logit_1x"],
+            r["delta_logit_ci_lo"],
+            r["delta_logit_ci_hi"],
+            r["n_probes"],
+            r["c_star_mean"],
+        )
+        for r in rows
+    ]
     if not r2 or any(n == 0 for *_, n, _ in r2):
         return ("R2", "MISSING", "no target-axis logits for some (model, method)")
     fails = [x for x in r2 if not (x[3] > 0 or x[4] < 0)]
-    return ("R2", "PASS" if not fails else "FAIL", "delta logit at 1x, mean [95% bootstrap CI] (n probes; c*): " + "; ".join(
-        f"{m} {meth} {d:+.2f} [{a:+.2f}, {b:+.2f}] (n={n}; c*={c:.3g})" for m, meth, d, a, b, n, c in r2))
+    return (
+        "R2",
+        "PASS" if not fails else "FAIL",
+        "delta logit at 1x, mean [95% bootstrap CI] (n probes; c*): "
+        + "; ".join(f"{m} {meth} {d:+.2f} [{a:+.2f}, {b:+.2f}] (n={n}; c*={c:.3g})" for m, meth, d, a, b, n, c in r2),
+    )
 
 
 def _per_model(s: Study, rows: list[dict], key: str, ok_all, hot_any, name: str, fmt) -> tuple[str, str] | None:
@@ -67,22 +91,39 @@ def _per_model(s: Study, rows: list[dict], key: str, ok_all, hot_any, name: str,
             return None
         a, b = all(ok_all(v) for v in vals1), any(hot_any(v) for v in vals2)
         ok &= a and b
-        parts.append(f"{m}: 1x " + ", ".join(f"{r['method']} {fmt(r[key.format(1)])}" for r in rs) + f" ({'all ok' if a else 'NOT all ok'}); "
-                     f"2x " + ", ".join(f"{r['method']} {fmt(r[key.format(2)])}" for r in rs) + f" ({'hot for >= 1' if b else 'none hot'})")
+        parts.append(
+            f"{m}: 1x "
+            + ", ".join(f"{r['method']} {fmt(r[key.format(1)])}" for r in rs)
+            + f" ({'all ok' if a else 'NOT all ok'}); "
+            f"2x " + ", ".join(f"{r['method']} {fmt(r[key.format(2)])}" for r in rs) + f" ({'hot for >= 1' if b else 'none hot'})"
+        )
     return ("PASS" if ok else "FAIL", f"{name}. " + " | ".join(parts))
 
 
 def r3(s: Study, rows: list[dict]) -> Claim:
-    v = _per_model(s, rows, "base_nll_ratio_{}x", lambda v: v <= NLL_OK, lambda v: v > NLL_HOT,
-                   f"base NLL ratio: <= {NLL_OK} at 1x for every method, > {NLL_HOT} at 2x for at least one method, per model",
-                   lambda v: f"{v:.2f}")
+    v = _per_model(
+        s,
+        rows,
+        "base_nll_ratio_{}x",
+        lambda v: v <= NLL_OK,
+        lambda v: v > NLL_HOT,
+        f"base NLL ratio: <= {NLL_OK} at 1x for every method, > {NLL_HOT} at 2x for at least one method, per model",
+        lambda v: f"{v:.2f}",
+    )
     return ("R3",) + (v if v else ("MISSING", "no NLL rows"))
 
 
 def r4(s: Study, rows: list[dict]) -> Claim:
-    v = _per_model(s, rows, "pmass_change_{}x", lambda v: abs(v) <= PMASS_OK, lambda v: v < -PMASS_HOT,
-                   f"branch_pmass change from base: within {PMASS_OK} at 1x for every method, a drop of more than {PMASS_HOT} at 2x "
-                   "for at least one, per model", lambda v: f"{v:+.3f}")
+    v = _per_model(
+        s,
+        rows,
+        "pmass_change_{}x",
+        lambda v: abs(v) <= PMASS_OK,
+        lambda v: v < -PMASS_HOT,
+        f"branch_pmass change from base: within {PMASS_OK} at 1x for every method, a drop of more than {PMASS_HOT} at 2x "
+        "for at least one, per model",
+        lambda v: f"{v:+.3f}",
+    )
     if not v:
         return ("R4", "MISSING", "no branch_pmass rows")
     # the means rest on the forks whose rollout was still running: say how many
@@ -91,17 +132,28 @@ def r4(s: Study, rows: list[dict]) -> Claim:
     def count(d, key):
         return sum(len(x) for x in d.get(key, {}).values())
 
-    return ("R4", v[0], v[1] + ". Scored (uncensored) forks, base | 1x / 2x per method: " + " | ".join(
-        f"{m}: {count(n0, (m, BASE))} | " + ", ".join(f"{meth} {count(n1, (m, meth))} / {count(n2, (m, meth))}" for meth in s.methods)
-        for m in s.models))
+    return (
+        "R4",
+        v[0],
+        v[1]
+        + ". Scored (uncensored) forks, base | 1x / 2x per method: "
+        + " | ".join(
+            f"{m}: {count(n0, (m, BASE))} | "
+            + ", ".join(f"{meth} {count(n1, (m, meth))} / {count(n2, (m, meth))}" for meth in s.methods)
+            for m in s.models
+        ),
+    )
 
 
 def r5(s: Study, rows: list[dict]) -> Claim:
     if 2.0 not in s.alphas:
         return ("R5", "MISSING", "no trajectories at dose 2x")
     if len(s.models) < 2 or len(s.methods) < 2:
-        return ("R5", "MISSING", f"R5 needs >= 2 methods on >= 2 models; this grid has {len(s.methods)} method(s) on "
-                                 f"{len(s.models)} model(s)")
+        return (
+            "R5",
+            "MISSING",
+            f"R5 needs >= 2 methods on >= 2 models; this grid has {len(s.methods)} method(s) on {len(s.models)} model(s)",
+        )
     p2 = s.per_t_p95(2.0)
     crossing, parts = {}, []
     for m in s.models:
@@ -114,9 +166,12 @@ def r5(s: Study, rows: list[dict]) -> Claim:
                 parts.append(f"{m} {meth} max p95 {peak:.2f}")
         crossing[m] = n_cross
     good = sum(v >= 2 for v in crossing.values())
-    return ("R5", "PASS" if good >= 2 else "FAIL",
-            f"max over t <= 50 of per-token p95 KL at 2x (mean over seeds and windows) > 1 nat for >= 2 of 3 methods on {good} of "
-            f"{len(crossing)} models (need 2): " + "; ".join(parts))
+    return (
+        "R5",
+        "PASS" if good >= 2 else "FAIL",
+        f"max over t <= 50 of per-token p95 KL at 2x (mean over seeds and windows) > 1 nat for >= 2 of 3 methods on {good} of "
+        f"{len(crossing)} models (need 2): " + "; ".join(parts),
+    )
 
 
 def r6(s: Study, rows: list[dict]) -> Claim:
@@ -137,10 +192,13 @@ def r6(s: Study, rows: list[dict]) -> Claim:
     worst = max(spreads, key=lambda x: x[3])
     verdicts = ", ".join(f"{k}: {'holds' if v else 'fails'}" for k, v in same.items())
     ok = len(set(same.values())) == 1 and worst[3] <= R6_SPREAD
-    return ("R6", "PASS" if ok else "FAIL",
-            f"criterion: the R1 verdict is the same within every seed and every window ({verdicts}), "
-            f"and for every (model, method, window) the median over t of the across-seed range of per-token p95 KL at 1x is <= {R6_SPREAD} nat "
-            f"(largest: {worst[0]} {worst[1]} T={worst[2]}: {worst[3]:.2f} nat; median over all: {np.median([x[3] for x in spreads]):.2f}).")
+    return (
+        "R6",
+        "PASS" if ok else "FAIL",
+        f"criterion: the R1 verdict is the same within every seed and every window ({verdicts}), "
+        f"and for every (model, method, window) the median over t of the across-seed range of per-token p95 KL at 1x is <= {R6_SPREAD} nat "
+        f"(largest: {worst[0]} {worst[1]} T={worst[2]}: {worst[3]:.2f} nat; median over all: {np.median([x[3] for x in spreads]):.2f}).",
+    )
 
 
 REQUIREMENTS = (r1, r2, r3, r4, r5, r6)
@@ -159,8 +217,11 @@ def claims_markdown(cl, s: Study, expected_cells: int | None) -> str:
     head = ["# Claims report", ""]
     if expected_cells is not None and n < expected_cells:
         head += [f"**INCOMPLETE: {n} of {expected_cells} cells are done.** Verdicts below use the finished cells only.", ""]
-    head += [f"Built by `isokl report` from the CSV files alone: {n} cells ({len(s.models)} models x {len(s.methods)} methods x "
-             f"seeds {s.seeds} x windows {s.windows}).", ""]
+    head += [
+        f"Built by `isokl report` from the CSV files alone: {n} cells ({len(s.models)} models x {len(s.methods)} methods x "
+        f"seeds {s.seeds} x windows {s.windows}).",
+        "",
+    ]
     body = [f"- **{i}: {v}.** {d}" for i, v, d in cl]
     return "\n".join(head + body + ["", provenance(s)]) + "\n"
 
@@ -172,11 +233,13 @@ def provenance(s: Study) -> str:
     for r in s.cal:
         secs[r["model"]] += _f(r["seconds"])
     times = sorted(r["time"] for r in s.cal)
-    return ("Provenance (from calibration.csv): code versions " + ", ".join(f"{v} ({k} cells)" for v, k in sorted(versions.items()))
-            + f"; cells started {times[0]} to {times[-1]}; summed per-cell seconds "
-            + ", ".join(f"{m} {secs[m] / 60:.1f} min" for m in s.models)
-            + f", total {sum(secs.values()) / 60:.1f} min (model loads and the once-per-model base rows not included).")
-
+    return (
+        "Provenance (from calibration.csv): code versions "
+        + ", ".join(f"{v} ({k} cells)" for v, k in sorted(versions.items()))
+        + f"; cells started {times[0]} to {times[-1]}; summed per-cell seconds "
+        + ", ".join(f"{m} {secs[m] / 60:.1f} min" for m in s.models)
+        + f", total {sum(secs.values()) / 60:.1f} min (model loads and the once-per-model base rows not included)."
+    )
 
 
 def summary(d: str | Path) -> list[str]:

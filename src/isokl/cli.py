@@ -36,8 +36,12 @@ def add_config_args(p: argparse.ArgumentParser, cfg_cls) -> None:
         if typ is bool:
             p.add_argument(flag, action="store_true", help=help_)
         else:
-            p.add_argument(flag, type=typ if typ in (int, float, str) else str, default=f.default,
-                           help=f"{help_} (default: {f.default})" if f.default != "" else help_)
+            p.add_argument(
+                flag,
+                type=typ if typ in (int, float, str) else str,
+                default=f.default,
+                help=f"{help_} (default: {f.default})" if f.default != "" else help_,
+            )
 
 
 def to_config(args: argparse.Namespace, cfg_cls):
@@ -61,9 +65,20 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     t0 = time.time()
     lm = load(cfg.model, device=cfg.device)
     vec = extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
-    print(f"[isokl] calibrating {cfg.method} on {cfg.model}, layers {vec.layers[0]}..{vec.layers[-1]}, T = {cfg.window}", file=sys.stderr)
-    res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(cfg.seed), T=cfg.window, target=cfg.target, tol=cfg.tol,
-                           per_round=cfg.per_round, start=cfg.start or None)
+    print(
+        f"[isokl] calibrating {cfg.method} on {cfg.model}, layers {vec.layers[0]}..{vec.layers[-1]}, T = {cfg.window}",
+        file=sys.stderr,
+    )
+    res = calibrate_iso_kl(
+        lm,
+        vec,
+        prompts.calibration_prompts(cfg.seed),
+        T=cfg.window,
+        target=cfg.target,
+        tol=cfg.tol,
+        per_round=cfg.per_round,
+        start=cfg.start or None,
+    )
     path = res.vector.save(cfg.out)
     print(f"c* = {res.c_star:.6g}")
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
@@ -99,8 +114,10 @@ def cmd_generate(cfg: GenerateConfig) -> int:
             raise ConfigError(f"--model: {e}") from None
     if model_id != vec.model_id:
         if not cfg.allow_other_model:
-            raise ConfigError(f"--model: {cfg.vector} was fitted on {vec.model_id}, not {model_id}; add --allow-other-model "
-                              "to apply it there on purpose (its c* was calibrated on the other model)")
+            raise ConfigError(
+                f"--model: {cfg.vector} was fitted on {vec.model_id}, not {model_id}; add --allow-other-model "
+                "to apply it there on purpose (its c* was calibrated on the other model)"
+            )
         vec = vec.for_model(model_id)
     threads = _threads(cfg.threads)
     from .models import load
@@ -120,8 +137,10 @@ def cmd_generate(cfg: GenerateConfig) -> int:
         return lm.tokenizer.decode(ro.tokens[sl][ro.valid[sl]].tolist(), skip_special_tokens=True).strip()
 
     print(f"prompt: {cfg.prompt}")
-    print(f"vector: {vec.method} on {vec.model_id}, c* = {vec.coeff:.6g} (p95 KL {vec.calibration.p95:.3f} at T = "
-          f"{vec.calibration.window}, {vec.calibration.status})\n")
+    print(
+        f"vector: {vec.method} on {vec.model_id}, c* = {vec.coeff:.6g} (p95 KL {vec.calibration.p95:.3f} at T = "
+        f"{vec.calibration.window}, {vec.calibration.status})\n"
+    )
     print(f"--- alpha 0 (base model)\n{text(base, 0)}\n")
     for k, a in enumerate(alphas):
         st = steered.stats(k)
@@ -180,14 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"isokl {__version__}")
     p.add_argument("--verbose", action="store_true", help="also show the model loader's progress bars")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
-    for verb, cls, doc in (("calibrate", CalibrateConfig, CalibrateConfig.__doc__), ("generate", GenerateConfig, GenerateConfig.__doc__),
-                           ("sweep", SweepConfig, SweepConfig.__doc__ + " Default folder runs/sweep."), ("study", SweepConfig, STUDY_DOC)):
+    for verb, cls, doc in (
+        ("calibrate", CalibrateConfig, CalibrateConfig.__doc__),
+        ("generate", GenerateConfig, GenerateConfig.__doc__),
+        ("sweep", SweepConfig, SweepConfig.__doc__ + " Default folder runs/sweep."),
+        ("study", SweepConfig, STUDY_DOC),
+    ):
         sp = sub.add_parser(verb, help=doc, description=doc)
         add_config_args(sp, cls)
         if verb == "study":
-            sp.add_argument("--quick", action="store_true", help="one model (smollm2-135m), into runs/quick unless --out is given")
-    rp = sub.add_parser("report", help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)",
-                        description="Rebuild Figure 1, Table 1 and claims.md from a sweep folder's CSVs alone (imports no torch).")
+            sp.add_argument(
+                "--quick", action="store_true", help="one model (smollm2-135m), into runs/quick unless --out is given"
+            )
+    rp = sub.add_parser(
+        "report",
+        help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)",
+        description="Rebuild Figure 1, Table 1 and claims.md from a sweep folder's CSVs alone (imports no torch).",
+    )
     rp.add_argument("dir", help="folder written by `isokl sweep` or `isokl study` (e.g. results)")
     rp.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE below this many cells")
     sub.add_parser("methods", help="list the steering methods", description="List the registered steering methods.")

@@ -115,7 +115,9 @@ class CalibrateConfig:
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
+    threads: int = field(
+        default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"}
+    )
 
     def check(self) -> None:
         check_methods("--method", [self.method])
@@ -143,14 +145,25 @@ class SweepConfig:
     alphas: str = field(default="1,2", metadata={"help": "dose multiples alpha = c / c* measured besides 0 (must include 1)"})
     n_heldout: int = field(default=16, metadata={"help": "prompts per held-out set"})
     horizon: int = field(default=50, metadata={"help": "tokens per held-out rollout (fork points 0, 5, ..., horizon)"})
-    out: str = field(default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"})
+    out: str = field(
+        default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"}
+    )
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
-    recompute: bool = field(default=False, metadata={"help": "recompute finished cells whose recorded settings differ from this run's"})
+    threads: int = field(
+        default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"}
+    )
+    recompute: bool = field(
+        default=False, metadata={"help": "recompute finished cells whose recorded settings differ from this run's"}
+    )
 
     def grid(self) -> list[tuple[str, str, int, int]]:
-        return [(m, meth, s, w) for m in split(self.models) for s in ints("--seeds", self.seeds, 0)
-                for meth in split(self.methods) for w in ints("--windows", self.windows, 1)]
+        return [
+            (m, meth, s, w)
+            for m in split(self.models)
+            for s in ints("--seeds", self.seeds, 0)
+            for meth in split(self.methods)
+            for w in ints("--windows", self.windows, 1)
+        ]
 
     def alpha_values(self) -> tuple[float, ...]:
         return tuple(floats("--alphas", self.alphas))
@@ -185,7 +198,9 @@ class GenerateConfig:
     model: str = field(default="", metadata={"help": "model to steer (default: the one the vector was fitted on)"})
     allow_other_model: bool = field(default=False, metadata={"help": "apply a vector fitted on another model of the same shape"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"})
+    threads: int = field(
+        default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"}
+    )
 
     def check(self) -> None:
         if not self.vector:

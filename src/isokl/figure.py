@@ -31,7 +31,9 @@ def figure(s: Study) -> dict[str, bytes]:
     alphas = [a for a in (1.0, 2.0) if a in s.alphas]
     nm = len(s.models)
     width = max(4.6 * nm, 10.0)  # room for the legend and title even with one model
-    fig, axes = plt.subplots(len(alphas) + 1, nm, figsize=(width, 3.3 * (len(alphas) + 1)), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(alphas) + 1, nm, figsize=(width, 3.3 * (len(alphas) + 1)), squeeze=False, constrained_layout=True
+    )
     for r, alpha in enumerate(alphas):
         curves = s.per_t_p95(alpha)
         for c, m in enumerate(s.models):
@@ -73,7 +75,9 @@ def figure(s: Study) -> dict[str, bytes]:
     handles = [Line2D([], [], color=COLORS.get(m), lw=2, label=m) for m in s.methods]
     handles += [Line2D([], [], color="gray", ls=STYLES.get(w, ":"), label=f"KL rows: calibrated at T={w}") for w in s.windows]
     handles += [Line2D([], [], color="k", lw=2, label="pmass: base")]
-    handles += [Line2D([], [], color="gray", ls=ls, marker=mk, ms=3, label=f"pmass: {d:g}x") for d, (ls, mk) in PMASS_STYLES.items()]
+    handles += [
+        Line2D([], [], color="gray", ls=ls, marker=mk, ms=3, label=f"pmass: {d:g}x") for d, (ls, mk) in PMASS_STYLES.items()
+    ]
     handles += [Line2D([], [], color="k", ls=":", label="KL rows: 1 nat (target)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Figure 1: iso-KL calibrated steering (bands: range over seeds)", fontsize=11)

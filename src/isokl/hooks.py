@@ -72,6 +72,7 @@ def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor
         c_rows = c_rows.view(-1, 1, 1) if c_rows.ndim == 1 else c_rows  # [b 1 1] or a scalar
         tensors = {"direction": vector.directions, **vector.extra}
         tensors = {k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()}
+
         def hook_for(state: dict[str, torch.Tensor]):
             def hook(_mod, _args, output):
                 h, rest = _hidden(output)

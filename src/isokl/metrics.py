@@ -24,7 +24,10 @@ FORKS = tuple(range(0, 51, 5))
 # DESIGN.md s.5 tokenization trap: a suffix ending in a space makes the space its own token and every
 # model then predicts digits. The space stays with the answer (" true" is one token).
 SUFFIX = '\nAnswer (true/false): {"value":'
-SPELLINGS = {"true": ("true", " true", "True", " True", "TRUE", " TRUE"), "false": ("false", " false", "False", " False", "FALSE", " FALSE")}
+SPELLINGS = {
+    "true": ("true", " true", "True", " True", "TRUE", " TRUE"),
+    "false": ("false", " false", "False", " False", "FALSE", " FALSE"),
+}
 
 
 def first_token_ids(tokenizer, words) -> set[int]:
@@ -88,7 +91,9 @@ def word_ids(tokenizer, words: list[str]) -> set[int]:
 
 
 @torch.no_grad()
-def target_logit(lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: tuple[float, ...], pos_words, neg_words) -> torch.Tensor:
+def target_logit(
+    lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: tuple[float, ...], pos_words, neg_words
+) -> torch.Tensor:
     """logsumexp(logits[positive]) - logsumexp(logits[negative]) at the next position: [k n]."""
     if vector is not None:
         vector.check_fits(lm.id, lm.n_layers, lm.d_model)

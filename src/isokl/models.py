@@ -246,6 +246,7 @@ def _eos_ids(model, tok) -> tuple[int, ...]:
 
 # ---- model I/O: one forward, left padding, the KV cache (used by every module that runs the model) ----
 
+
 @functools.cache
 def _cache_kw(cls) -> str:
     # transformers >= 5.2x names it `cache`, earlier 5.x `past_key_values`.
@@ -281,7 +282,6 @@ def pad_id(lm: LM) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else lm.eos_ids[0] if lm.eos_ids else 0
 
 
-
 def _column_product(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """The output layer's logits for a few rows as (W @ x^T)^T: the same numbers as F.linear (to float
     rounding), 1.3-3x faster on this project's CPU for 2-16 rows and vocabularies of 49k-262k, where
@@ -302,8 +302,9 @@ def use_column_product(model: torch.nn.Module) -> None:
         head.forward = functools.partial(_column_product, head)
 
 
-def from_module(model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None,
-                column_product: bool = False) -> LM:
+def from_module(
+    model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None, column_product: bool = False
+) -> LM:
     """Wrap an already loaded model (tests build tiny random ones from a config). column_product: compute its
     output layer with `_column_product` (patches the model's head; `load` does so on CPU in float32)."""
     model.eval()
@@ -364,8 +365,10 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device: {device!r} is not a torch device; use cpu, cuda, cuda:1, mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         built = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}, but no GPU is visible"
-        raise ValueError(f"--device {device}: this torch {torch.__version__} was built {built}; use --device cpu "
-                         "(scripts/setup.sh installs the CPU wheel; a GPU machine needs a CUDA build of torch)")
+        raise ValueError(
+            f"--device {device}: this torch {torch.__version__} was built {built}; use --device cpu "
+            "(scripts/setup.sh installs the CPU wheel; a GPU machine needs a CUDA build of torch)"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
 
@@ -436,6 +439,10 @@ def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", d
     except OSError as e:
         raise RuntimeError(f"could not load {model_id!r}: {e}") from e
     model.to(device)
-    lm = from_module(model, tok, id=model_id, chat=chat, column_product=torch.device(device).type == "cpu" and dtype == torch.float32)
-    _log(f"loaded {model_id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s, {torch.get_num_threads()} threads")
+    lm = from_module(
+        model, tok, id=model_id, chat=chat, column_product=torch.device(device).type == "cpu" and dtype == torch.float32
+    )
+    _log(
+        f"loaded {model_id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s, {torch.get_num_threads()} threads"
+    )
     return lm

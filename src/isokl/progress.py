@@ -38,7 +38,7 @@ class Progress:
         return f"~{fmt_duration(left)} left"
 
     def _line(self) -> str:
-        return (f"[{self.done}/{self.total}] {self.cell}: {self.label} ({time.time() - self.t_phase:.0f} s) | {self.eta()}")
+        return f"[{self.done}/{self.total}] {self.cell}: {self.label} ({time.time() - self.t_phase:.0f} s) | {self.eta()}"
 
     def _draw(self) -> None:
         width = 160

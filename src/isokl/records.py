@@ -31,8 +31,16 @@ BASE = "base"  # method name of the alpha = 0 rows (computed once per model; see
 # column -> type: s text, i integer, f float, b 0/1. Provenance columns open every file.
 PROVENANCE = {"model": "s", "method": "s", "seed": "i", "window": "i", "code_version": "s", "time": "s"}
 FILES: dict[str, dict[str, str]] = {
-    "calibration": {"layers": "s", "c_star": "f", "converged": "b", "status": "s", "calib_p95": "f", "holdout_p95": "f",
-                    "evaluations": "i", "seconds": "f"},
+    "calibration": {
+        "layers": "s",
+        "c_star": "f",
+        "converged": "b",
+        "status": "s",
+        "calib_p95": "f",
+        "holdout_p95": "f",
+        "evaluations": "i",
+        "seconds": "f",
+    },
     "history": {"eval": "i", "c": "f", "p95": "f", "complete": "b", "t": "i", "per_t_p95": "f", "per_t_max": "f"},
     "trajectory": {"alpha": "f", "c": "f", "prompt": "s", "t": "i", "kl": "f", "valid": "b"},
     "nll": {"alpha": "f", "c": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i"},
@@ -70,13 +78,16 @@ def read(path: Path, name: str) -> list[dict]:
         reader = csv.DictReader(f)
         missing = [c for c in types if c not in (reader.fieldnames or [])]
         if missing:
-            raise RecordsError(f"{path}: missing column(s) {', '.join(missing)}; it was not written by this isokl "
-                               f"(expected {', '.join(types)})")
+            raise RecordsError(
+                f"{path}: missing column(s) {', '.join(missing)}; it was not written by this isokl (expected {', '.join(types)})"
+            )
         rows = list(reader)
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r or any(v is None for v in r.values()):
-            raise RecordsError(f"{path} line {i}: {'too many' if None in r else 'too few'} fields (a truncated or "
-                               f"edited file); restore it or rerun the sweep into a fresh folder")
+            raise RecordsError(
+                f"{path} line {i}: {'too many' if None in r else 'too few'} fields (a truncated or "
+                f"edited file); restore it or rerun the sweep into a fresh folder"
+            )
         for col, kind in types.items():
             v = r[col]
             if v == "" and (col in OPTIONAL_EMPTY or kind == "s"):
@@ -84,8 +95,10 @@ def read(path: Path, name: str) -> list[dict]:
             try:
                 _parse(kind, v)
             except ValueError:
-                raise RecordsError(f"{path} line {i}: column {col!r} = {v!r} is not {'a number' if kind in 'if' else '0 or 1'}; "
-                                   "restore the file or rerun the sweep") from None
+                raise RecordsError(
+                    f"{path} line {i}: column {col!r} = {v!r} is not {'a number' if kind in 'if' else '0 or 1'}; "
+                    "restore the file or rerun the sweep"
+                ) from None
     return rows
 
 
@@ -152,7 +165,11 @@ def settings_diff(recorded: dict | None, now: dict) -> list[str]:
     if recorded is None:
         return ["no settings recorded (the cell was written by an older isokl)"]
     keys = sorted((set(recorded) | set(now)) - RECORDED_ONLY)
-    return [f"{k}: {recorded.get(k, '(none)')!r} recorded, {now.get(k, '(none)')!r} now" for k in keys if recorded.get(k) != now.get(k)]
+    return [
+        f"{k}: {recorded.get(k, '(none)')!r} recorded, {now.get(k, '(none)')!r} now"
+        for k in keys
+        if recorded.get(k) != now.get(k)
+    ]
 
 
 def source_hash() -> str:

@@ -63,8 +63,15 @@ def reference_stats(lm: LM, seqs: list[list[int]], vector: Vector, c: float, T: 
 
 
 def reference_calibrate(
-    lm: LM, vector: Vector, seqs: list[list[int]], T: int, target: float = 1.0, tol: float = 0.05, max_evals: int = 40,
-    progress: bool = False, c0: float | None = None,
+    lm: LM,
+    vector: Vector,
+    seqs: list[list[int]],
+    T: int,
+    target: float = 1.0,
+    tol: float = 0.05,
+    max_evals: int = 40,
+    progress: bool = False,
+    c0: float | None = None,
 ) -> tuple[float, float, int]:
     """Plain bisection on log c from c0 (default: isokl's own first guess) -> (c, p95 at c, evaluations)."""
     n = 0

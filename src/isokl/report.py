@@ -52,7 +52,9 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="isokl report", description="Rebuild Figure 1, Table 1 and claims.md from a sweep's CSVs (no torch).")
+    ap = argparse.ArgumentParser(
+        prog="isokl report", description="Rebuild Figure 1, Table 1 and claims.md from a sweep's CSVs (no torch)."
+    )
     ap.add_argument("dir", help="folder written by `isokl sweep` or `isokl study` (e.g. results)")
     ap.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE when fewer cells are present")
     a = ap.parse_args(argv)

@@ -67,11 +67,18 @@ def settings(cfg: SweepConfig) -> dict:
     """Everything that changes a cell's rows, as recorded in each cell (code version: recorded, not compared)."""
     pools = {name: _hash(prompts.rows(name)) for name in prompts.POOLS}
     return {
-        "n_heldout": cfg.n_heldout, "horizon": cfg.horizon, "alphas": list(cfg.alpha_values()),
-        "forks": [f for f in FORKS if f <= cfg.horizon], "pmass_suffix": SUFFIX,
-        "target": TARGET, "tol": TOL, "dtype": "float32",
-        "prompt_pools": pools, "sentiment_words": _hash(prompts.sentiment_words()),
-        "code_version": code_version(), "source_hash": source_hash(),
+        "n_heldout": cfg.n_heldout,
+        "horizon": cfg.horizon,
+        "alphas": list(cfg.alpha_values()),
+        "forks": [f for f in FORKS if f <= cfg.horizon],
+        "pmass_suffix": SUFFIX,
+        "target": TARGET,
+        "tol": TOL,
+        "dtype": "float32",
+        "prompt_pools": pools,
+        "sentiment_words": _hash(prompts.sentiment_words()),
+        "code_version": code_version(),
+        "source_hash": source_hash(),
     }
 
 
@@ -83,7 +90,9 @@ def _ids(pool: str, n: int) -> list[str]:
     return [p.id for p in prompts.pool(pool)[:n]]
 
 
-def measure(lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None):
+def measure(
+    lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None
+):
     """Held-out metrics at the coefficients c = alpha x c* (alphas label them) -> (rows per file, generic rollout)."""
     from .rollout import rollout
 
@@ -99,21 +108,40 @@ def measure(lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...]
         nll = -(nll_src[sl].cpu() * valid)
         kl = ro.kl[sl].cpu() if ro.kl is not None else None
         for i, pid in enumerate(gen_ids):
-            rows["nll"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "nll_sum": float(nll[i].sum()),
-                                "n_tokens": int(valid[i].sum())})
+            rows["nll"].append(
+                {**prov, "alpha": alpha, "c": c, "prompt": pid, "nll_sum": float(nll[i].sum()), "n_tokens": int(valid[i].sum())}
+            )
             if kl is not None:
                 for t in range(H):
-                    rows["trajectory"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "t": t + 1,
-                                               "kl": float(kl[i, t]), "valid": int(valid[i, t])})
+                    rows["trajectory"].append(
+                        {
+                            **prov,
+                            "alpha": alpha,
+                            "c": c,
+                            "prompt": pid,
+                            "t": t + 1,
+                            "kl": float(kl[i, t]),
+                            "valid": int(valid[i, t]),
+                        }
+                    )
     forks = tuple(f for f in FORKS if f <= H)
     phase(f"true/false rollouts and {len(forks)} forks ({n} questions x {len(coeffs)} alphas)")
     pmass = branch_pmass(lm, _enc(lm, "heldout_truefalse", n), vector, coeffs, T=H, forks=forks)
     for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
         for i, pid in enumerate(tf_ids):
             for j, t in enumerate(pmass.forks):
-                rows["pmass"].append({**prov, "alpha": alpha, "c": c, "prompt": pid, "fork_t": t,
-                                      "pmass": float(pmass.pmass[k, i, j]), "p_true": float(pmass.p_true[k, i, j]),
-                                      "censored": int(pmass.censored[k, i, j])})
+                rows["pmass"].append(
+                    {
+                        **prov,
+                        "alpha": alpha,
+                        "c": c,
+                        "prompt": pid,
+                        "fork_t": t,
+                        "pmass": float(pmass.pmass[k, i, j]),
+                        "p_true": float(pmass.p_true[k, i, j]),
+                        "censored": int(pmass.censored[k, i, j]),
+                    }
+                )
     phase(f"target-axis logits ({n} probes)")
     words = prompts.sentiment_words()
     axis = target_logit(lm, _enc(lm, "heldout_sentiment", n), vector, coeffs, words["positive"], words["negative"])
@@ -133,8 +161,10 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
     phase("calibrating")
 
     def on_eval(s, secs):
-        phase(f"calibrating: evaluation {len(evals) + 1} (took {secs:.0f} s) gave p95 {'=' if s.complete else '>'} {s.p95:.3f} "
-              f"at c = {s.c:.4g}")
+        phase(
+            f"calibrating: evaluation {len(evals) + 1} (took {secs:.0f} s) gave p95 {'=' if s.complete else '>'} {s.p95:.3f} "
+            f"at c = {s.c:.4g}"
+        )
         evals.append(s)
 
     evals: list = []
@@ -143,15 +173,32 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
     rows, ro = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
     holdout = ro.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
     rows["history"] = [
-        {**prov, "eval": e + 1, "c": h.c, "p95": h.p95, "complete": int(h.complete), "t": t + 1,
-         "per_t_p95": h.per_t_p95[t], "per_t_max": h.per_t_max[t]}
-        for e, h in enumerate(res.history) for t in range(len(h.per_t_p95))
+        {
+            **prov,
+            "eval": e + 1,
+            "c": h.c,
+            "p95": h.p95,
+            "complete": int(h.complete),
+            "t": t + 1,
+            "per_t_p95": h.per_t_p95[t],
+            "per_t_max": h.per_t_max[t],
+        }
+        for e, h in enumerate(res.history)
+        for t in range(len(h.per_t_p95))
     ]
-    rows["calibration"] = [{
-        **prov, "layers": " ".join(map(str, vector.layers)), "c_star": res.c_star, "converged": int(res.converged),
-        "status": res.status, "calib_p95": res.p95, "holdout_p95": holdout, "evaluations": res.evaluations,
-        "seconds": round(time.time() - t0, 1),
-    }]
+    rows["calibration"] = [
+        {
+            **prov,
+            "layers": " ".join(map(str, vector.layers)),
+            "c_star": res.c_star,
+            "converged": int(res.converged),
+            "status": res.status,
+            "calib_p95": res.p95,
+            "holdout_p95": holdout,
+            "evaluations": res.evaluations,
+            "seconds": round(time.time() - t0, 1),
+        }
+    ]
     return rows
 
 
@@ -175,17 +222,23 @@ def check_resume(out: Path, grid_names: set[str], now: dict, recompute: bool) ->
         elif diff:
             outside.append(cell.name)
     if outside:
-        raise SettingsChanged(f"--out {out}: {len(outside)} finished cells outside this grid have other settings "
-                              f"(e.g. {outside[0]}: {settings_diff(cell_settings(out / 'cells' / outside[0]), now)[0]}); "
-                              "use a fresh --out folder")
+        raise SettingsChanged(
+            f"--out {out}: {len(outside)} finished cells outside this grid have other settings "
+            f"(e.g. {outside[0]}: {settings_diff(cell_settings(out / 'cells' / outside[0]), now)[0]}); "
+            "use a fresh --out folder"
+        )
     if differ and not recompute:
         first, diff = next(iter(differ.items()))
-        raise SettingsChanged(f"--out {out}: {len(differ)} finished cells were computed with other settings "
-                              f"({first}: {'; '.join(diff)}); use a fresh --out folder, or --recompute to redo them")
+        raise SettingsChanged(
+            f"--out {out}: {len(differ)} finished cells were computed with other settings "
+            f"({first}: {'; '.join(diff)}); use a fresh --out folder, or --recompute to redo them"
+        )
     if versions:
-        print(f"[isokl] note: {sum(versions.values())} finished cells came from other code "
-              f"({', '.join(f'{v}: {k}' for v, k in sorted(versions.items()))}); each row records its code_version",
-              file=sys.stderr)
+        print(
+            f"[isokl] note: {sum(versions.values())} finished cells came from other code "
+            f"({', '.join(f'{v}: {k}' for v, k in sorted(versions.items()))}); each row records its code_version",
+            file=sys.stderr,
+        )
     return sorted(differ)
 
 
@@ -205,8 +258,9 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
         shutil.rmtree(out / "cells" / name)
     todo = [g for g in grid if not (out / "cells" / cell_name(*g)).exists()]
     bar = progress or Progress(len(grid), len(grid) - len(todo))
-    bar.note(f"sweep: {len(grid)} cells, {len(grid) - len(todo)} already done, writing {out}/ "
-             f"({torch.get_num_threads()} threads)")
+    bar.note(
+        f"sweep: {len(grid)} cells, {len(grid) - len(todo)} already done, writing {out}/ ({torch.get_num_threads()} threads)"
+    )
     new = 0
     try:
         for model_id in dict.fromkeys(g[0] for g in todo):
@@ -224,7 +278,9 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
                     bar.phase(label, "extracting the vector")
                     vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method)
                 t1 = time.time()
-                rows = run_cell(lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s))
+                rows = run_cell(
+                    lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s)
+                )
                 write_cell(out, cell_name(model_id, method, seed, window), rows, now)
                 combine(out)
                 new += 1
@@ -232,7 +288,8 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
                 bar.cell_finished(
                     f"{label}: c* = {cal['c_star']:.4g} ({cal['status']}, {cal['evaluations']} evals), calib p95 = "
                     f"{cal['calib_p95']:.3f}, holdout p95 = {cal['holdout_p95']:.3f} [{time.time() - t1:.0f} s, "
-                    f"{torch.get_num_threads()} threads]")
+                    f"{torch.get_num_threads()} threads]"
+                )
                 if stop_after is not None and new >= stop_after:
                     return out
     except KeyboardInterrupt:
@@ -243,4 +300,3 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
     if finished_cells(out):
         combine(out)
     return out
-
