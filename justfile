@@ -18,6 +18,12 @@ calibrate model="smollm2-135m" method="mean_diff" window="20" seed="0" out="vect
 test: setup
     {{venv}}/python -m pytest
 
+# lint, format and type checks (what CI runs before the tests)
+check: setup
+    {{venv}}/ruff check src tests benchmarks scripts
+    {{venv}}/ruff format --check src tests benchmarks scripts
+    {{venv}}/mypy
+
 # every test, including the slow ones on all three bundled models
 test-all: setup
     {{venv}}/python -m pytest -m ""

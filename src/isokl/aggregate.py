@@ -55,7 +55,7 @@ class Study:
 
     def per_t_p95(self, alpha: float) -> dict[tuple, np.ndarray]:
         """cell -> [t] p95 over prompts of per-token KL at dose `alpha`."""
-        by = defaultdict(lambda: defaultdict(list))
+        by: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in self.data["trajectory"]:
             if _f(r["alpha"]) == alpha and r["valid"] == "1":
                 by[self._key(r)][int(r["t"])].append(_f(r["kl"]))
@@ -66,7 +66,8 @@ class Study:
 
     def nll_ratio(self, alpha: float) -> dict[tuple, float]:
         """cell -> mean base NLL of steered rollouts / mean base NLL of the base model's own rollouts."""
-        num, base = defaultdict(lambda: [0.0, 0]), defaultdict(lambda: [0.0, 0])
+        num: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0])
+        base: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         for r in self.data["nll"]:
             acc = base[r["model"]] if r["method"] == BASE else num[self._key(r)] if _f(r["alpha"]) == alpha else None
             if acc is not None:
@@ -76,7 +77,7 @@ class Study:
 
     def pmass(self, alpha: float | None) -> dict[tuple, dict[int, list[float]]]:
         """(model, method) -> fork t -> uncensored pmass values; alpha None = the base model (method 'base')."""
-        out = defaultdict(lambda: defaultdict(list))
+        out: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in self.data["pmass"]:
             if r["censored"] == "1":
                 continue

@@ -229,7 +229,7 @@ def claims_markdown(cl, s: Study, expected_cells: int | None) -> str:
 def provenance(s: Study) -> str:
     """Code versions, cell times and the summed per-cell seconds, read from calibration.csv."""
     versions = Counter(r["code_version"] for r in s.cal)
-    secs = defaultdict(float)
+    secs: dict[str, float] = defaultdict(float)
     for r in s.cal:
         secs[r["model"]] += _f(r["seconds"])
     times = sorted(r["time"] for r in s.cal)

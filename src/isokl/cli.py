@@ -102,7 +102,8 @@ def cmd_generate(cfg: GenerateConfig) -> int:
     from .vector import Vector
 
     vec = Vector.load(cfg.vector)
-    if vec.calibration is None:
+    cal = vec.calibration
+    if cal is None:
         raise ConfigError(f"--vector: {cfg.vector} is not calibrated; make one with `isokl calibrate --out FILE`")
     model_id = cfg.model or vec.model_id
     check_model_id(model_id)
@@ -138,13 +139,12 @@ def cmd_generate(cfg: GenerateConfig) -> int:
 
     print(f"prompt: {cfg.prompt}")
     print(
-        f"vector: {vec.method} on {vec.model_id}, c* = {vec.coeff:.6g} (p95 KL {vec.calibration.p95:.3f} at T = "
-        f"{vec.calibration.window}, {vec.calibration.status})\n"
+        f"vector: {vec.method} on {vec.model_id}, c* = {cal.coeff:.6g} (p95 KL {cal.p95:.3f} at T = {cal.window}, {cal.status})\n"
     )
     print(f"--- alpha 0 (base model)\n{text(base, 0)}\n")
     for k, a in enumerate(alphas):
         st = steered.stats(k)
-        kl = steered.kl[steered.rows(k)][steered.valid[steered.rows(k)]]
+        kl = steered.token_kl(k)
         print(f"--- alpha {a:g} (c = {a * vec.coeff:.4g}): p95 KL {st.p95:.3f}, max {st.max:.3f} nats over {st.n_values} tokens")
         print(text(steered, k))
         print("KL per token: " + " ".join(f"{x:.2f}" for x in kl.tolist()) + "\n")
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, cls, doc in (
         ("calibrate", CalibrateConfig, CalibrateConfig.__doc__),
         ("generate", GenerateConfig, GenerateConfig.__doc__),
-        ("sweep", SweepConfig, SweepConfig.__doc__ + " Default folder runs/sweep."),
+        ("sweep", SweepConfig, f"{SweepConfig.__doc__} Default folder runs/sweep."),
         ("study", SweepConfig, STUDY_DOC),
     ):
         sp = sub.add_parser(verb, help=doc, description=doc)

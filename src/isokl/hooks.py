@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from .methods import get_method
+from .models import Model
 from .vector import Vector
 
 
-def blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+def blocks(model: Model) -> torch.nn.ModuleList:
     """The list of transformer blocks (decoder layers) of a causal LM."""
     n = model.config.get_text_config().num_hidden_layers
     for name in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
@@ -51,7 +52,7 @@ def _join(h, rest):
 
 
 @contextmanager
-def steer(model: torch.nn.Module, vector: Vector | None, c: float | torch.Tensor):
+def steer(model: Model, vector: Vector | None, c: float | torch.Tensor):
     """Apply `vector` at coefficient c inside the block; c: float, or tensor [b] (one c per batch row).
 
     vector None or c == 0 (a float): exactly the base model, no hook at all.
@@ -119,7 +120,7 @@ class Layout:
 
 
 @contextmanager
-def capture(model: torch.nn.Module, layers: tuple[int, ...]):
+def capture(model: Model, layers: tuple[int, ...]):
     """Record block outputs at `layers`: yields a dict layer -> [b s d] filled by the next forward."""
     layer_list = blocks(model)
     store: dict[int, torch.Tensor] = {}

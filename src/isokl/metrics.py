@@ -99,10 +99,10 @@ def target_logit(
         vector.check_fits(lm.id, lm.n_layers, lm.d_model)
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)
     shared = pos_ids & neg_ids  # a word piece common to both lists says nothing about sentiment
-    pos_ids, neg_ids = sorted(pos_ids - shared), sorted(neg_ids - shared)
+    pos_list, neg_list = sorted(pos_ids - shared), sorted(neg_ids - shared)
     layout = Layout(tuple(coeffs), len(seqs))
     ids, mask, pos = left_pad(layout.repeat(seqs), pad_id(lm), lm.device)
     with steer(lm.model, vector, layout.c_per_row()):
         logits = forward(lm.model, ids, mask, pos, keep=1)[:, -1].double()
-    axis = torch.logsumexp(logits[:, pos_ids], -1) - torch.logsumexp(logits[:, neg_ids], -1)
+    axis = torch.logsumexp(logits[:, pos_list], -1) - torch.logsumexp(logits[:, neg_list], -1)
     return layout.split(axis).cpu()

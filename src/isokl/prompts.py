@@ -39,7 +39,7 @@ class Pair:
 def _rows(pool: str) -> tuple[dict, ...]:
     if pool not in POOLS:
         raise ValueError(f"unknown prompt pool {pool!r}; valid: {', '.join(POOLS)}")
-    text = files("isokl").joinpath("data", f"{pool}.jsonl").read_text()
+    text = (files("isokl") / "data" / f"{pool}.jsonl").read_text()
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
@@ -61,7 +61,7 @@ def pool(name: str) -> list[Prompt]:
 
 def sentiment_words() -> dict[str, list[str]]:
     """Positive and negative answer words for the target-axis logit (data/sentiment_words.json)."""
-    return json.loads(files("isokl").joinpath("data", "sentiment_words.json").read_text())
+    return json.loads((files("isokl") / "data" / "sentiment_words.json").read_text())
 
 
 def rows(name: str) -> list[dict]:

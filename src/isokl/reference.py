@@ -95,6 +95,8 @@ def reference_calibrate(
             lo = c
         else:
             hi = c
+    if lo is None or hi is None:  # no bracket within max_evals (or converged while bracketing)
+        return c, p, n
     while abs(p - target) > tol and n < max_evals:
         c = math.sqrt(lo * hi)
         p = f(c)

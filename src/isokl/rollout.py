@@ -83,6 +83,13 @@ class Rollout:
     def rows(self, k: int) -> slice:
         return self.layout.rows(k)
 
+    def token_kl(self, k: int) -> torch.Tensor:
+        """The KL of every valid token of coefficient k's rows, in row order."""
+        if self.kl is None:
+            raise ValueError("this rollout has no base twins (score_base=False or every dose 0): no KL")
+        sl = self.rows(k)
+        return self.kl[sl][self.valid[sl]]
+
     def stats(self, k: int, T: int | None = None) -> KLStats:
         """The pooled statistic of dose k over the first T tokens (all by default): greedy decoding makes
         the first T tokens of a longer rollout the T-token rollout itself."""
@@ -133,8 +140,7 @@ def score_step(logits: torch.Tensor, r: int, twins: bool):
     """
     step = chunk_rows(logits.shape[-1], logits.device)
     nxt, logp = torch.empty(r, dtype=torch.long, device=logits.device), torch.empty(r, device=logits.device)
-    kl = torch.empty(r, device=logits.device) if twins else None
-    logq = torch.empty(r, device=logits.device) if twins else None
+    kl, logq = torch.empty(r, device=logits.device), torch.empty(r, device=logits.device)  # filled with twins only
     for a in range(0, r, step):
         b = min(r, a + step)
         x = logits[a:b].float()
@@ -148,7 +154,7 @@ def score_step(logits: torch.Tensor, r: int, twins: bool):
             if not bool(torch.isfinite(k).all()):
                 k = kl_rows(x - lx[:, None], y - ly[:, None])
             kl[a:b], logq[a:b] = k, y.gather(-1, n[:, None])[:, 0] - ly
-    return nxt, logp, kl, logq
+    return nxt, logp, (kl if twins else None), (logq if twins else None)
 
 
 def rollout(
@@ -232,9 +238,9 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
     eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
     tokens = torch.zeros((r, T), dtype=torch.long, device=lm.device)
     valid = torch.ones((r, T), dtype=torch.bool, device=lm.device)
-    kl = torch.zeros((r, T), dtype=torch.float32, device=lm.device) if twins else None
+    kl = torch.zeros((r, T), dtype=torch.float32, device=lm.device)  # filled with twins only
     logp = torch.zeros((r, T), dtype=torch.float32, device=lm.device)
-    logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device) if twins else None
+    logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device)  # filled with twins only
     done = torch.zeros(r, dtype=torch.bool, device=lm.device)
     need = P95.must_exceed(n * T) if stop_above is not None else None
     steps = T
@@ -248,7 +254,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
     if twins:  # base twins start from the shared base prefill
         _append_rows(cache, base, k)
         logits = torch.cat([logits, base.logits.repeat(k, 1)])
-    d = draft[:, :n_draft].to(lm.device) if n_draft else None
+    d = draft[:, :n_draft].to(lm.device) if draft is not None else tokens[:, :0]  # [r n_draft]
     p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
     fed, buf, chunk = 0, None, 4  # generated tokens in the cache; logits of positions ahead from a drafted pass
     with steer(lm.model, vector, c_all):
@@ -256,7 +262,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
             nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
             tokens[:, t] = nxt
             valid[:, t] = ~done
-            if twins:
+            if kl_t is not None and logq_t is not None:  # with twins
                 kl[:, t], logp_b[:, t] = kl_t, logq_t
             done = done | torch.isin(nxt, eos)
             decided = False
@@ -292,7 +298,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
         if fed > steps - 1:  # drafted tokens fed beyond the last step: the cache holds tokens 0..steps-2
             cache.crop(-(fed - (steps - 1)))
             mask = mask[:, : width + steps - 1]
-    if kl is not None:
+    if twins:
         bad = ~torch.isfinite(kl) & valid
         if bad.any():
             i, t = (int(x) for x in bad.nonzero()[0])
@@ -300,7 +306,8 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
                 f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, c = {float(row_c[i]):g}: the steered model puts mass "
                 "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
             )
-    return Rollout(layout, tokens, valid, kl, logp, logp_b, steps, decided), (cache, mask, width)
+    ro = Rollout(layout, tokens, valid, kl if twins else None, logp, logp_b if twins else None, steps, decided)
+    return ro, (cache, mask, width)
 
 
 def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int:

@@ -211,7 +211,9 @@ def run_base(lm: LM, cfg: SweepConfig, version: str, phase=lambda s: None) -> di
 def check_resume(out: Path, grid_names: set[str], now: dict, recompute: bool) -> list[str]:
     """Finished cells whose settings differ from this run's: refused (SettingsChanged), or with `recompute`
     the names to redo. Cells of another code version are only counted (every row carries its version)."""
-    differ, outside, versions = {}, [], {}
+    differ: dict[str, list[str]] = {}
+    outside: list[str] = []
+    versions: dict[str, int] = {}
     for cell in finished_cells(out):
         rec = cell_settings(cell)
         diff = settings_diff(rec, now)

@@ -10,6 +10,7 @@ in the import line at the bottom of this file (the import is what runs `@registe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,10 +30,10 @@ class Method(Protocol):
     name: str
     config: dict[str, Any]  # hyperparameters and their defaults (JSON values); a vector stores the ones it used
 
-    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict[str, Any]) -> Fit:
+    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: Mapping[str, Any]) -> Fit:
         """pos, neg: [l n d] paired block outputs -> Fit."""
 
-    def apply(self, h: torch.Tensor, state: dict[str, torch.Tensor], c: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    def apply(self, h: torch.Tensor, state: dict[str, torch.Tensor], c: torch.Tensor, config: Mapping[str, Any]) -> torch.Tensor:
         """h: [b s d]; state: one layer's tensors ("direction" [d] and the Fit's extras); c: [b 1 1] -> [b s d].
         c = 0 returns h unchanged."""
 
