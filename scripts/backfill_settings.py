@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/backfill_settings.py results
 
-What a cell's rows show is read from them: held-out prompts per set, horizon, doses, fork
-points (the doses of a base cell come from the other cells of the folder, whose run it
-belongs to). What rows cannot show (prompt pools, sentiment words, pmass suffix, target,
+Reads today's column names (run scripts/rename_columns.py first on older folders). What
+a cell's rows show is read from them: held-out prompts per set, horizon, alphas, fork
+points, the measured files (the alphas of a base cell come from the other cells of the
+folder, whose run it belongs to). What rows cannot show (prompt pools, sentiment words, pmass suffix, target,
 tolerance, dtype) is taken from the current code only after git confirms that the files
 defining them are unchanged between each cell's recorded code version and HEAD; otherwise
 the script stops and writes nothing. The source hash is marked unrecorded.
@@ -54,23 +55,25 @@ def main(d: str) -> None:
     out = Path(d)
     cells = [c for c in finished_cells(out) if not (c / SETTINGS).exists()]
     runs = [c for c in cells if "__base__" not in c.name]
-    doses = sorted({float(r["dose"]) for c in runs for r in rows(c, "trajectory")})
+    alphas = sorted({float(r["alpha"]) for c in runs for r in rows(c, "trajectory")})
     todo = {}
     for c in cells:
         version = rows(c, "nll")[0]["code_version"]
         verify(version.split("+")[1].removesuffix("-dirty"))
         n = len({r["prompt"] for r in rows(c, "nll")})
         forks = sorted({int(r["fork_t"]) for r in rows(c, "pmass")})
-        cfg = SweepConfig(n_heldout=n, horizon=max(forks), doses=",".join(map(str, doses)))
+        cfg = SweepConfig(n_heldout=n, horizon=max(forks), alphas=",".join(map(str, alphas)))
         s = settings(cfg)
         s.update(code_version=version, source_hash="unrecorded (backfilled by scripts/backfill_settings.py)")
         assert s["forks"] == forks, (c.name, forks)
+        measured = sorted(p.stem for p in c.glob("*.csv") if p.stem not in ("calibration", "history"))
+        assert set(measured) <= set(s["measures"]) and (c not in runs or measured == s["measures"]), (c.name, measured)
         if c in runs:  # the trajectory's length is the horizon
             assert max(int(r["t"]) for r in rows(c, "trajectory")) == cfg.horizon, c.name
         todo[c] = s
     for c, s in todo.items():
         (c / SETTINGS).write_text(json.dumps(s, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {SETTINGS} into {len(todo)} cells of {out}/ (doses {doses})")
+    print(f"wrote {SETTINGS} into {len(todo)} cells of {out}/ (alphas {alphas})")
 
 
 if __name__ == "__main__":

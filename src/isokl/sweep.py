@@ -29,7 +29,8 @@ from . import prompts
 from .activations import extract
 from .calibrate import calibrate_iso_kl
 from .config import SweepConfig
-from .metrics import FORKS, SUFFIX, branch_pmass, target_logit
+from .measures import MEASURES, HeldOut
+from .metrics import FORKS, SUFFIX
 from .models import LM, load
 from .progress import Progress
 from .records import (
@@ -70,6 +71,7 @@ def settings(cfg: SweepConfig) -> dict:
         "n_heldout": cfg.n_heldout,
         "horizon": cfg.horizon,
         "alphas": list(cfg.alpha_values()),
+        "measures": sorted(MEASURES),  # a new metric makes older cells differ: they lack its file
         "forks": [f for f in FORKS if f <= cfg.horizon],
         "pmass_suffix": SUFFIX,
         "target": TARGET,
@@ -82,73 +84,16 @@ def settings(cfg: SweepConfig) -> dict:
     }
 
 
-def _enc(lm: LM, pool: str, n: int) -> list[list[int]]:
-    return lm.encode([lm.format(p) for p in prompts.pool(pool)[:n]])
-
-
-def _ids(pool: str, n: int) -> list[str]:
-    return [p.id for p in prompts.pool(pool)[:n]]
-
-
 def measure(
     lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None
-):
-    """Held-out metrics at the coefficients c = alpha x c* (alphas label them) -> (rows per file, generic rollout)."""
-    from .rollout import rollout
-
-    n, H = cfg.n_heldout, cfg.horizon
-    rows: dict[str, list[dict]] = {"trajectory": [], "nll": [], "pmass": [], "target": []}
-    gen_ids, tf_ids, probe_ids = _ids("heldout_generic", n), _ids("heldout_truefalse", n), _ids("heldout_sentiment", n)
-    phase(f"held-out rollouts ({n} prompts x {len(coeffs)} alphas x {H} tokens)")
-    ro = rollout(lm, _enc(lm, "heldout_generic", n), H, vector, coeffs)
-    for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
-        sl = ro.rows(k)
-        valid = ro.valid[sl].cpu()
-        nll_src = ro.logp_base if ro.logp_base is not None else ro.logp  # base scores the tokens (alpha 0: its own)
-        nll = -(nll_src[sl].cpu() * valid)
-        kl = ro.kl[sl].cpu() if ro.kl is not None else None
-        for i, pid in enumerate(gen_ids):
-            rows["nll"].append(
-                {**prov, "alpha": alpha, "c": c, "prompt": pid, "nll_sum": float(nll[i].sum()), "n_tokens": int(valid[i].sum())}
-            )
-            if kl is not None:
-                for t in range(H):
-                    rows["trajectory"].append(
-                        {
-                            **prov,
-                            "alpha": alpha,
-                            "c": c,
-                            "prompt": pid,
-                            "t": t + 1,
-                            "kl": float(kl[i, t]),
-                            "valid": int(valid[i, t]),
-                        }
-                    )
-    forks = tuple(f for f in FORKS if f <= H)
-    phase(f"true/false rollouts and {len(forks)} forks ({n} questions x {len(coeffs)} alphas)")
-    pmass = branch_pmass(lm, _enc(lm, "heldout_truefalse", n), vector, coeffs, T=H, forks=forks)
-    for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
-        for i, pid in enumerate(tf_ids):
-            for j, t in enumerate(pmass.forks):
-                rows["pmass"].append(
-                    {
-                        **prov,
-                        "alpha": alpha,
-                        "c": c,
-                        "prompt": pid,
-                        "fork_t": t,
-                        "pmass": float(pmass.pmass[k, i, j]),
-                        "p_true": float(pmass.p_true[k, i, j]),
-                        "censored": int(pmass.censored[k, i, j]),
-                    }
-                )
-    phase(f"target-axis logits ({n} probes)")
-    words = prompts.sentiment_words()
-    axis = target_logit(lm, _enc(lm, "heldout_sentiment", n), vector, coeffs, words["positive"], words["negative"])
-    for k, (alpha, c) in enumerate(zip(alphas, coeffs, strict=True)):
-        for i, pid in enumerate(probe_ids):
-            rows["target"].append({**prov, "alpha": alpha, "c": c, "probe": pid, "target_logit": float(axis[k, i])})
-    return rows, ro
+) -> tuple[dict[str, list[dict]], HeldOut]:
+    """Every registered measure (`measures.MEASURES`) at c = alpha x c* -> (rows per file, the shared HeldOut)."""
+    held = HeldOut(lm, vector, coeffs, alphas, cfg.n_heldout, cfg.horizon, prov)
+    rows = {}
+    for file, (label, fn) in MEASURES.items():
+        phase(f"{label} ({cfg.n_heldout} prompts x {len(coeffs)} alphas)")
+        rows[file] = fn(held)
+    return rows, held
 
 
 def _now() -> str:
@@ -170,8 +115,8 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
     evals: list = []
     res = calibrate_iso_kl(lm, vector, prompts.calibration_prompts(seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
     alphas = cfg.alpha_values()
-    rows, ro = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
-    holdout = ro.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
+    rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
+    holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
     rows["history"] = [
         {
             **prov,

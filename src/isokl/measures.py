@@ -1,0 +1,115 @@
+"""Measures: a vector at coefficients c = alpha x c* on the held-out sets -> the rows of each CSV file.
+
+One registered function per file (`@measure("pmass", "label")`): it receives a `HeldOut`
+(the model, the vector, the coefficients, the held-out prompts and the shared generic
+rollout) and returns that file's rows. The sweep runs every registered measure for every
+cell, and for the base model (vector None, alpha 0). Adding a metric = its function in
+`metrics`, one measure here, its columns in `records.FILES`, and its use in a table or figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from . import prompts
+from .metrics import FORKS, branch_pmass, target_logit
+from .models import LM
+from .rollout import Rollout, rollout
+from .vector import Vector
+
+
+@dataclass
+class HeldOut:
+    """What every measure of one cell shares."""
+
+    lm: LM
+    vector: Vector | None  # None: the base model
+    coeffs: tuple[float, ...]  # c of each dose
+    alphas: tuple[float, ...]  # its label alpha = c / c*
+    n: int  # prompts per held-out set
+    horizon: int  # tokens per held-out rollout
+    prov: dict = field(default_factory=dict)  # provenance columns of every row
+
+    def seqs(self, pool: str) -> list[list[int]]:
+        return self.lm.encode([self.lm.format(p) for p in prompts.pool(pool)[: self.n]])
+
+    def ids(self, pool: str) -> list[str]:
+        return [p.id for p in prompts.pool(pool)[: self.n]]
+
+    def row(self, k: int, **cols) -> dict:
+        """A row of dose k: provenance, alpha, c, then the measure's own columns."""
+        return {**self.prov, "alpha": self.alphas[k], "c": self.coeffs[k], **cols}
+
+    @cached_property
+    def generic(self) -> Rollout:
+        """The held-out generic prompts' greedy rollouts (with base twins): trajectories, NLL, held-out p95."""
+        return rollout(self.lm, self.seqs("heldout_generic"), self.horizon, self.vector, self.coeffs)
+
+
+Measure = Callable[[HeldOut], list[dict]]
+MEASURES: dict[str, tuple[str, Measure]] = {}  # CSV file -> (progress label, function)
+
+
+def measure(file: str, label: str):
+    def register(fn: Measure) -> Measure:
+        MEASURES[file] = (label, fn)
+        return fn
+
+    return register
+
+
+@measure("trajectory", "held-out rollouts (per-token KL)")
+def trajectory(h: HeldOut) -> list[dict]:
+    ro, ids = h.generic, h.ids("heldout_generic")
+    if ro.kl is None:  # alpha 0: KL is exactly 0 by construction, not written (docs/decisions.md)
+        return []
+    out = []
+    for k in range(len(h.coeffs)):
+        kl, valid = ro.kl[ro.rows(k)].cpu(), ro.valid[ro.rows(k)].cpu()
+        for i, pid in enumerate(ids):
+            out += [h.row(k, prompt=pid, t=t + 1, kl=float(kl[i, t]), valid=int(valid[i, t])) for t in range(h.horizon)]
+    return out
+
+
+@measure("nll", "base NLL of the held-out rollouts")
+def nll(h: HeldOut) -> list[dict]:
+    ro, ids = h.generic, h.ids("heldout_generic")
+    scores = ro.logp_base if ro.logp_base is not None else ro.logp  # the base model scores the tokens (alpha 0: its own)
+    out = []
+    for k in range(len(h.coeffs)):
+        valid = ro.valid[ro.rows(k)].cpu()
+        neg = -(scores[ro.rows(k)].cpu() * valid)
+        out += [h.row(k, prompt=pid, nll_sum=float(neg[i].sum()), n_tokens=int(valid[i].sum())) for i, pid in enumerate(ids)]
+    return out
+
+
+@measure("pmass", "true/false rollouts and forks (branch_pmass)")
+def pmass(h: HeldOut) -> list[dict]:
+    forks = tuple(f for f in FORKS if f <= h.horizon)
+    pm = branch_pmass(h.lm, h.seqs("heldout_truefalse"), h.vector, h.coeffs, T=h.horizon, forks=forks)
+    return [
+        h.row(
+            k,
+            prompt=pid,
+            fork_t=t,
+            pmass=float(pm.pmass[k, i, j]),
+            p_true=float(pm.p_true[k, i, j]),
+            censored=int(pm.censored[k, i, j]),
+        )
+        for k in range(len(h.coeffs))
+        for i, pid in enumerate(h.ids("heldout_truefalse"))
+        for j, t in enumerate(pm.forks)
+    ]
+
+
+@measure("target", "target-axis logits")
+def target(h: HeldOut) -> list[dict]:
+    words = prompts.sentiment_words()
+    axis = target_logit(h.lm, h.seqs("heldout_sentiment"), h.vector, h.coeffs, words["positive"], words["negative"])
+    return [
+        h.row(k, probe=pid, target_logit=float(axis[k, i]))
+        for k in range(len(h.coeffs))
+        for i, pid in enumerate(h.ids("heldout_sentiment"))
+    ]
