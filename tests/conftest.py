@@ -44,7 +44,7 @@ def byte_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
 
 
 def tiny_model(arch: str = "llama", dtype=torch.float64, seed: int = 0, layers: int = 4):
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
     common = dict(
         vocab_size=260,
@@ -62,6 +62,7 @@ def tiny_model(arch: str = "llama", dtype=torch.float64, seed: int = 0, layers: 
         "llama": lambda: LlamaConfig(**common),
         "qwen2": lambda: Qwen2Config(**common),
         "gemma3": lambda: Gemma3TextConfig(**common, head_dim=8, sliding_window=512),
+        "gpt_neox": lambda: GPTNeoXConfig(**{k: v for k, v in common.items() if k != "num_key_value_heads"}),
     }[arch]()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg).to(dtype)
@@ -71,7 +72,7 @@ def tiny_model(arch: str = "llama", dtype=torch.float64, seed: int = 0, layers: 
     return model
 
 
-@pytest.fixture(params=["llama", "qwen2", "gemma3"])
+@pytest.fixture(params=["llama", "qwen2", "gemma3", "gpt_neox"])
 def tiny_lm(request):
     return from_module(tiny_model(request.param), byte_tokenizer(), id=f"tiny-{request.param}")
 

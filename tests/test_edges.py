@@ -384,6 +384,9 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_methods_lists_each_name_once(capsys):
+    from isokl.methods import METHODS
+
     assert cli.main(["methods"]) == 0
-    out = capsys.readouterr().out
-    assert "mean_diff" in out and out.count("mean_diff") == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split()[0] for x in lines] == sorted(METHODS)  # one line per method, its name first
+    assert all(x.split()[1] != x.split()[0] + ":" for x in lines)  # the summary does not repeat the name

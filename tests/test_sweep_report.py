@@ -103,7 +103,7 @@ METHODS = ("mean_diff", "pca", "directional_ablation")
 
 def _fixture(fail: str | None = None) -> dict:
     """Synthetic CSV rows on which every requirement passes, or (fail = "R3", ...) that one requirement alone fails."""
-    data = {k: [] for k in ("calibration", "history", "trajectory", "nll", "pmass", "target")}
+    data: dict[str, list[dict]] = {k: [] for k in FILES}
     for m in MODELS:
         for p in range(4):
             base = dict(model=m, method="base", seed="", window="", alpha="0.0")
