@@ -24,31 +24,29 @@ from isokl.calibrate import calibrate_iso_kl
 from isokl.vector import Vector
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny random Llama saved as a local model folder: loads through the real `isokl.models.load`."""
-    d = tmp_path_factory.mktemp("models") / "tiny-llama"
-    tiny_model("llama", dtype=torch.float32, seed=3).save_pretrained(d)
+def _saved_model(tmp_path_factory, name: str, seed: int, layers: int = 4) -> Path:
+    """A tiny random Llama saved as a local model folder: it loads through the real `isokl.models.load`."""
+    d = tmp_path_factory.mktemp("models") / name
+    tiny_model("llama", dtype=torch.float32, seed=seed, layers=layers).save_pretrained(d)
     byte_tokenizer().save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return _saved_model(tmp_path_factory, "tiny-llama", seed=3)
 
 
 @pytest.fixture(scope="module")
 def shallow_dir(tmp_path_factory):
-    """Another tiny model: 2 layers instead of 4 (the vector steers layers 1 and 2)."""
-    d = tmp_path_factory.mktemp("models") / "tiny-2layers"
-    tiny_model("llama", dtype=torch.float32, seed=4, layers=2).save_pretrained(d)
-    byte_tokenizer().save_pretrained(d)
-    return d
+    """2 layers instead of 4 (the vector steers layers 1 and 2)."""
+    return _saved_model(tmp_path_factory, "tiny-2layers", seed=4, layers=2)
 
 
 @pytest.fixture(scope="module")
 def other_dir(tmp_path_factory):
-    """Another tiny model of the same shape (4 layers of width 32), other weights."""
-    d = tmp_path_factory.mktemp("models") / "tiny-other"
-    tiny_model("llama", dtype=torch.float32, seed=5).save_pretrained(d)
-    byte_tokenizer().save_pretrained(d)
-    return d
+    """The same shape (4 layers of width 32), other weights."""
+    return _saved_model(tmp_path_factory, "tiny-other", seed=5)
 
 
 @pytest.fixture
@@ -235,26 +233,15 @@ def test_generate_prints_base_and_steered_continuations_with_kl(calibrated, caps
 # ---- report -----------------------------------------------------------------------------------
 
 
+def _grid(model_dir, n_heldout: int, horizon: int) -> list[str]:
+    """A one-cell grid on a tiny local model: one method, seed 0, window 6."""
+    return f"--models {model_dir} --methods mean_diff --seeds 0 --windows 6 --n-heldout {n_heldout} --horizon {horizon}".split()
+
+
 @pytest.fixture(scope="module")
 def swept_dir(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "s"
-    args = [
-        "sweep",
-        "--models",
-        str(tiny_dir),
-        "--methods",
-        "mean_diff",
-        "--seeds",
-        "0",
-        "--windows",
-        "6",
-        "--n-heldout",
-        "3",
-        "--horizon",
-        "10",
-        "--out",
-        str(out),
-    ]
+    args = ["sweep", *_grid(tiny_dir, n_heldout=3, horizon=10), "--out", str(out)]
     assert cli.main(args) == 0
     return out, args
 
@@ -312,20 +299,7 @@ def test_a_failed_sweep_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
 
 def test_sweep_and_study_default_to_a_run_folder_not_results(tiny_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = [
-        "--models",
-        str(tiny_dir),
-        "--methods",
-        "mean_diff",
-        "--seeds",
-        "0",
-        "--windows",
-        "6",
-        "--n-heldout",
-        "2",
-        "--horizon",
-        "6",
-    ]
+    args = _grid(tiny_dir, n_heldout=2, horizon=6)
     assert cli.main(["sweep", *args]) == 0
     assert (tmp_path / "runs" / "sweep" / "calibration.csv").exists()
     assert cli.main(["study", *args]) == 0

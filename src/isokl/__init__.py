@@ -14,22 +14,16 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "prompts": ("prompts", None),
-    "extract": ("activations", "extract"),
-    "CalibrationResult": ("calibrate", "CalibrationResult"),
-    "calibrate_iso_kl": ("calibrate", "calibrate_iso_kl"),
-    "solve": ("calibrate", "solve"),
-    "steer": ("hooks", "steer"),
-    "METHODS": ("methods", "METHODS"),
-    "get_method": ("methods", "get_method"),
-    "BUNDLED": ("models", "BUNDLED"),
-    "LM": ("models", "LM"),
-    "load": ("models", "load"),
-    "evaluate": ("rollout", "evaluate"),
-    "Calibration": ("vector", "Calibration"),
-    "Vector": ("vector", "Vector"),
+_EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
+    "activations": ("extract",),
+    "calibrate": ("CalibrationResult", "calibrate_iso_kl", "solve"),
+    "hooks": ("steer",),
+    "methods": ("METHODS", "get_method"),
+    "models": ("BUNDLED", "LM", "load"),
+    "rollout": ("evaluate",),
+    "vector": ("Calibration", "Vector"),
 }
+_LAZY = {"prompts": ("prompts", None)} | {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_LAZY)
 
 

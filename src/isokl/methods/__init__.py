@@ -44,6 +44,11 @@ class Method(Protocol):
 METHODS: dict[str, Method] = {}
 
 
+def fit_mean_difference(pos: torch.Tensor, neg: torch.Tensor, config: Mapping[str, Any]) -> Fit:
+    """v_l = unit(mean_i h+_i - mean_i h-_i): the direction CAA adds and directional ablation removes."""
+    return Fit(unit((pos - neg).mean(dim=1)))
+
+
 def register(cls):
     METHODS[cls.name] = cls()
     return cls

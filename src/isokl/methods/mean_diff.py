@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from . import Fit, register, unit
+from . import fit_mean_difference, register
 
 
 @register
@@ -21,9 +21,7 @@ class MeanDiff:
     name = "mean_diff"
 
     config: ClassVar[dict] = {}
-
-    def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
-        return Fit(unit((pos - neg).mean(dim=1)))
+    fit = staticmethod(fit_mean_difference)  # [l n d] x2 -> [l d]
 
     def apply(self, h: torch.Tensor, state: dict, c: torch.Tensor, config: dict) -> torch.Tensor:
         return h + c * state["direction"]  # c: [b 1 1]; c = 0 adds exact zeros
