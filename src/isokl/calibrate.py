@@ -29,7 +29,7 @@ from .methods import get_method
 from .models import LM
 from .prompts import Prompt, prompt_hash
 from .rollout import KLStats, prefill_base, rollout
-from .statistic import P95
+from .statistic import P95, TARGET, TOL
 from .vector import Calibration, Vector
 
 
@@ -47,8 +47,8 @@ class Solve:
 
 def solve(
     f: Callable,
-    target: float = 1.0,
-    tol: float = 0.05,
+    target: float = TARGET,
+    tol: float = TOL,
     c0: float = 1.0,
     c_max: float = 1e4,
     c_min: float = 1e-8,
@@ -185,8 +185,8 @@ def calibrate_iso_kl(
     vector: Vector,
     prompts: list[Prompt],
     T: int = 20,
-    target: float = 1.0,
-    tol: float = 0.05,
+    target: float = TARGET,
+    tol: float = TOL,
     max_evals: int = 20,
     c_max: float | None = None,
     progress: bool | Callable[[KLStats, float], None] = True,

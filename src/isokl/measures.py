@@ -88,19 +88,19 @@ def nll(h: HeldOut) -> list[dict]:
 @measure("pmass", "true/false rollouts and forks (branch_pmass)")
 def pmass(h: HeldOut) -> list[dict]:
     forks = tuple(f for f in FORKS if f <= h.horizon)
-    pm = branch_pmass(h.lm, h.seqs("heldout_truefalse"), h.vector, h.coeffs, T=h.horizon, forks=forks)
+    scored = branch_pmass(h.lm, h.seqs("heldout_truefalse"), h.vector, h.coeffs, T=h.horizon, forks=forks)
     return [
         h.row(
             k,
             prompt=pid,
             fork_t=t,
-            pmass=float(pm.pmass[k, i, j]),
-            p_true=float(pm.p_true[k, i, j]),
-            censored=int(pm.censored[k, i, j]),
+            pmass=float(scored.pmass[k, i, j]),
+            p_true=float(scored.p_true[k, i, j]),
+            censored=int(scored.censored[k, i, j]),
         )
         for k in range(len(h.coeffs))
         for i, pid in enumerate(h.ids("heldout_truefalse"))
-        for j, t in enumerate(pm.forks)
+        for j, t in enumerate(scored.forks)
     ]
 
 

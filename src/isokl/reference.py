@@ -20,6 +20,7 @@ from .hooks import steer
 from .methods import get_method
 from .models import LM, pad_id
 from .rollout import KLStats, kl_rows, kl_stats
+from .statistic import TARGET, TOL
 from .vector import Vector
 
 
@@ -67,8 +68,8 @@ def reference_calibrate(
     vector: Vector,
     seqs: list[list[int]],
     T: int,
-    target: float = 1.0,
-    tol: float = 0.05,
+    target: float = TARGET,
+    tol: float = TOL,
     max_evals: int = 40,
     progress: bool = False,
     c0: float | None = None,

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+TARGET = 1.0  # nats: the statistic at c* (DESIGN.md s.3)
+TOL = 0.05  # converged: |statistic - TARGET| <= TOL
+
 
 @dataclass(frozen=True)
 class Statistic:
