@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS, TARGET, TOL
 
+THREADS_HELP = "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"
+
 
 class ConfigError(ValueError):
     """Bad input; the message starts with the flag (or file) it is about."""
@@ -115,9 +117,7 @@ class CalibrateConfig:
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
-    threads: int = field(
-        default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"}
-    )
+    threads: int = field(default=0, metadata={"help": THREADS_HELP})
 
     def check(self) -> None:
         check_methods("--method", [self.method])
@@ -149,9 +149,7 @@ class SweepConfig:
         default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"}
     )
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    threads: int = field(
-        default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"}
-    )
+    threads: int = field(default=0, metadata={"help": THREADS_HELP})
     recompute: bool = field(
         default=False, metadata={"help": "recompute finished cells whose recorded settings differ from this run's"}
     )
@@ -198,9 +196,7 @@ class GenerateConfig:
     model: str = field(default="", metadata={"help": "model to steer (default: the one the vector was fitted on)"})
     allow_other_model: bool = field(default=False, metadata={"help": "apply a vector fitted on another model of the same shape"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    threads: int = field(
-        default=0, metadata={"help": "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"}
-    )
+    threads: int = field(default=0, metadata={"help": THREADS_HELP})
 
     def check(self) -> None:
         if not self.vector:

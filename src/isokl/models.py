@@ -346,22 +346,28 @@ def _looks_like_hub_id(model_id: str) -> bool:
     return ok and len(parts) <= 2 and not model_id.startswith((".", "~"))
 
 
-def check_model_id(model_id: str, flag: str = "--model") -> None:
-    """Fail early on an id that cannot load: a bundled id without its packages, a folder without a model, a malformed
-    id, a hub id that is neither reachable nor cached (one quick request)."""
+def _source(model_id: str, flag: str = "--model") -> str | Path | None:
+    """Where a model id loads from: None for a bundled id (its packages present), a folder with a config.json,
+    or a hub id's source (`_hub_source`: one quick request). Fails in one line on anything else."""
     if model_id in BUNDLED:
         b = BUNDLED[model_id]
         for m in b.modules:
             _module_dir(m, b)
-        return
+        return None
     p = Path(model_id).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
             raise _not_found(model_id, f"the folder {p} has no config.json", flag)
-        return
+        return p
     if not _looks_like_hub_id(model_id):
         raise _not_found(model_id, "no such folder, and not a Hugging Face id", flag)
-    _hub_source(model_id, flag)
+    return _hub_source(model_id, flag)
+
+
+def check_model_id(model_id: str, flag: str = "--model") -> None:
+    """Fail early on an id that cannot load: a bundled id without its packages, a folder without a model, a malformed
+    id, a hub id that is neither reachable nor cached."""
+    _source(model_id, flag)
 
 
 def check_device(device: str) -> None:
@@ -409,15 +415,11 @@ def model_shape(model_id: str) -> tuple[int, int] | None:
     (a bundled model before its first load)."""
     from transformers import AutoConfig
 
-    folder: str | Path
-    if model_id in BUNDLED:
+    folder = _source(model_id)
+    if folder is None:  # bundled: its converted copy, if it was loaded before
         folder = cache_root() / "models" / model_id / "hf"
         if not (folder / "config.json").exists():
             return None
-    elif Path(model_id).expanduser().exists():
-        folder = Path(model_id).expanduser()
-    else:
-        folder = _hub_source(model_id)
     cfg = AutoConfig.from_pretrained(folder).get_text_config()
     return cfg.num_hidden_layers, cfg.hidden_size
 
@@ -427,19 +429,12 @@ def load(model_id: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu", d
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    check_model_id(model_id)
+    source = _source(model_id)
     check_device(str(device))
     if not os.environ.get("ISOKL_VERBOSE"):
         hf_logging.disable_progress_bar()  # the loader's weight bars: `isokl --verbose` shows them
-    chat = None
-    folder: str | Path
-    if model_id in BUNDLED:
-        b = BUNDLED[model_id]
-        folder, chat = converted_dir(b), b.chat
-    elif Path(model_id).expanduser().exists():
-        folder = Path(model_id).expanduser()
-    else:
-        folder = _hub_source(model_id)
+    chat = BUNDLED[model_id].chat if source is None else None
+    folder = converted_dir(BUNDLED[model_id]) if source is None else source
     t0 = time.time()
     try:
         tok = AutoTokenizer.from_pretrained(folder)
