@@ -98,6 +98,8 @@ def _run(args, tmp_path, capsys, code, *names):
         (["calibrate", "--tol", "2"], "--tol"),
         (["calibrate", "--method", "steer_harder"], "--method"),
         (["calibrate", "--per-round", "0"], "--per-round"),
+        (["calibrate", "--n-prompts", "1"], "--n-prompts"),
+        (["calibrate", "--n-prompts", "99"], "--n-prompts"),
         (["calibrate", "--threads", "-2"], "--threads"),
         (["sweep", "--windows", "0"], "--windows"),
         (["sweep", "--windows", "abc"], "--windows"),

@@ -46,3 +46,68 @@ def test_jump_across_target_is_not_called_converged():
 def test_nan_statistic_raises():
     with pytest.raises(FloatingPointError):
         solve(lambda c: float("nan"))
+
+
+def _population_draws(n: int, reps: int, seed: int = 1):
+    """Prompts whose per-token KL is scale_i * profile_t * c^2 (scale ~ lognormal(0, 0.6)): the population's
+    p95 crossing is known exactly, a sample of n prompts crosses elsewhere."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    profile = rng.gamma(0.5, 1.0, size=20)
+    population = (rng.lognormal(0, 0.6, size=200_000)[:, None] * profile[None]).ravel()
+    c_true = math.sqrt(1.0 / float(np.quantile(population, 0.95)))
+    for _ in range(reps):
+        scales = rng.lognormal(0, 0.6, size=n)
+        yield c_true, (lambda c, s=scales: s[:, None] * profile[None] * c**2), rng.uniform(0.5, 2.0)
+
+
+@pytest.mark.parametrize("n", [8, 16])
+def test_the_c_interval_covers_the_true_crossing_at_its_rate(n):
+    from isokl.statistic import P95
+
+    reps, hits = 200, 0
+    for c_true, kl_at, start in _population_draws(n, reps):
+        evaluated = {}
+
+        def f(c, kl_at=kl_at, evaluated=evaluated):
+            evaluated[c] = kl_at(c)
+            return P95.pooled(evaluated[c].ravel())
+
+        solve(f, c0=c_true * start)
+        band = P95.crossing_interval(list(evaluated.items()), 1.0)  # only the doses the solver evaluated
+        hits += band.lo <= c_true <= band.hi
+    # nominal 95%, less three binomial standard errors of 200 draws (measured: 0.96 at n = 8, 0.93 at n = 16)
+    assert hits / reps >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / reps), hits / reps
+
+
+def test_the_c_interval_narrows_with_more_prompts_and_brackets_c_star():
+    import numpy as np
+
+    from isokl.statistic import P95
+
+    widths = {}
+    for n in (4, 32):
+        w = []
+        for c_true, kl_at, start in _population_draws(n, 40, seed=2):
+            evaluated = {}
+
+            def f(c, kl_at=kl_at, evaluated=evaluated):
+                evaluated[c] = kl_at(c)
+                return P95.pooled(evaluated[c].ravel())
+
+            s = solve(f, c0=c_true * start)
+            band = P95.crossing_interval(list(evaluated.items()), 1.0)
+            assert band.lo <= s.c <= band.hi  # the solver's c* lies in its own band
+            w.append(band.hi / band.lo)
+        widths[n] = float(np.median(w))
+    assert widths[32] < widths[4] / 2, widths
+
+
+def test_one_prompt_or_only_stopped_doses_give_no_interval():
+    import numpy as np
+
+    from isokl.statistic import P95
+
+    assert math.isnan(P95.crossing_interval([(1.0, np.ones((1, 5)))], 1.0).lo)
+    assert math.isnan(P95.crossing_interval([(1.0, None), (2.0, None)], 1.0).lo)

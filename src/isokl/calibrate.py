@@ -29,7 +29,7 @@ from .methods import get_method
 from .models import LM
 from .prompts import Prompt, prompt_hash
 from .rollout import KLStats, prefill_base, rollout
-from .statistic import P95, TARGET, TOL
+from .statistic import P95, TARGET, TOL, Interval
 from .vector import Calibration, Vector
 
 
@@ -178,6 +178,7 @@ class CalibrationResult:
     evaluations: int
     history: tuple[KLStats, ...]  # every evaluation: c, pooled stats, per_t_p95 / per_t_max of length T
     seconds: float
+    c_interval: Interval  # c* as a band from the prompts' sampling (`P95.crossing_interval`; no extra evaluation)
 
 
 def calibrate_iso_kl(
@@ -252,6 +253,8 @@ def calibrate_iso_kl(
         c0 = min(max(c0, 1e-6), c_max / 10) if math.isfinite(c0) else 1.0  # a degenerate scale must not stop the solver
     with torch.inference_mode():
         sol = solve(f, target=target, tol=tol, c0=c0, c_max=c_max, max_evals=max_evals, per_round=per_round, batched=True)
+    history = tuple(stats[c] for c, _ in sol.history)
+    band = P95.crossing_interval([(h.c, h.per_prompt if h.complete else None) for h in history], target)
     cal = Calibration(
         coeff=sol.c,
         target=target,
@@ -263,6 +266,9 @@ def calibrate_iso_kl(
         p95=sol.value,
         evaluations=len(sol.history),
         n_prompts=len(prompts),
+        c_lo=band.lo,
+        c_hi=band.hi,
+        interval=band.describe(),
     )
     return CalibrationResult(
         vector=vector.calibrated(cal),
@@ -271,6 +277,7 @@ def calibrate_iso_kl(
         converged=sol.converged,
         status=sol.status,
         evaluations=len(sol.history),
-        history=tuple(stats[c] for c, _ in sol.history),
+        history=history,
         seconds=time.time() - t0,
+        c_interval=band,
     )

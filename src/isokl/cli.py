@@ -72,7 +72,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     res = calibrate_iso_kl(
         lm,
         vec,
-        prompts.calibration_prompts(cfg.seed),
+        prompts.calibration_prompts(cfg.seed, k=cfg.n_prompts),
         T=cfg.window,
         target=cfg.target,
         tol=cfg.tol,
@@ -80,7 +80,8 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
         start=cfg.start or None,
     )
     path = res.vector.save(cfg.out)
-    print(f"c* = {res.c_star:.6g}")
+    band = res.c_interval
+    print(f"c* = {res.c_star:.6g}  [{band.lo:.4g}, {band.hi:.4g}]: {band.describe()}")
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
     print(f"converged = {str(res.converged).lower()} ({res.status})")
     print(f"evaluations = {res.evaluations}")

@@ -110,7 +110,10 @@ class CalibrateConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "bundled id, local folder or Hugging Face id"})
     method: str = field(default="mean_diff", metadata={"help": "steering method (see `isokl methods`)"})
     window: int = field(default=20, metadata={"help": "T, generated tokens per calibration rollout"})
-    seed: int = field(default=0, metadata={"help": "draws the 4 contrast pairs and the 4 calibration prompts"})
+    seed: int = field(default=0, metadata={"help": "draws the 4 contrast pairs and the calibration prompts"})
+    n_prompts: int = field(
+        default=16, metadata={"help": "calibration prompts (the study uses the spec's 4; 16 pin c* about 3x tighter)"}
+    )
     target: float = field(default=TARGET, metadata={"help": "p95 per-token KL target, nats"})
     tol: float = field(default=TOL, metadata={"help": "converged when |p95 - target| <= tol"})
     out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
@@ -123,6 +126,10 @@ class CalibrateConfig:
         check_methods("--method", [self.method])
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
+        from .prompts import pool
+
+        if not 2 <= self.n_prompts <= len(pool("calibration")):
+            raise ConfigError(f"--n-prompts: {self.n_prompts} is outside 2..{len(pool('calibration'))} (the calibration pool)")
         at_least("--per-round", self.per_round, 1)
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))

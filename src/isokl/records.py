@@ -35,6 +35,8 @@ FILES: dict[str, dict[str, str]] = {
     "calibration": {
         "layers": "s",
         "c_star": "f",
+        "c_star_lo": "f",
+        "c_star_hi": "f",
         "converged": "b",
         "status": "s",
         "calib_p95": "f",
@@ -49,6 +51,7 @@ FILES: dict[str, dict[str, str]] = {
     "target": {"alpha": "f", "c": "f", "probe": "s", "target_logit": "f"},
 }
 OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
+ADDED = {"calibration": {"c_star_lo", "c_star_hi"}}  # columns added 2026-11-29: empty in older folders (not computed)
 SETTINGS = "settings.json"
 RECORDED_ONLY = {"code_version", "source_hash"}  # in settings.json, reported on resume, not refused (docs/decisions.md)
 
@@ -77,12 +80,12 @@ def read(path: Path, name: str) -> list[dict]:
     types = {**PROVENANCE, **FILES[name]}
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in types if c not in (reader.fieldnames or [])]
+        missing = [c for c in types if c not in (reader.fieldnames or []) and c not in ADDED.get(name, set())]
         if missing:
             raise RecordsError(
                 f"{path}: missing column(s) {', '.join(missing)}; it was not written by this isokl (expected {', '.join(types)})"
             )
-        rows = list(reader)
+        rows = [{**dict.fromkeys(ADDED.get(name, ()), ""), **r} for r in reader]
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r or any(v is None for v in r.values()):
             raise RecordsError(
@@ -91,7 +94,7 @@ def read(path: Path, name: str) -> list[dict]:
             )
         for col, kind in types.items():
             v = r[col]
-            if v == "" and (col in OPTIONAL_EMPTY or kind == "s"):
+            if v == "" and (col in OPTIONAL_EMPTY or kind == "s" or col in ADDED.get(name, ())):
                 continue
             try:
                 _parse(kind, v)

@@ -17,8 +17,9 @@ emits EOS is scored, later steps are masked out (`valid`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .hooks import Layout, steer
@@ -332,6 +333,7 @@ class KLStats:
     per_t_p95: tuple[float, ...]  # [t] p95 across prompts at each position (NaN where none valid)
     per_t_max: tuple[float, ...]  # [t]
     complete: bool = True  # False: the rollout stopped early and p95 is a lower bound (> target + tol)
+    per_prompt: np.ndarray | None = field(default=None, compare=False, repr=False)  # [n t] KL, NaN where not scored
 
 
 def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, stopped: bool = False) -> KLStats:
@@ -353,6 +355,7 @@ def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, stopped: bool = Fa
         n_values=int(pooled.size),
         per_t_p95=tuple(P95.per_position(kl_np, ok)),
         per_t_max=tuple(per_max),
+        per_prompt=np.where(ok, kl_np, np.nan),
     )
 
 

@@ -136,6 +136,8 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
             **prov,
             "layers": " ".join(map(str, vector.layers)),
             "c_star": res.c_star,
+            "c_star_lo": res.c_interval.lo,
+            "c_star_hi": res.c_interval.hi,
             "converged": int(res.converged),
             "status": res.status,
             "calib_p95": res.p95,

@@ -35,6 +35,9 @@ class Calibration:
     p95: float  # at c*
     evaluations: int
     n_prompts: int
+    c_lo: float = float("nan")  # an interval for c* from resampling the calibration prompts (nan: not computed)
+    c_hi: float = float("nan")
+    interval: str = ""  # how that interval was computed
 
 
 @dataclass(frozen=True)
