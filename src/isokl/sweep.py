@@ -66,7 +66,11 @@ def _hash(obj) -> str:
 
 def settings(cfg: SweepConfig) -> dict:
     """Everything that changes a cell's rows, as recorded in each cell (code version: recorded, not compared)."""
-    pools = {name: _hash(prompts.rows(name)) for name in prompts.POOLS}
+    # the seeded draws depend on the whole pairs and calibration pools; held-out sets use their first n prompts
+    pools = {
+        name: _hash(prompts.rows(name)[: cfg.n_heldout] if name.startswith("heldout") else prompts.rows(name))
+        for name in prompts.POOLS
+    }
     return {
         "n_heldout": cfg.n_heldout,
         "horizon": cfg.horizon,
