@@ -42,7 +42,9 @@ def test_unknown_model_lists_bundled_ids():
 
 def test_cli_unknown_method_fails_before_loading(capsys):
     assert cli.main(["calibrate", "--method", "steer_harder"]) == 1
-    assert "--method: unknown method(s) steer_harder; valid: directional_ablation, mean_diff, pca" in capsys.readouterr().err
+    from isokl.methods import METHODS
+
+    assert f"--method: unknown method(s) steer_harder; valid: {', '.join(sorted(METHODS))}" in capsys.readouterr().err
 
 
 def test_missing_model_package_names_the_package(monkeypatch, tmp_path):

@@ -18,10 +18,13 @@ import dataclasses
 import os
 import sys
 import time
-from typing import get_type_hints
+from typing import TYPE_CHECKING, get_type_hints
 
 from . import __version__
-from .config import CalibrateConfig, ConfigError, GenerateConfig, SweepConfig, default_out, floats
+
+if TYPE_CHECKING:
+    from .vector import Vector
+from .config import CalibrateConfig, ConfigError, ExportConfig, GenerateConfig, SweepConfig, default_out, floats
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,7 +36,9 @@ def add_config_args(p: argparse.ArgumentParser, cfg_cls) -> None:
     hints = get_type_hints(cfg_cls)
     for f in dataclasses.fields(cfg_cls):
         typ, flag, help_ = hints[f.name], f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
-        if typ is bool:
+        if f.metadata.get("positional"):
+            p.add_argument(f.name, help=help_)
+        elif typ is bool:
             p.add_argument(flag, action="store_true", help=help_)
         else:
             p.add_argument(
@@ -64,7 +69,8 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
 
     t0 = time.time()
     lm = load(cfg.model, device=cfg.device)
-    vec = extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
+    cal = prompts.calibration_prompts(cfg.seed, k=cfg.n_prompts)
+    vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
     print(
         f"[isokl] calibrating {cfg.method} on {cfg.model}, layers {vec.layers[0]}..{vec.layers[-1]}, T = {cfg.window}",
         file=sys.stderr,
@@ -72,7 +78,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     res = calibrate_iso_kl(
         lm,
         vec,
-        prompts.calibration_prompts(cfg.seed, k=cfg.n_prompts),
+        cal,
         T=cfg.window,
         target=cfg.target,
         tol=cfg.tol,
@@ -94,6 +100,36 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
         }[res.status]
         print(f"[isokl] NOT CONVERGED: {why}; the saved vector records status {res.status!r}", file=sys.stderr)
         return 2
+    return 0
+
+
+def imported(lm, path: str, cal) -> Vector:
+    """A vector file -> a Vector on `lm`: an isokl file as saved (it must fit `lm`), another tool's under the
+    additive rule, with the residual norm at its layers measured on the calibration prompts (the solver's scale)."""
+    from .activations import last_token
+    from .interop import as_vector, is_isokl_file, read_layers
+    from .vector import Vector
+
+    if is_isokl_file(path):
+        vec = Vector.load(path)
+        vec.check_fits(lm.id, lm.n_layers, lm.d_model)
+        return vec
+    layers = tuple(read_layers(path))
+    resid = float(last_token(lm, cal, tuple(x for x in layers if x < lm.n_layers) or (0,)).norm(dim=-1).mean())
+    return as_vector(path, lm.id, lm.n_layers, lm.d_model, resid)
+
+
+def cmd_export(cfg: ExportConfig) -> int:
+    cfg.check()
+    from .interop import export
+    from .vector import Vector
+
+    vec = Vector.load(cfg.vector)
+    path = export(vec, cfg.format, cfg.out, cfg.alpha)
+    print(
+        f"wrote {path}: {vec.method} on {vec.model_id}, layers {vec.layers[0]}..{vec.layers[-1]}, c = {cfg.alpha:g} x c* "
+        f"= {cfg.alpha * vec.coeff:.6g} baked in ({cfg.format})"
+    )
     return 0
 
 
@@ -203,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, cls, doc in (
         ("calibrate", CalibrateConfig, CalibrateConfig.__doc__),
         ("generate", GenerateConfig, GenerateConfig.__doc__),
+        ("export", ExportConfig, ExportConfig.__doc__),
         ("sweep", SweepConfig, f"{SweepConfig.__doc__} Default folder runs/sweep."),
         ("study", SweepConfig, STUDY_DOC),
     ):
@@ -233,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_calibrate(to_config(args, CalibrateConfig))
         if args.verb == "generate":
             return cmd_generate(to_config(args, GenerateConfig))
+        if args.verb == "export":
+            return cmd_export(to_config(args, ExportConfig))
         if args.verb in ("sweep", "study"):
             cfg = to_config(args, SweepConfig)
             if getattr(args, "quick", False):

@@ -117,6 +117,13 @@ class CalibrateConfig:
     target: float = field(default=TARGET, metadata={"help": "p95 per-token KL target, nats"})
     tol: float = field(default=TOL, metadata={"help": "converged when |p95 - target| <= tol"})
     out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
+    vector: str = field(
+        default="",
+        metadata={
+            "help": "calibrate this vector file instead of extracting one (isokl .safetensors, llama.cpp/repeng "
+            ".gguf, steering-vectors .pt, a {layer: tensor} .safetensors/.pt)"
+        },
+    )
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
@@ -138,7 +145,47 @@ class CalibrateConfig:
         if self.start < 0:
             raise ConfigError(f"--start: {self.start} is negative; give a coefficient > 0, or 0 to let isokl guess")
         check_output_file("--out", self.out)
+        if self.vector:
+            check_vector_file("--vector", self.vector)
         check_common("--model", [self.model], self.device, self.threads)
+
+
+def check_vector_file(flag: str, path: str) -> None:
+    """Read and check a vector file before any model loads (an isokl file, or another tool's)."""
+    from .interop import is_isokl_file, read_layers
+    from .vector import Vector
+
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"{flag}: {path} does not exist or is not a file")
+    try:
+        Vector.load(path) if is_isokl_file(path) else read_layers(path)
+    except ValueError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+
+
+@dataclass
+class ExportConfig:
+    """Write a calibrated vector for another tool, with c* x alpha baked in (llama.cpp --control-vector, repeng,
+    steering-vectors); only additive rules can be exported."""
+
+    vector: str = field(default="", metadata={"help": "a calibrated isokl vector file", "positional": True})
+    format: str = field(
+        default="gguf", metadata={"help": "gguf (llama.cpp control vector), repeng (its GGUF), steering-vectors (.pt)"}
+    )
+    out: str = field(default="", metadata={"help": "the file to write, e.g. vector.gguf"})
+    alpha: float = field(default=1.0, metadata={"help": "dose multiple alpha = c / c* baked into the file"})
+
+    def check(self) -> None:
+        from .interop import FORMATS
+
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format: {self.format!r}; valid: {', '.join(FORMATS)}")
+        if not self.out:
+            raise ConfigError("--out: required, e.g. --out vector.gguf")
+        floats("--alpha", str(self.alpha))
+        check_output_file("--out", self.out)
+        if not Path(self.vector).expanduser().is_file():
+            raise ConfigError(f"vector: {self.vector!r} does not exist or is not a file")
 
 
 @dataclass

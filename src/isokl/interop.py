@@ -1,0 +1,194 @@
+"""Interop: other tools' steering-vector files -> {layer: tensor} -> Vector, and a calibrated Vector -> their files.
+
+Every format below indexes a layer L the same way isokl does: L is the transformer block
+(0-based) whose output gets the vector added, at every position.
+- llama.cpp control vector GGUF (written by `llama-cvector-generator` or repeng's
+  `export_gguf`): one f32 tensor `direction.L` [d] per layer. llama.cpp's loader puts
+  `direction.L` into `tensors[L]`, and `apply_to(cur, il)` adds `tensors[il]` to block il's
+  output after its residual add (src/llama-adapter.cpp, and each model's graph); block 0 is
+  never steered there. `--control-vector-scaled F S` multiplies every direction by S.
+- repeng `ControlVector`: directions {L: [d]} keyed by block index (`read_representations`
+  reads `hidden_states[L + 1]`, the output of block L; `ControlModel` hooks `model.layers[L]`);
+  its files are the GGUF above.
+- steering-vectors `SteeringVector(layer_activations={L: [d]}, layer_type="decoder_block")`:
+  `patch_activations` adds multiplier x activation to the output of `model.layers[L]`. As a
+  file: `torch.save(sv.layer_activations, f)`, loaded back with `SteeringVector(torch.load(f))`.
+- a plain {L: tensor} in safetensors (keys `L`, `layer.L` or `direction.L`) or in a .pt file.
+
+A vector file comes from a stranger: .pt files load with `torch.load(weights_only=True)`
+(no pickled code runs), GGUF is parsed by the `gguf` package, and every tensor is checked
+(one per layer, floating point, the same width, finite, a norm in (0, 1e6]) before use.
+Per-layer magnitudes are kept as given; the coefficient c scales the whole vector.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .vector import FORMAT, Vector
+
+FORMATS = ("gguf", "repeng", "steering-vectors")
+MAX_NORM = 1e6  # a per-layer norm beyond this is no steering vector (activations are O(1e1-1e3))
+
+
+class VectorFileError(ValueError):
+    pass
+
+
+def _err(path, what: str) -> VectorFileError:
+    return VectorFileError(f"{path}: {what}")
+
+
+def _layer_key(path, key) -> int:
+    s = str(key).removeprefix("direction.").removeprefix("layer.")
+    if not s.isdigit():
+        raise _err(path, f"tensor {key!r} does not name a layer (want L, layer.L or direction.L with L >= 0)")
+    return int(s)
+
+
+def _from_pt(path: Path) -> dict:
+    import pickle
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
+    except (pickle.UnpicklingError, RuntimeError, AttributeError) as e:
+        raise _err(
+            path,
+            f"refused: it holds Python objects beyond plain tensors ({type(e).__name__}); save a {{layer: tensor}} dict "
+            "instead, e.g. torch.save(steering_vector.layer_activations, f)",
+        ) from None
+    if isinstance(obj, torch.Tensor) or not isinstance(obj, dict):
+        raise _err(path, f"holds a {type(obj).__name__}, not a {{layer: tensor}} dict")
+    return obj
+
+
+def _from_gguf(path: Path) -> dict:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError, IndexError) as e:
+        raise _err(path, f"not a readable GGUF file ({e})") from None
+    arch = reader.get_field("general.architecture")
+    if arch is not None and bytes(arch.parts[-1]).decode(errors="replace") != "controlvector":
+        raise _err(path, f"a GGUF of architecture {bytes(arch.parts[-1]).decode(errors='replace')!r}, not a control vector")
+    return {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors if t.name.startswith("direction.")}
+
+
+def _from_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise _err(path, f"not a readable safetensors file ({e})") from None
+
+
+def read_layers(path: str | Path) -> dict[int, torch.Tensor]:
+    """A vector file in any format above -> {layer: float32 [d]}, checked. (An isokl file: `Vector.load`.)"""
+    path = Path(path)
+    if not path.is_file():
+        raise _err(path, "no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        raw = _from_gguf(path)
+    elif suffix == ".safetensors":
+        raw = _from_safetensors(path)
+    elif suffix in (".pt", ".pth", ".bin"):
+        raw = _from_pt(path)
+    else:
+        raise _err(path, "unknown vector format: give a .gguf, .safetensors or .pt file")
+    if not raw:
+        raise _err(path, "holds no layer tensors")
+    layers: dict[int, torch.Tensor] = {}
+    for key, t in raw.items():
+        layer = _layer_key(path, key)
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise _err(path, f"layer {layer}: not a floating-point tensor")
+        t = t.detach().reshape(-1) if t.dim() == 2 and 1 in t.shape else t.detach()
+        if t.dim() != 1:
+            raise _err(path, f"layer {layer}: shape {tuple(t.shape)}, want one vector [d] per layer")
+        if not bool(torch.isfinite(t).all()):
+            raise _err(path, f"layer {layer}: NaN or infinite values")
+        norm = float(t.double().norm())
+        if not 0 < norm <= MAX_NORM:
+            raise _err(path, f"layer {layer}: norm {norm:.3g} is outside (0, {MAX_NORM:g}]")
+        if layer in layers:
+            raise _err(path, f"layer {layer} appears twice")
+        layers[layer] = t.float()
+    widths = {t.shape[0] for t in layers.values()}
+    if len(widths) > 1:
+        raise _err(path, f"layers of different widths {sorted(widths)}")
+    return dict(sorted(layers.items()))
+
+
+def is_isokl_file(path: str | Path) -> bool:
+    if Path(path).suffix.lower() != ".safetensors":
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
+
+
+def as_vector(path: str | Path, model_id: str, n_layers: int, d_model: int, resid_norm: float) -> Vector:
+    """A foreign vector file -> an uncalibrated `additive` Vector for `model_id` (checked against its shape)."""
+    layers = read_layers(path)
+    vec = Vector(
+        method="additive",
+        layers=tuple(layers),
+        directions=torch.stack(list(layers.values())),
+        model_id=model_id,
+        resid_norm=resid_norm,
+        pairs_hash=f"imported:{Path(path).name}",
+    )
+    try:
+        vec.check_shape(model_id, n_layers, d_model)
+    except ValueError as e:
+        raise _err(path, str(e)) from None
+    return vec
+
+
+def export(vector: Vector, fmt: str, out: str | Path, alpha: float = 1.0) -> Path:
+    """Write `vector` at c = alpha x c* baked in, so that the other tool applies it at scale 1."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format: {fmt!r}; valid: {', '.join(FORMATS)}")
+    if vector.method == "directional_ablation":
+        raise ValueError(
+            "--format: a directional_ablation vector cannot be exported: its rule h - c (h . v) v depends on the "
+            "activation, and these formats only add a fixed vector"
+        )
+    if vector.extra:
+        raise ValueError(f"--format: the {vector.method} vector carries extra tensors these formats cannot hold")
+    c = alpha * vector.coeff  # raises for an uncalibrated vector
+    if not math.isfinite(c):
+        raise ValueError(f"--alpha: c = {c} is not finite")
+    scaled = {layer: (c * vector.directions[i]).float().contiguous() for i, layer in enumerate(vector.layers)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    if fmt in ("gguf", "repeng"):
+        if 0 in scaled:
+            raise ValueError("--format gguf: llama.cpp never steers block 0; calibrate without layer 0")
+        from gguf import GGUFWriter
+
+        writer = GGUFWriter(str(tmp), "controlvector")
+        writer.add_string("controlvector.model_hint", vector.model_id)
+        writer.add_uint32("controlvector.layer_count", len(scaled))
+        for layer, t in scaled.items():
+            writer.add_tensor(f"direction.{layer}", t.numpy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    else:  # steering-vectors: its layer_activations dict
+        torch.save(scaled, tmp)
+    tmp.replace(out)
+    return out
