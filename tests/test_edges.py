@@ -336,7 +336,11 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir
     ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "cells").glob("*__s*"))) < 2:
+
+    def finished() -> list:  # seeded cells whose folder is complete (not the base cell, not a running .tmp)
+        return [c for c in (out / "cells").glob("*__s[0-9]*") if not c.name.endswith(".tmp")] if (out / "cells").is_dir() else []
+
+    while time.time() < deadline and len(finished()) < 2:
         time.sleep(0.05)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
