@@ -92,7 +92,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     bad = tmp_path / "vector.pt"
     with bad.open("wb") as f:
         pickle.dump({5: _RunsCode(marker)}, f)
-    with pytest.raises(VectorFileError, match="vector.pt: refused"):
+    with pytest.raises(VectorFileError, match="vector.pt: refused by torch's weights-only loader"):
         read_layers(bad)
     assert not os.path.exists(marker)  # nothing ran
 
@@ -117,6 +117,21 @@ def test_bad_vector_files_are_refused_naming_the_file(tmp_path, content, message
     save_file(content, path)
     with pytest.raises(VectorFileError, match=f"bad.safetensors: {message}"):
         read_layers(path)
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("empty.pt", b"", "not a readable torch file"),
+        ("noise.gguf", bytes(range(256)) * 2, "not a readable GGUF file"),
+        ("noise.safetensors", bytes(range(256)) * 2, "not a readable safetensors file"),
+        ("vector.npy", b"x", "unknown vector format"),
+    ],
+)
+def test_unreadable_files_are_named(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(VectorFileError, match=f"{name}: {message}"):
+        read_layers(tmp_path / name)
 
 
 def test_a_vector_for_another_width_or_depth_is_refused(llama_lm, tmp_path):

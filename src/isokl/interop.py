@@ -54,11 +54,15 @@ def _from_pt(path: Path) -> dict:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
-    except (pickle.UnpicklingError, RuntimeError, AttributeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, OSError, ValueError) as e:
+        if "Weights only load failed" in str(e):  # torch's refusal of anything but tensors and containers
+            raise _err(
+                path,
+                "refused by torch's weights-only loader: not a plain {layer: tensor} file (a pickled object could run "
+                "code on load); save the dict, e.g. torch.save(steering_vector.layer_activations, f)",
+            ) from None
         raise _err(
-            path,
-            f"refused: it holds Python objects beyond plain tensors ({type(e).__name__}); save a {{layer: tensor}} dict "
-            "instead, e.g. torch.save(steering_vector.layer_activations, f)",
+            path, f"not a readable torch file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'})"
         ) from None
     if isinstance(obj, torch.Tensor) or not isinstance(obj, dict):
         raise _err(path, f"holds a {type(obj).__name__}, not a {{layer: tensor}} dict")
