@@ -16,6 +16,7 @@ from functools import cached_property
 from . import prompts
 from .metrics import FORKS, branch_pmass, target_logit
 from .models import LM
+from .records import FILES
 from .rollout import Rollout, rollout
 from .vector import Vector
 
@@ -113,3 +114,8 @@ def target(h: HeldOut) -> list[dict]:
         for k in range(len(h.coeffs))
         for i, pid in enumerate(h.ids("heldout_sentiment"))
     ]
+
+
+_unknown = sorted(set(MEASURES) - set(FILES))
+if _unknown:  # a new measure needs its columns in records.FILES (docs/architecture.md, "A metric")
+    raise RuntimeError(f"measures {_unknown} have no schema: add their columns to isokl.records.FILES")
