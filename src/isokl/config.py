@@ -105,7 +105,8 @@ def check_common(flag: str, model_ids: list[str], device: str, threads: int) -> 
 
 @dataclass
 class CalibrateConfig:
-    """Extract a steering vector from seeded contrast pairs, calibrate it to p95 KL = target, save it."""
+    """Calibrate a steering vector to p95 KL = target and save it: one extracted from seeded contrast pairs, or one
+    from a file (--vector)."""
 
     model: str = field(default="smollm2-135m", metadata={"help": "bundled id, local folder or Hugging Face id"})
     method: str = field(default="mean_diff", metadata={"help": "steering method (see `isokl methods`)"})
