@@ -63,7 +63,7 @@ def test_every_format_reads_back_to_the_same_layers(calibrated, tmp_path):
 def test_an_exported_vector_at_scale_1_is_the_calibrated_dose(llama_lm, calibrated, tmp_path):
     """Imported back under the additive rule, c = 1 gives the same logits and the same p95 as c* did."""
     path = export(calibrated, "gguf", tmp_path / "v.gguf")
-    back = as_vector(path, llama_lm.id, llama_lm.n_layers, llama_lm.d_model, resid_norm=calibrated.resid_norm)
+    back = as_vector(read_layers(path), path, llama_lm.id, llama_lm.n_layers, llama_lm.d_model, resid_norm=calibrated.resid_norm)
     assert back.method == "additive" and back.layers == calibrated.layers
     ids, mask, pos = left_pad(llama_lm.encode(["Hello there"]), pad_id(llama_lm), llama_lm.device)
     outs = []
@@ -138,9 +138,11 @@ def test_a_vector_for_another_width_or_depth_is_refused(llama_lm, tmp_path):
     from safetensors.torch import save_file
 
     for name, content in (("wide", {"1": torch.ones(33)}), ("deep", {"9": torch.ones(32)})):
-        save_file(content, tmp_path / f"{name}.safetensors")
+        path = tmp_path / f"{name}.safetensors"
+        save_file(content, path)
+        layers = read_layers(path)  # a well-formed file: only the model's shape refuses it
         with pytest.raises(VectorFileError, match=f"{name}.safetensors: .*do not fit"):
-            as_vector(tmp_path / f"{name}.safetensors", llama_lm.id, llama_lm.n_layers, llama_lm.d_model, 1.0)
+            as_vector(layers, path, llama_lm.id, llama_lm.n_layers, llama_lm.d_model, 1.0)
 
 
 def test_what_cannot_be_exported_says_why(llama_lm, calibrated, tmp_path):

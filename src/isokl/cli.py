@@ -114,9 +114,9 @@ def imported(lm, path: str, cal) -> Vector:
         vec = Vector.load(path)
         vec.check_fits(lm.id, lm.n_layers, lm.d_model)
         return vec
-    layers = tuple(read_layers(path))
+    layers = read_layers(path)
     resid = float(last_token(lm, cal, tuple(x for x in layers if x < lm.n_layers) or (0,)).norm(dim=-1).mean())
-    return as_vector(path, lm.id, lm.n_layers, lm.d_model, resid)
+    return as_vector(layers, path, lm.id, lm.n_layers, lm.d_model, resid)
 
 
 def cmd_export(cfg: ExportConfig) -> int:

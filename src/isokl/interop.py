@@ -142,9 +142,10 @@ def is_isokl_file(path: str | Path) -> bool:
         return False
 
 
-def as_vector(path: str | Path, model_id: str, n_layers: int, d_model: int, resid_norm: float) -> Vector:
-    """A foreign vector file -> an uncalibrated `additive` Vector for `model_id` (checked against its shape)."""
-    layers = read_layers(path)
+def as_vector(
+    layers: dict[int, torch.Tensor], path: str | Path, model_id: str, n_layers: int, d_model: int, resid_norm: float
+) -> Vector:
+    """`read_layers(path)` -> an uncalibrated `additive` Vector for `model_id` (checked against its shape)."""
     vec = Vector(
         method="additive",
         layers=tuple(layers),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -196,7 +195,3 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", ""
     return f"{__version__}+{sha}{'-dirty' if dirty else ''}" if sha else __version__
-
-
-def fmt_float(x: float) -> str:
-    return "nan" if math.isnan(x) else f"{x:.6g}"
