@@ -15,13 +15,13 @@ steps of 8-64 rows, whose products run nearer the second rate.
 """
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from isokl import records
 from isokl.models import load
 from isokl.sweep import SweepConfig, run_sweep
 
@@ -64,19 +64,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b")
     ap.add_argument("--method", default="mean_diff")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="", help="keep the cells in this folder (a study folder: they resume there)")
+    for flag in ("n_heldout", "alphas", "dose_alphas", "dose_windows"):  # the protocol, as `isokl sweep` takes it
+        ap.add_argument("--" + flag.replace("_", "-"), default=getattr(SweepConfig, flag))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    protocol = {f: getattr(args, f) for f in ("n_heldout", "alphas", "dose_alphas", "dose_windows")}
+    print(f"protocol: {protocol}, {args.threads} threads")
     peak, skinny = matmul_rates()
     rows = []
     for m in args.models.split(","):
         lm = load(m)
         counter = LinearFlops(lm.model)
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = args.out or tmp
             t0 = time.time()
-            run_sweep(SweepConfig(models=m, methods=args.method, seeds="0", windows="20,50", out=d), loader=lambda *a, **k: lm)
+            cfg = SweepConfig(models=m, methods=args.method, seeds="0", windows="20,50", out=d, **protocol)
+            run_sweep(cfg, loader=lambda *a, **k: lm)
             total = time.time() - t0
-            with open(Path(d) / "calibration.csv", newline="") as f:
-                cal = list(csv.DictReader(f))
+            cal = [r for r in records.read(Path(d) / "calibration.csv", "calibration") if r["model"] == m]
         counter.close()
         cells = {int(r["window"]): float(r["seconds"]) for r in cal}
         base = total - sum(cells.values())  # base rollouts and scores
@@ -93,7 +100,7 @@ def main():
         )
         del lm
     print(
-        f"\nfloat32 matmul throughput, 2 threads: {peak / 1e9:.0f} GFLOP/s for large products (best of 2048 x 2048 x 2048, "
+        f"\nfloat32 matmul throughput, {args.threads} threads: {peak / 1e9:.0f} GFLOP/s for large products (best of 2048 x 2048 x 2048, "
         f"2048 x 896 x 4864, 2048 x 576 x 1536), {skinny / 1e9:.0f} GFLOP/s for a 64-row decode-shaped one (64 x 896 x 4864)"
     )
     print(

@@ -5,7 +5,6 @@ model loads), or as a subprocess where a real signal or a clean interpreter matt
 load are tiny random ones saved as real local folders.
 """
 
-import csv
 import os
 import shutil
 import signal
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import cli, models, prompts
+from isokl import cli, models, prompts, records
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.vector import Vector
@@ -288,8 +287,7 @@ def test_a_sweep_run_again_with_other_settings_is_refused_or_recomputed(swept_di
     capsys.readouterr()
     assert _files(out) == {k: v for k, v in _files(out).items()}
     assert cli.main(args + ["--alphas", "1,3", "--recompute"]) == 0
-    with open(out / "trajectory.csv", newline="") as f:
-        assert {r["alpha"] for r in csv.DictReader(f)} == {"1.0", "3.0"}
+    assert {r["alpha"] for r in records.read(records.path(out, "trajectory"), "trajectory")} == {"1.0", "3.0"}
 
 
 def test_a_failed_sweep_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):

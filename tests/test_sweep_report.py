@@ -1,6 +1,7 @@
 """End-to-end at tiny scale: sweep -> CSVs -> figure, table, claims rebuilt without torch; resume; claims logic."""
 
 import csv
+import gzip
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import byte_tokenizer, tiny_model
+from isokl import records
 from isokl.aggregate import Study
 from isokl.claims import claims
 from isokl.models import from_module
@@ -31,13 +33,15 @@ def swept(tmp_path_factory):
 
 
 def _rows(path, drop=("time", "seconds")):
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+    name = path.name.split(".")[0]
+    return [{k: v for k, v in r.items() if k not in drop} for r in records.read(records.path(path.parent, name), name)]
 
 
 def test_sweep_writes_every_csv_with_documented_columns(swept):
     for name in FILES:
-        with open(swept / f"{name}.csv", newline="") as f:
+        p = records.path(swept, name)
+        assert p.name == f"{name}.csv{'.gz' if name in records.COMPRESSED else ''}"
+        with gzip.open(p, "rt", newline="") if p.name.endswith(".gz") else open(p, newline="") as f:
             reader = csv.DictReader(f)
             assert reader.fieldnames == columns(name)
             rows = list(reader)
@@ -200,7 +204,7 @@ def test_committed_results_rebuild_to_the_committed_table_and_claims(tmp_path):
     from isokl.report import build
 
     src = Path(__file__).resolve().parents[1] / "results"
-    for f in src.glob("*.csv"):
+    for f in [*src.glob("*.csv"), *src.glob("*.csv.gz")]:
         if not f.name.startswith("table1"):
             shutil.copy(f, tmp_path / f.name)
     build(tmp_path)

@@ -24,7 +24,16 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .vector import Vector
-from .config import CalibrateConfig, ConfigError, ExportConfig, GenerateConfig, SweepConfig, default_out, floats
+from .config import (
+    CalibrateConfig,
+    ConfigError,
+    ExportConfig,
+    GenerateConfig,
+    StudyConfig,
+    SweepConfig,
+    default_out,
+    floats,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -228,7 +237,10 @@ def cmd_models() -> int:
     return 0
 
 
-STUDY_DOC = "The full study: sweep, then Figure 1, Table 1 and claims.md (resumable; default folder runs/study)."
+STUDY_DOC = (
+    "The full study (Study v2 protocol, docs/decisions.md): sweep, then the figures, Table 1 and claims.md (resumable; "
+    "default folder runs/study)."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("generate", GenerateConfig, GenerateConfig.__doc__),
         ("export", ExportConfig, ExportConfig.__doc__),
         ("sweep", SweepConfig, f"{SweepConfig.__doc__} Default folder runs/sweep."),
-        ("study", SweepConfig, STUDY_DOC),
+        ("study", StudyConfig, STUDY_DOC),
     ):
         sp = sub.add_parser(verb, help=doc, description=doc)
         add_config_args(sp, cls)
@@ -273,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "export":
             return cmd_export(to_config(args, ExportConfig))
         if args.verb in ("sweep", "study"):
-            cfg = to_config(args, SweepConfig)
+            cfg = to_config(args, StudyConfig if args.verb == "study" else SweepConfig)
             if getattr(args, "quick", False):
                 cfg.models = "smollm2-135m"
             cfg.out = cfg.out or default_out(args.verb, getattr(args, "quick", False))

@@ -197,8 +197,25 @@ class SweepConfig:
     methods: str = field(default=",".join(STUDY_METHODS), metadata={"help": "comma-separated methods"})
     seeds: str = field(default=",".join(map(str, STUDY_SEEDS)), metadata={"help": "comma-separated data seeds"})
     windows: str = field(default=",".join(map(str, STUDY_WINDOWS)), metadata={"help": "comma-separated calibration windows T"})
-    alphas: str = field(default="1,2", metadata={"help": "dose multiples alpha = c / c* measured besides 0 (must include 1)"})
-    n_heldout: int = field(default=16, metadata={"help": "prompts per held-out set"})
+    alphas: str = field(
+        default="1,2", metadata={"help": "dose multiples alpha = c / c* measured besides 0 by every metric (must include 1)"}
+    )
+    dose_alphas: str = field(
+        default="", metadata={"help": "further doses for the dose-response (KL, base NLL, target logit; not pmass)"}
+    )
+    dose_windows: str = field(
+        default="", metadata={"help": "windows whose cells get --dose-alphas: '' every window, 'max' the largest, or a list"}
+    )
+    control: str = field(
+        default="", metadata={"help": "a control method run per model and seed beside --methods, e.g. random_direction"}
+    )
+    control_windows: str = field(
+        default="", metadata={"help": "windows of the control cells: '' every window, 'max' the largest, or a list"}
+    )
+    n_heldout: str = field(
+        default="16",
+        metadata={"help": "prompts per held-out set: N for all three, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)"},
+    )
     horizon: int = field(default=50, metadata={"help": "tokens per held-out rollout (fork points 0, 5, ..., horizon)"})
     out: str = field(
         default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"}
@@ -209,17 +226,39 @@ class SweepConfig:
         default=False, metadata={"help": "recompute finished cells whose recorded settings differ from this run's"}
     )
 
+    def _windows(self, flag: str, value: str) -> list[int]:
+        """A window list flag: '' = every --windows value, 'max' = the largest, else the numbers given."""
+        windows = ints("--windows", self.windows, 1)
+        return windows if not value else [max(windows)] if value == "max" else ints(flag, value, 1)
+
     def grid(self) -> list[tuple[str, str, int, int]]:
+        windows = ints("--windows", self.windows, 1)
+        control_windows = self._windows("--control-windows", self.control_windows)
         return [
             (m, meth, s, w)
             for m in split(self.models)
             for s in ints("--seeds", self.seeds, 0)
-            for meth in split(self.methods)
-            for w in ints("--windows", self.windows, 1)
+            for meth in split(self.methods) + ([self.control] if self.control else [])
+            for w in (control_windows if meth == self.control and self.control else windows)
         ]
 
-    def alpha_values(self) -> tuple[float, ...]:
-        return tuple(floats("--alphas", self.alphas))
+    def alpha_values(self, window: int | None = None) -> tuple[float, ...]:
+        """The doses of a cell of this window, ascending: --alphas, plus --dose-alphas where the window has them."""
+        doses = set(floats("--alphas", self.alphas))
+        if self.dose_alphas and (window is None or window in self._windows("--dose-windows", self.dose_windows)):
+            doses |= set(floats("--dose-alphas", self.dose_alphas))
+        return tuple(sorted(doses))
+
+    def pmass_alphas(self) -> tuple[float, ...]:
+        return tuple(sorted(set(floats("--alphas", self.alphas))))
+
+    def n_sets(self) -> dict[str, int]:
+        """Prompts per held-out pool."""
+        ns = ints("--n-heldout", self.n_heldout, 1)
+        if len(ns) not in (1, 3):
+            raise ConfigError(f"--n-heldout: {self.n_heldout!r}; give N, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)")
+        ns = ns * 3 if len(ns) == 1 else ns
+        return dict(zip(("heldout_generic", "heldout_truefalse", "heldout_sentiment"), ns, strict=True))
 
     def check(self, models: bool = True) -> None:
         """models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
@@ -228,16 +267,48 @@ class SweepConfig:
         if not split(self.models) or not split(self.methods):
             raise ConfigError("--models and --methods need at least one name each")
         check_methods("--methods", split(self.methods))
-        windows = ints("--windows", self.windows, 1)
+        if self.control:
+            check_methods("--control", [self.control])
+            if self.control in split(self.methods):
+                raise ConfigError(f"--control: {self.control} is also in --methods; a control is run beside the methods")
+        windows = ints("--windows", self.windows, 1) + self._windows("--control-windows", self.control_windows)
+        self._windows("--dose-windows", self.dose_windows)
         ints("--seeds", self.seeds, 0)
-        if 1.0 not in self.alpha_values():
+        if 1.0 not in floats("--alphas", self.alphas):
             raise ConfigError(f"--alphas: {self.alphas!r} lacks 1 (the calibrated dose c*, where held-out p95 is measured)")
+        if self.dose_alphas:
+            floats("--dose-alphas", self.dose_alphas)
         at_least("--horizon", self.horizon, max(windows))
-        smallest = min(len(pool(p)) for p in ("heldout_generic", "heldout_truefalse", "heldout_sentiment"))
-        if not 1 <= self.n_heldout <= smallest:
-            raise ConfigError(f"--n-heldout: {self.n_heldout} is outside 1..{smallest} (the size of the smallest held-out pool)")
+        for name, n in self.n_sets().items():
+            if not 1 <= n <= len(pool(name)):
+                raise ConfigError(f"--n-heldout: {n} is outside 1..{len(pool(name))} (the size of the {name} pool)")
         check_output_dir("--out", self.out)
         check_common("--models", split(self.models) if models else [], self.device, self.threads)
+
+
+@dataclass
+class StudyConfig(SweepConfig):
+    """The study (Study v2, docs/decisions.md): the sweep with the larger held-out sets, the dose-response on the T = 50
+    cells and a random-direction control, then Figure 1, Figure 2, Table 1 and claims.md."""
+
+    n_heldout: str = field(
+        default="64,32,32",
+        metadata={"help": "prompts per held-out set: N for all three, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)"},
+    )
+    dose_alphas: str = field(
+        default="0.25,0.5,1.5,3,4",
+        metadata={"help": "further doses for the dose-response (KL, base NLL, target logit; not pmass)"},
+    )
+    dose_windows: str = field(
+        default="max", metadata={"help": "windows whose cells get --dose-alphas: '' every window, 'max' the largest, or a list"}
+    )
+    control: str = field(
+        default="random_direction",
+        metadata={"help": "a control method run per model and seed beside --methods ('' for none)"},
+    )
+    control_windows: str = field(
+        default="max", metadata={"help": "windows of the control cells: '' every window, 'max' the largest, or a list"}
+    )
 
 
 @dataclass

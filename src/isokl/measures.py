@@ -29,19 +29,24 @@ class HeldOut:
     vector: Vector | None  # None: the base model
     coeffs: tuple[float, ...]  # c of each dose
     alphas: tuple[float, ...]  # its label alpha = c / c*
-    n: int  # prompts per held-out set
+    n: dict[str, int]  # prompts per held-out pool (its first n)
     horizon: int  # tokens per held-out rollout
     prov: dict = field(default_factory=dict)  # provenance columns of every row
+    pmass_alphas: tuple[float, ...] | None = None  # the doses pmass is measured at (its forks cost most); None: all
 
     def seqs(self, pool: str) -> list[list[int]]:
-        return self.lm.encode([self.lm.format(p) for p in prompts.pool(pool)[: self.n]])
+        return self.lm.encode([self.lm.format(p) for p in prompts.pool(pool)[: self.n[pool]]])
 
     def ids(self, pool: str) -> list[str]:
-        return [p.id for p in prompts.pool(pool)[: self.n]]
+        return [p.id for p in prompts.pool(pool)[: self.n[pool]]]
 
     def row(self, k: int, **cols) -> dict:
         """A row of dose k: provenance, alpha, c, then the measure's own columns."""
         return {**self.prov, "alpha": self.alphas[k], "c": self.coeffs[k], **cols}
+
+    def doses(self, alphas: tuple[float, ...] | None) -> list[int]:
+        """Indices k of the doses among `alphas` (None: every dose)."""
+        return [k for k, a in enumerate(self.alphas) if alphas is None or a in alphas]
 
     @cached_property
     def generic(self) -> Rollout:
@@ -89,17 +94,19 @@ def nll(h: HeldOut) -> list[dict]:
 @measure("pmass", "true/false rollouts and forks (branch_pmass)")
 def pmass(h: HeldOut) -> list[dict]:
     forks = tuple(f for f in FORKS if f <= h.horizon)
-    scored = branch_pmass(h.lm, h.seqs("heldout_truefalse"), h.vector, h.coeffs, T=h.horizon, forks=forks)
+    ks = h.doses(h.pmass_alphas)
+    coeffs = tuple(h.coeffs[k] for k in ks)
+    scored = branch_pmass(h.lm, h.seqs("heldout_truefalse"), h.vector, coeffs, T=h.horizon, forks=forks)
     return [
         h.row(
             k,
             prompt=pid,
             fork_t=t,
-            pmass=float(scored.pmass[k, i, j]),
-            p_true=float(scored.p_true[k, i, j]),
-            censored=int(scored.censored[k, i, j]),
+            pmass=float(scored.pmass[q, i, j]),
+            p_true=float(scored.p_true[q, i, j]),
+            censored=int(scored.censored[q, i, j]),
         )
-        for k in range(len(h.coeffs))
+        for q, k in enumerate(ks)
         for i, pid in enumerate(h.ids("heldout_truefalse"))
         for j, t in enumerate(scored.forks)
     ]
@@ -114,6 +121,22 @@ def target(h: HeldOut) -> list[dict]:
         for k in range(len(h.coeffs))
         for i, pid in enumerate(h.ids("heldout_sentiment"))
     ]
+
+
+EXAMPLES = 3  # the first 3 held-out generic prompts (a rule fixed before any v2 result: docs/decisions.md)
+
+
+@measure("examples", "decoded example continuations")
+def examples(h: HeldOut) -> list[dict]:
+    """The decoded greedy continuations of the first `EXAMPLES` held-out generic prompts at every dose."""
+    ro, ids = h.generic, h.ids("heldout_generic")
+    out = []
+    for k in range(len(h.coeffs)):
+        toks, valid = ro.tokens[ro.rows(k)].cpu(), ro.valid[ro.rows(k)].cpu()
+        for i, pid in enumerate(ids[:EXAMPLES]):
+            text = h.lm.tokenizer.decode(toks[i][valid[i]].tolist(), skip_special_tokens=True)
+            out.append(h.row(k, prompt=pid, text=text))
+    return out
 
 
 _unknown = sorted(set(MEASURES) - set(FILES))

@@ -9,7 +9,9 @@ rows, compared on resume (`settings_diff`), so a resumed sweep never mixes setti
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -40,6 +42,12 @@ FILES: dict[str, dict[str, str]] = {
         "status": "s",
         "calib_p95": "f",
         "holdout_p95": "f",
+        "holdout_p95_t20": "f",
+        "holdout_p95_t20_lo": "f",
+        "holdout_p95_t20_hi": "f",
+        "holdout_p95_t50": "f",
+        "holdout_p95_t50_lo": "f",
+        "holdout_p95_t50_hi": "f",
         "evaluations": "i",
         "seconds": "f",
     },
@@ -48,9 +56,15 @@ FILES: dict[str, dict[str, str]] = {
     "nll": {"alpha": "f", "c": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i"},
     "pmass": {"alpha": "f", "c": "f", "prompt": "s", "fork_t": "i", "pmass": "f", "p_true": "f", "censored": "b"},
     "target": {"alpha": "f", "c": "f", "probe": "s", "target_logit": "f"},
+    "examples": {"alpha": "f", "c": "f", "prompt": "s", "text": "s"},
 }
+HOLDOUT_WINDOWS = (20, 50)  # held-out p95 over the first 20 and all 50 tokens of every cell, same rollouts (v2)
+HOLDOUT_LEVEL = 0.90  # their prompt-bootstrap intervals
+COMPRESSED = {"trajectory"}  # written as NAME.csv.gz (gzip, no timestamp): the one file that grows to tens of MB
 OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
-ADDED = {"calibration": {"c_star_lo", "c_star_hi"}}  # columns added 2026-11-29: empty in older folders (not computed)
+ADDED = {  # columns added 2026-11-29: empty in older folders (not computed)
+    "calibration": {"c_star_lo", "c_star_hi"} | {f"holdout_p95_t{w}{s}" for w in HOLDOUT_WINDOWS for s in ("", "_lo", "_hi")}
+}
 SETTINGS = "settings.json"
 RECORDED_ONLY = {"code_version", "source_hash"}  # in settings.json, reported on resume, not refused (docs/decisions.md)
 
@@ -72,19 +86,47 @@ def _parse(kind: str, v: str) -> None:
         raise ValueError(v)
 
 
+def path(d: Path, name: str) -> Path:
+    """The file of `name` in folder d: NAME.csv.gz for the compressed files, else NAME.csv; a folder written before
+    compression (plain NAME.csv) is still read."""
+    d = Path(d)
+    if name in COMPRESSED and not (d / f"{name}.csv.gz").exists() and (d / f"{name}.csv").exists():
+        return d / f"{name}.csv"
+    return d / f"{name}.csv{'.gz' if name in COMPRESSED else ''}"
+
+
+def _open_text(p: Path):
+    return gzip.open(p, "rt", newline="") if p.name.endswith(".gz") else p.open(newline="")
+
+
+def _write_rows(p: Path, fieldnames: list[str], rows, gz: bool) -> None:
+    """A CSV file in one write; gz: gzip without a timestamp, so the same rows give the same bytes."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fieldnames)
+    w.writeheader()
+    w.writerows(rows)
+    data = buf.getvalue().encode()
+    p.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+
+
 def read(path: Path, name: str) -> list[dict]:
-    """Rows of OUT/<name>.csv, checked against the schema; [] when the file does not exist."""
+    """Rows of a file (OUT/<name>.csv or .csv.gz), checked against the schema; [] when the file does not exist."""
     if not path.exists():
         return []
     types = {**PROVENANCE, **FILES[name]}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in types if c not in (reader.fieldnames or []) and c not in ADDED.get(name, set())]
-        if missing:
-            raise RecordsError(
-                f"{path}: missing column(s) {', '.join(missing)}; it was not written by this isokl (expected {', '.join(types)})"
-            )
-        rows = [{**dict.fromkeys(ADDED.get(name, ()), ""), **r} for r in reader]
+    try:
+        with _open_text(path) as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames
+            raw = list(reader)
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise RecordsError(f"{path}: cannot be read ({e}); restore it or rerun the sweep into a fresh folder") from None
+    missing = [c for c in types if c not in (fields or []) and c not in ADDED.get(name, set())]
+    if missing:
+        raise RecordsError(
+            f"{path}: missing column(s) {', '.join(missing)}; it was not written by this isokl (expected {', '.join(types)})"
+        )
+    rows = [{**dict.fromkeys(ADDED.get(name, ()), ""), **r} for r in raw]
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r or any(v is None for v in r.values()):
             raise RecordsError(
@@ -110,7 +152,7 @@ def load(d: Path) -> dict[str, list[dict]]:
     d = Path(d)
     if not d.is_dir():
         raise RecordsError(f"{d} is not a folder: give the folder a sweep wrote (e.g. results)")
-    data = {name: read(d / f"{name}.csv", name) for name in FILES}
+    data = {name: read(path(d, name), name) for name in FILES}
     if not data["calibration"]:
         raise RecordsError(f"{d}/calibration.csv is missing or empty: run `isokl sweep --out {d}` first")
     return data
@@ -128,10 +170,7 @@ def write_cell(out: Path, name: str, rows: dict[str, list[dict]], settings: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for fname, rs in rows.items():
-        with (tmp / f"{fname}.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns(fname))
-            w.writeheader()
-            w.writerows(rs)
+        _write_rows(path(tmp, fname), columns(fname), rs, fname in COMPRESSED)
     (tmp / SETTINGS).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -143,19 +182,21 @@ def finished_cells(out: Path) -> list[Path]:
 
 
 def combine(out: Path) -> None:
-    """Rebuild OUT/<file>.csv from every finished cell, in sorted cell order (deterministic)."""
+    """Rebuild OUT/<file>.csv (.csv.gz) from every finished cell, in sorted cell order (deterministic); columns a
+    cell's files predate (`ADDED`) stay empty."""
     cells = finished_cells(out)
     for fname in FILES:
-        tmp = out / f".{fname}.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns(fname))
-            w.writeheader()
-            for c in cells:
-                src = c / f"{fname}.csv"
-                if src.exists():
-                    with src.open(newline="") as r:
-                        w.writerows(csv.DictReader(r))
-        os.replace(tmp, out / f"{fname}.csv")
+        final = out / f"{fname}.csv{'.gz' if fname in COMPRESSED else ''}"
+        if fname in COMPRESSED and (out / f"{fname}.csv").exists():
+            (out / f"{fname}.csv").unlink()  # replaced by its compressed form
+        rows = []
+        for c in cells:
+            if path(c, fname).exists():
+                with _open_text(path(c, fname)) as r:
+                    rows += [{k: row.get(k, "") for k in columns(fname)} for row in csv.DictReader(r)]
+        tmp = final.with_name(f".{final.name}.tmp")
+        _write_rows(tmp, columns(fname), rows, fname in COMPRESSED)
+        os.replace(tmp, final)
 
 
 def cell_settings(cell: Path) -> dict | None:

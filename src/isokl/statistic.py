@@ -108,6 +108,21 @@ class Statistic:
         open_ended = bool(lo == 0 or hi == len(grid) - 1)
         return Interval(float(np.exp(grid[lo])), float(np.exp(grid[hi])), 0.95, n, open_ended)
 
+    def prompt_interval(self, kl: np.ndarray, level: float = 0.90, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """kl: [n t] per-token KL, NaN where not scored -> a percentile bootstrap interval for the pooled
+        statistic of the prompts' population: resample the n prompts with replacement (each keeps all its
+        tokens), pool, take the quantile; `level` of the resampled values lie inside (numpy, seeded)."""
+        kl = np.asarray(kl, dtype=np.float64)
+        rows = [r[~np.isnan(r)] for r in kl]
+        rows = [r for r in rows if r.size]
+        if len(rows) < 2:
+            return float("nan"), float("nan")
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(rows), size=(resamples, len(rows)))
+        stats = np.array([self.pooled(np.concatenate([rows[i] for i in pick])) for pick in picks])
+        lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
+
     @staticmethod
     def stop_above(target: float, tol: float) -> float:
         """A dose is cut short once its statistic must exceed this: far enough above the target that the

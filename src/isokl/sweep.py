@@ -30,11 +30,14 @@ from .activations import extract
 from .calibrate import calibrate_iso_kl
 from .config import SweepConfig
 from .measures import MEASURES, HeldOut
+from .methods import get_method
 from .metrics import FORKS, SUFFIX
 from .models import LM, load
 from .progress import Progress
 from .records import (
     BASE,
+    HOLDOUT_LEVEL,
+    HOLDOUT_WINDOWS,
     TARGET,
     TOL,
     cell_name,
@@ -46,6 +49,7 @@ from .records import (
     source_hash,
     write_cell,
 )
+from .statistic import P95
 
 
 class Interrupted(KeyboardInterrupt):
@@ -64,17 +68,18 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def settings(cfg: SweepConfig) -> dict:
-    """Everything that changes a cell's rows, as recorded in each cell (code version: recorded, not compared)."""
+def settings(cfg: SweepConfig, window: int | None = None) -> dict:
+    """Everything that changes the rows of a cell of this window (None: the base cell), as recorded in each cell
+    (code version: recorded, not compared)."""
     # the seeded draws depend on the whole pairs and calibration pools; held-out sets use their first n prompts
-    pools = {
-        name: _hash(prompts.rows(name)[: cfg.n_heldout] if name.startswith("heldout") else prompts.rows(name))
-        for name in prompts.POOLS
-    }
+    n = cfg.n_sets()
+    pools = {name: _hash(prompts.rows(name)[: n[name]] if name in n else prompts.rows(name)) for name in prompts.POOLS}
+    doses = sorted(set(cfg.alpha_values(window)) - set(cfg.pmass_alphas()))
     return {
-        "n_heldout": cfg.n_heldout,
+        "n_heldout": n["heldout_generic"] if len(set(n.values())) == 1 else n,
         "horizon": cfg.horizon,
-        "alphas": list(cfg.alpha_values()),
+        "alphas": list(cfg.pmass_alphas()),
+        **({"dose_alphas": doses} if doses else {}),  # absent where a cell has no further doses (as before v2)
         "measures": sorted(MEASURES),  # a new metric makes older cells differ: they lack its file
         "forks": [f for f in FORKS if f <= cfg.horizon],
         "pmass_suffix": SUFFIX,
@@ -92,10 +97,11 @@ def measure(
     lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None
 ) -> tuple[dict[str, list[dict]], HeldOut]:
     """Every registered measure (`measures.MEASURES`) at c = alpha x c* -> (rows per file, the shared HeldOut)."""
-    held = HeldOut(lm, vector, coeffs, alphas, cfg.n_heldout, cfg.horizon, prov)
+    pm = cfg.pmass_alphas() if vector is not None else (0.0,)
+    held = HeldOut(lm, vector, coeffs, alphas, cfg.n_sets(), cfg.horizon, prov, pmass_alphas=pm)
     rows = {}
     for file, (label, fn) in MEASURES.items():
-        phase(f"{label} ({cfg.n_heldout} prompts x {len(coeffs)} alphas)")
+        phase(label)
         rows[file] = fn(held)
     return rows, held
 
@@ -118,9 +124,19 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
 
     evals: list = []
     res = calibrate_iso_kl(lm, vector, prompts.calibration_prompts(seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
-    alphas = cfg.alpha_values()
+    alphas = cfg.alpha_values(window)
     rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
+    at_1x = held.generic.stats(alphas.index(1.0))  # the held-out rollouts at c*, all `horizon` tokens
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
+    windows: dict[
+        str, float
+    ] = {}  # held-out p95 over the first w tokens for each w, with a prompt-bootstrap interval (same rollouts)
+    for w in HOLDOUT_WINDOWS:
+        if w <= cfg.horizon:
+            assert at_1x.per_prompt is not None
+            lo, hi = P95.prompt_interval(at_1x.per_prompt[:, :w], level=HOLDOUT_LEVEL)
+            windows |= {f"holdout_p95_t{w}": held.generic.stats(alphas.index(1.0), w).p95, f"holdout_p95_t{w}_lo": lo}
+            windows[f"holdout_p95_t{w}_hi"] = hi
     rows["history"] = [
         {
             **prov,
@@ -146,6 +162,7 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
             "status": res.status,
             "calib_p95": res.p95,
             "holdout_p95": holdout,
+            **windows,
             "evaluations": res.evaluations,
             "seconds": round(time.time() - t0, 1),
         }
@@ -159,18 +176,18 @@ def run_base(lm: LM, cfg: SweepConfig, version: str, phase=lambda s: None) -> di
     return rows
 
 
-def check_resume(out: Path, grid_names: set[str], now: dict, recompute: bool) -> list[str]:
-    """Finished cells whose settings differ from this run's: refused (SettingsChanged), or with `recompute`
-    the names to redo. Cells of another code version are only counted (every row carries its version)."""
+def check_resume(out: Path, expected: dict[str, dict], now: dict, recompute: bool) -> list[str]:
+    """Finished cells whose settings differ from this run's (`expected` per cell of the grid, `now` for any other):
+    refused (SettingsChanged), or with `recompute` the names to redo. Cells of another code version are only counted (every row carries its version)."""
     differ: dict[str, list[str]] = {}
     outside: list[str] = []
     versions: dict[str, int] = {}
     for cell in finished_cells(out):
         rec = cell_settings(cell)
-        diff = settings_diff(rec, now)
+        diff = settings_diff(rec, expected.get(cell.name, now))
         if rec and rec.get("source_hash") != now["source_hash"]:
             versions[rec.get("code_version", "?")] = versions.get(rec.get("code_version", "?"), 0) + 1
-        if diff and cell.name in grid_names:
+        if diff and cell.name in expected:
             differ[cell.name] = diff
         elif diff:
             outside.append(cell.name)
@@ -204,10 +221,10 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
     version, now = code_version(), settings(cfg)
     grid = cfg.grid()
     models = list(dict.fromkeys(g[0] for g in grid))
-    names = {cell_name(*g) for g in grid} | {cell_name(m, BASE, "", "") for m in models}
+    expected = {cell_name(*g): settings(cfg, g[3]) for g in grid} | {cell_name(m, BASE, "", ""): now for m in models}
     for stale in (out / "cells").glob("*.tmp") if (out / "cells").is_dir() else ():  # running when killed
         shutil.rmtree(stale)
-    for name in check_resume(out, names, now, cfg.recompute):
+    for name in check_resume(out, expected, now, cfg.recompute):
         shutil.rmtree(out / "cells" / name)
     todo = [g for g in grid if not (out / "cells" / cell_name(*g)).exists()]
     bar = progress or Progress(len(grid), len(grid) - len(todo))
@@ -229,12 +246,15 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
                 label = f"{model_id} {method} seed {seed} T={window}"
                 if (method, seed) not in vectors:
                     bar.phase(label, "extracting the vector")
-                    vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method)
+                    seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}  # a seeded control direction
+                    vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method, **seeded)
                 t1 = time.time()
                 rows = run_cell(
                     lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s)
                 )
-                write_cell(out, cell_name(model_id, method, seed, window), rows, now)
+                write_cell(
+                    out, cell_name(model_id, method, seed, window), rows, expected[cell_name(model_id, method, seed, window)]
+                )
                 combine(out)
                 new += 1
                 cal = rows["calibration"][0]

@@ -67,4 +67,4 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return x / n
 
 
-from . import additive, directional_ablation, mean_diff, pca  # noqa: E402,F401  (registers the methods)
+from . import additive, directional_ablation, mean_diff, pca, random_direction  # noqa: E402,F401  (registers the methods)
