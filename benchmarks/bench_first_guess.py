@@ -65,7 +65,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     lm = load(a.model)
-    with open(Path(__file__).resolve().parents[1] / "results" / "calibration.csv", newline="") as f:
+    with open(Path(__file__).resolve().parents[1] / "results" / "v1" / "calibration.csv", newline="") as f:
         cells = [r for r in csv.DictReader(f) if r["model"] == a.model and int(r["window"]) == a.window]
     print(f"{a.model} T = {a.window}, {a.threads} threads: c* (published) vs guesses")
     ratios_off, ratios_now = [], []

@@ -93,7 +93,7 @@ def test_base_branch_pmass_reproduces_the_published_study(smol):
 
     qs = prompts.pool("heldout_truefalse")[:16]
     pm = branch_pmass(smol, smol.encode([smol.format(p) for p in qs]), None, (0.0,), T=50)
-    with open(Path(__file__).resolve().parents[1] / "results" / "pmass.csv", newline="") as f:
+    with open(Path(__file__).resolve().parents[1] / "results" / "v1" / "pmass.csv", newline="") as f:
         rows = {
             (r["prompt"], int(r["fork_t"])): r
             for r in csv.DictReader(f)

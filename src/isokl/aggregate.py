@@ -1,9 +1,13 @@
-"""Aggregate: a sweep's checked CSV rows -> `Study`, every per-cell and per-(model, method) number that
-Table 1, the claims and Figure 1 use (numpy; no torch).
+"""Aggregate: a sweep's checked CSV rows -> `Study`, every per-cell, per-seed and per-(model, method) number that
+Table 1, the claims and the figures use (numpy; no torch).
 
 A "cell" is (model, method, seed, window); alpha = c / c* is the dose multiple (0 = the
 base model, method `base`). Per-token p95 at t = the statistic (`statistic.P95`) across
-held-out prompts of the KL at token t.
+held-out prompts of the KL at token t; pooled p95 over the first t tokens = the statistic
+the 1-nat target refers to. Seeds are the units of inference (docs/decisions.md, Study
+v2): `est_*` return an `inference.Estimate` (mean over seeds, two-stage bootstrap
+interval); a seed's value for a probe is the mean over that seed's cells. Controls
+(`CONTROLS`, e.g. the random direction) are kept apart from the methods.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from .records import BASE, STUDY_METHODS, STUDY_MODELS
+from .inference import Estimate, hierarchical
+from .records import BASE, HOLDOUT_LEVEL, HOLDOUT_WINDOWS, STUDY_METHODS, STUDY_MODELS
 from .statistic import P95
 
-BOOT = 10_000  # bootstrap resamples for the delta-logit CI (seed 0)
+CONTROLS = ("random_direction",)  # run beside the methods; Table 1's control rows, not a method
 
 
 def _f(x) -> float:
@@ -27,19 +32,84 @@ def order(values, preferred):
     return [p for p in preferred if p in seen] + [v for v in seen if v not in preferred]
 
 
+Key = tuple[str, str, str, str]  # (model, method, seed, window) as written
+
+
 class Study:
-    """Indexes the CSV rows by cell and computes every aggregate the table, figure and claims use."""
+    """Indexes the CSV rows by cell and dose once; computes every aggregate the table, figures and claims use."""
 
     def __init__(self, data: dict[str, list[dict]]):
         self.data = data
-        self.cal = [r for r in data["calibration"]]
+        self.cal = [dict(r) for r in data["calibration"]]
+        every = order([r["method"] for r in self.cal], STUDY_METHODS)
+        self.methods = [m for m in every if m not in CONTROLS]
+        self.controls = [m for m in every if m in CONTROLS]
         self.models = order([r["model"] for r in self.cal], STUDY_MODELS)
-        self.methods = order([r["method"] for r in self.cal], STUDY_METHODS)
         self.seeds = sorted({int(r["seed"]) for r in self.cal})
-        self.windows = sorted({int(r["window"]) for r in self.cal})
+        self.windows = sorted({int(r["window"]) for r in self.cal if r["method"] not in CONTROLS})
         self.alphas = sorted({_f(r["alpha"]) for r in data["trajectory"]} - {0.0})
+        self._kl = self._index_kl(data["trajectory"])
+        self._nll: dict[tuple, dict[str, tuple[float, int]]] = defaultdict(dict)
+        for r in data["nll"]:
+            self._nll[self._dose_key(r)][r["prompt"]] = (_f(r["nll_sum"]), int(r["n_tokens"]))
+        self._target: dict[tuple, dict[str, float]] = defaultdict(dict)
+        for r in data["target"]:
+            self._target[self._dose_key(r)][r["probe"]] = _f(r["target_logit"])
+        self._fill_windows()
+        self._pmass: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        for r in data["pmass"]:
+            self._pmass[self._dose_key(r)][r["prompt"]][int(r["fork_t"])] = (
+                float("nan") if r["censored"] == "1" else _f(r["pmass"])
+            )
 
-    def cells(self, model=None, method=None, seed=None, window=None) -> list[dict]:
+    def _fill_windows(self) -> None:
+        """Folders written before the held-out windows were columns (v1): the same values from trajectory, computed
+        as the sweep computes them (the first w tokens at 1x; `P95.prompt_interval`, same seed)."""
+        for r in self.cal:
+            arr = self.kl(self._key(r), 1.0)
+            for w in HOLDOUT_WINDOWS:
+                if r.get(f"holdout_p95_t{w}", "") == "" and arr is not None and arr.shape[1] >= w:
+                    part = arr[:, :w]
+                    lo, hi = P95.prompt_interval(part, level=HOLDOUT_LEVEL)
+                    r[f"holdout_p95_t{w}"], r[f"holdout_p95_t{w}_lo"], r[f"holdout_p95_t{w}_hi"] = (
+                        repr(P95.pooled(part[~np.isnan(part)])),
+                        repr(lo),
+                        repr(hi),
+                    )
+
+    # ---- indexing --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(r) -> Key:
+        return (r["model"], r["method"], r["seed"], r["window"])
+
+    @classmethod
+    def _dose_key(cls, r) -> tuple:
+        """(cell, alpha); the base model's rows: ((model, BASE, '', ''), 0.0)."""
+        return (cls._key(r), 0.0 if r["method"] == BASE else _f(r["alpha"]))
+
+    @staticmethod
+    def base_key(model: str) -> Key:
+        return (model, BASE, "", "")
+
+    def _index_kl(self, rows) -> dict[tuple, np.ndarray]:
+        """(cell, alpha) -> [prompt t] KL, NaN where the token is not valid (after EOS)."""
+        cols: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        for r in rows:
+            cols[self._dose_key(r)][r["prompt"]][int(r["t"])] = _f(r["kl"]) if r["valid"] == "1" else float("nan")
+        out = {}
+        self._kl_prompts = {k: sorted(v) for k, v in cols.items()}
+        for k, by_prompt in cols.items():
+            n_t = max(max(ts) for ts in by_prompt.values())
+            arr = np.full((len(by_prompt), n_t), np.nan)
+            for i, (_, ts) in enumerate(sorted(by_prompt.items())):
+                for t, v in ts.items():
+                    arr[i, t - 1] = v
+            out[k] = arr
+        return out
+
+    def cells(self, model=None, method=None, seed=None, window=None, controls: bool = False) -> list[dict]:
+        """Calibration rows of the cells matching; the control's only when asked (`controls` or its method name)."""
         return [
             r
             for r in self.cal
@@ -47,62 +117,191 @@ class Study:
             and (method is None or r["method"] == method)
             and (seed is None or int(r["seed"]) == seed)
             and (window is None or int(r["window"]) == window)
+            and (controls or method is not None or r["method"] not in CONTROLS)
         ]
 
-    @staticmethod
-    def _key(r) -> tuple:
-        return (r["model"], r["method"], r["seed"], r["window"])
+    def keys(self, model, method, seed=None, window=None) -> list[Key]:
+        return [self._key(c) for c in self.cells(model, method, seed, window)]
 
-    def per_t_p95(self, alpha: float) -> dict[tuple, np.ndarray]:
-        """cell -> [t] p95 over prompts of per-token KL at dose `alpha`."""
-        by: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in self.data["trajectory"]:
-            if _f(r["alpha"]) == alpha and r["valid"] == "1":
-                by[self._key(r)][int(r["t"])].append(_f(r["kl"]))
+    # ---- KL ---------------------------------------------------------------------------------------------
+
+    def kl(self, key: Key, alpha: float) -> np.ndarray | None:
+        """[prompt t] held-out KL of a cell at a dose (NaN: not scored), or None."""
+        return self._kl.get((key, alpha))
+
+    def prompt_p95(self, key: Key, alpha: float, prompt: str) -> float:
+        """One prompt's p95 KL over its valid tokens."""
+        arr = self.kl(key, alpha)
+        ids = self._kl_prompts.get((key, alpha), [])
+        if arr is None or prompt not in ids:
+            return float("nan")
+        row = arr[ids.index(prompt)]
+        return P95.pooled(row[~np.isnan(row)])
+
+    def per_t_p95(self, alpha: float) -> dict[Key, np.ndarray]:
+        """cell -> [t] p95 over prompts of per-token KL at dose `alpha` (methods' cells and controls')."""
         out = {}
-        for k, ts in by.items():
-            out[k] = np.array([P95.pooled(ts.get(t, [])) for t in range(1, max(ts) + 1)])
+        for (key, a), arr in self._kl.items():
+            if a == alpha:
+                out[key] = np.array(P95.per_position(np.nan_to_num(arr), ~np.isnan(arr)))
         return out
 
-    def nll_ratio(self, alpha: float) -> dict[tuple, float]:
-        """cell -> mean base NLL of steered rollouts / mean base NLL of the base model's own rollouts."""
-        num: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0])
-        base: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-        for r in self.data["nll"]:
-            acc = base[r["model"]] if r["method"] == BASE else num[self._key(r)] if _f(r["alpha"]) == alpha else None
-            if acc is not None:
-                acc[0] += _f(r["nll_sum"])
-                acc[1] += int(r["n_tokens"])
-        return {k: (s / n) / (base[k[0]][0] / base[k[0]][1]) for k, (s, n) in num.items() if n and base[k[0]][1]}
+    def pooled_p95(self, key: Key, alpha: float, T: int | None = None) -> float:
+        arr = self.kl(key, alpha)
+        if arr is None:
+            return float("nan")
+        arr = arr[:, :T]
+        return P95.pooled(arr[~np.isnan(arr)])
 
-    def pmass(self, alpha: float | None) -> dict[tuple, dict[int, list[float]]]:
-        """(model, method) -> fork t -> uncensored pmass values; alpha None = the base model (method 'base')."""
-        out: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in self.data["pmass"]:
-            if r["censored"] == "1":
-                continue
-            if alpha is None and r["method"] == BASE:
-                out[(r["model"], BASE)][int(r["fork_t"])].append(_f(r["pmass"]))
-            elif alpha is not None and r["method"] != BASE and _f(r["alpha"]) == alpha:
-                out[(r["model"], r["method"])][int(r["fork_t"])].append(_f(r["pmass"]))
+    def cumulative_p95(self, key: Key, alpha: float) -> np.ndarray:
+        """[t] the pooled statistic over the first t tokens: what the 1-nat target refers to at t = T."""
+        arr = self.kl(key, alpha)
+        if arr is None:
+            return np.array([])
+        return np.array([self.pooled_p95(key, alpha, t) for t in range(1, arr.shape[1] + 1)])
+
+    def mean_kl(self, key: Key, alpha: float) -> float:
+        arr = self.kl(key, alpha)
+        return float(np.nanmean(arr)) if arr is not None else float("nan")
+
+    def est_mean_kl(self, model, method, alpha, window=None) -> Estimate:
+        """Mean KL per token (pooled over prompts and tokens), seeds as units."""
+
+        def rows(keys):
+            arrs = [a for k in keys if (a := self.kl(k, alpha)) is not None]
+            if not arrs:
+                return np.zeros((0, 2))
+            return np.mean([np.stack([np.nansum(a, 1), (~np.isnan(a)).sum(1)], 1) for a in arrs], 0)
+
+        return hierarchical(self._units(model, method, window, rows), stat=lambda s: s[..., 0] / s[..., 1])
+
+    def seed_range(self, model, method, window, value) -> tuple[float, float, float]:
+        """(mean, min, max) over seeds of value(the seed's cell keys) (e.g. a pooled p95; its mean over cells)."""
+        vals = [value(ks) for seed in self.seeds if (ks := self.keys(model, method, seed, window))]
+        vals = [v for v in vals if not np.isnan(v)]
+        return (float(np.mean(vals)), float(min(vals)), float(max(vals))) if vals else (float("nan"),) * 3
+
+    # ---- NLL ---------------------------------------------------------------------------------------------
+
+    def _nll_rows(self, keys: list[Key], alpha: float) -> np.ndarray:
+        """[prompt 4]: steered NLL sum and tokens (mean over the cells), the base model's own sum and tokens."""
+        base = self._nll.get((self.base_key(keys[0][0]), 0.0), {}) if keys else {}
+        per = [self._nll.get((k, alpha), {}) for k in keys]
+        prompts = sorted(set(base).intersection(*map(set, per))) if per else []
+        return np.array([[np.mean([d[p][0] for d in per]), np.mean([d[p][1] for d in per]), *base[p]] for p in prompts]).reshape(
+            -1, 4
+        )
+
+    def nll_ratio(self, alpha: float) -> dict[Key, float]:
+        """cell -> mean base NLL per token of its steered rollouts / the same for the base model's own rollouts."""
+        out = {}
+        for key, a in self._nll:
+            if a == alpha and key[1] != BASE:
+                rows = self._nll_rows([key], alpha)
+                if len(rows) and rows[:, 1].sum() and rows[:, 3].sum():
+                    out[key] = float(_ratio(rows.sum(0)))
         return out
 
-    def mean_pmass(self, model, method, alpha) -> float:
-        d = self.pmass(alpha).get((model, method if alpha is not None else BASE), {})
-        vals = [v for vs in d.values() for v in vs]
-        return float(np.mean(vals)) if vals else float("nan")
+    def est_nll_ratio(self, model, method, alpha, window=None) -> Estimate:
+        return hierarchical(self._units(model, method, window, lambda ks: self._nll_rows(ks, alpha)), stat=_ratio)
 
-    def delta_logit(self, model, method, alpha=1.0) -> tuple[float, float, float, int]:
-        """Mean over probes of (target_logit at alpha, averaged over the cells) - the base model's, with a 95%
-        bootstrap CI over probes; n probes."""
-        base = {r["probe"]: _f(r["target_logit"]) for r in self.data["target"] if r["model"] == model and r["method"] == BASE}
-        st = defaultdict(list)
-        for r in self.data["target"]:
-            if r["model"] == model and r["method"] == method and _f(r["alpha"]) == alpha:
-                st[r["probe"]].append(_f(r["target_logit"]))
-        d = np.array([np.mean(v) - base[p] for p, v in sorted(st.items()) if p in base])
-        if not len(d):
-            return (float("nan"),) * 3 + (0,)
-        rng = np.random.default_rng(0)
-        boots = d[rng.integers(0, len(d), size=(BOOT, len(d)))].mean(1)
-        return float(d.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)), len(d)
+    def est_excess_nll(self, model, method, alpha, window=None) -> Estimate:
+        """Steered minus base NLL per token (nats), same prompts."""
+        return hierarchical(self._units(model, method, window, lambda ks: self._nll_rows(ks, alpha)), stat=_excess)
+
+    # ---- target-axis logit ----------------------------------------------------------------------------------
+
+    def _delta_rows(self, keys: list[Key], alpha: float) -> np.ndarray:
+        """[probe]: L(alpha) - L(base) per probe, the mean over the cells."""
+        if not keys:
+            return np.array([])
+        base = self._target.get((self.base_key(keys[0][0]), 0.0), {})
+        per = [self._target.get((k, alpha), {}) for k in keys]
+        probes = sorted(set(base).intersection(*map(set, per)))
+        return np.array([np.mean([d[p] for d in per]) - base[p] for p in probes])
+
+    def est_delta_logit(self, model, method, alpha=1.0, window=None) -> Estimate:
+        return hierarchical(self._units(model, method, window, lambda ks: self._delta_rows(ks, alpha)))
+
+    def cell_delta_logit(self, key: Key, alpha=1.0) -> Estimate:
+        """One cell: mean over probes, probe-bootstrap 95% interval."""
+        return hierarchical([self._delta_rows([key], alpha)])
+
+    def est_delta_vs_control(self, model, method, control, alpha=1.0) -> Estimate:
+        """The method's delta logit minus the control's, paired by seed and probe, in the control's windows."""
+        units = []
+        for seed in self.seeds:
+            ctrl = self.keys(model, control, seed)
+            mine = [k for k in self.keys(model, method, seed) if k[3] in {c[3] for c in ctrl}]
+            if ctrl and mine:
+                a, b = self._delta_rows(mine, alpha), self._delta_rows(ctrl, alpha)
+                if len(a) == len(b):
+                    units.append(a - b)
+        return hierarchical(units)
+
+    # ---- branch_pmass ------------------------------------------------------------------------------------------
+
+    def _pmass_rows(self, keys: list[Key], alpha: float) -> np.ndarray:
+        """[question 4]: sum and count of the uncensored pmass values over the cells and forks; the base's."""
+        if not keys:
+            return np.zeros((0, 4))
+        base = self._pmass.get((self.base_key(keys[0][0]), 0.0), {})
+        per = [self._pmass.get((k, alpha), {}) for k in keys]
+        rows = []
+        for q in sorted(set(base).intersection(*map(set, per))):
+            vals = np.array([v for d in per for v in d[q].values()])
+            bv = np.array(list(base[q].values()))
+            rows.append([np.nansum(vals), np.sum(~np.isnan(vals)), np.nansum(bv), np.sum(~np.isnan(bv))])
+        return np.array(rows).reshape(-1, 4)
+
+    def _paired_rows(self, keys: list[Key], alpha: float) -> np.ndarray:
+        """[question 2]: sum and count of pmass(t) - pmass(0), same question, cell and dose, uncensored t >= 5."""
+        per = [self._pmass.get((k, alpha), {}) for k in keys]
+        rows = []
+        for q in sorted(set().union(*map(set, per))) if per else []:
+            diffs = [v - d[q][0] for d in per if q in d and 0 in d[q] for t, v in d[q].items() if t >= 5 and not np.isnan(v)]
+            rows.append([float(np.sum(diffs)), len(diffs)])
+        return np.array(rows).reshape(-1, 2)
+
+    def est_pmass_change(self, model, method, alpha, window=None) -> Estimate:
+        return hierarchical(self._units(model, method, window, lambda ks: self._pmass_rows(ks, alpha)), stat=_excess)
+
+    def est_pmass_paired(self, model, method, alpha, window=None) -> Estimate:
+        return hierarchical(
+            self._units(model, method, window, lambda ks: self._paired_rows(ks, alpha)), stat=lambda s: s[..., 0] / s[..., 1]
+        )
+
+    def pmass_change(self, key: Key, alpha: float) -> float:
+        """One cell: mean uncensored pmass at the dose minus the base model's (v1's definition)."""
+        rows = self._pmass_rows([key], alpha)
+        return float(_excess(rows.sum(0))) if len(rows) else float("nan")
+
+    def pmass_curve(self, model, method, alpha) -> dict[int, list[float]]:
+        """fork t -> uncensored pmass values over the (model, method) cells (method BASE: the base model's)."""
+        keys = [self.base_key(model)] if method == BASE else self.keys(model, method)
+        out: dict[int, list[float]] = defaultdict(list)
+        for k in keys:
+            for forks in self._pmass.get((k, 0.0 if method == BASE else alpha), {}).values():
+                for t, v in forks.items():
+                    if not np.isnan(v):
+                        out[t].append(v)
+        return dict(out)
+
+    def pmass_counts(self, model, method, alpha) -> int:
+        return sum(len(v) for v in self.pmass_curve(model, method, alpha).values())
+
+    # ---- units ----------------------------------------------------------------------------------------------
+
+    def _units(self, model, method, window, rows_of) -> list[np.ndarray]:
+        """One array per seed: rows_of(the seed's cell keys)."""
+        return [rows_of(ks) for seed in self.seeds if (ks := self.keys(model, method, seed, window))]
+
+
+def _ratio(s: np.ndarray) -> np.ndarray:
+    """Column sums [steered sum, steered n, base sum, base n] -> (steered per token) / (base per token)."""
+    return (s[..., 0] / s[..., 1]) / (s[..., 2] / s[..., 3])
+
+
+def _excess(s: np.ndarray) -> np.ndarray:
+    """Column sums [steered sum, steered n, base sum, base n] -> steered per item minus base per item."""
+    return s[..., 0] / s[..., 1] - s[..., 2] / s[..., 3]

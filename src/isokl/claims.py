@@ -15,10 +15,8 @@ import numpy as np
 
 from .aggregate import Study, _f
 from .records import BASE, TARGET, TOL
+from .table import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, _count, _overlap
 
-HOLDOUT_BAND = (0.7, 1.4)  # R1
-NLL_OK, NLL_HOT = 2.0, 4.0  # R3
-PMASS_OK, PMASS_HOT = 0.1, 0.3  # R4
 R6_SPREAD = 0.5  # nats: median over t of the across-seed range of per-token p95 at 1x, per (model, method, window)
 
 Claim = tuple[str, str, str]  # (id, PASS | FAIL | MISSING, the numbers behind it)
@@ -44,6 +42,12 @@ def r1(s: Study, rows: list[dict]) -> Claim:
         f"{conv}/{len(cells)} cells converged (|calib p95 - 1| <= {TOL}); holdout p95 in [{lo}, {hi}] in {inband}/{len(cells)} "
         f"(range {min(hp):.2f}-{max(hp):.2f})."
     )
+    t20, t50, ov = _count(cells, "holdout_p95_t20"), _count(cells, "holdout_p95_t50"), _overlap(cells)
+    if t20[1] or t50[1]:
+        detail += (
+            f" Every cell judged on the same held-out rollouts over t <= 20: {t20[0]}/{t20[1]} in band; over t <= 50: "
+            f"{t50[0]}/{t50[1]}. Cells whose 90% prompt-bootstrap interval (own window) overlaps the band: {ov[0]}/{ov[1]}."
+        )
     if bad:
         detail += (
             " Failing cells: "
@@ -57,34 +61,54 @@ def r1(s: Study, rows: list[dict]) -> Claim:
 
 
 def r2(s: Study, rows: list[dict]) -> Claim:
-    r2 = [
-        (
-            r["model"],
-            r["method"],
-            r["delta_logit_1x"],
-            r["delta_logit_ci_lo"],
-            r["delta_logit_ci_hi"],
-            r["n_probes"],
-            r["c_star_mean"],
-        )
-        for r in rows
-    ]
-    if not r2 or any(n == 0 for *_, n, _ in r2):
+    rs = [r for r in rows if r["kind"] == "method"]
+    if not rs or any(r["n_probes"] == 0 for r in rs):
         return ("R2", "MISSING", "no target-axis logits for some (model, method)")
-    fails = [x for x in r2 if not (x[3] > 0 or x[4] < 0)]
-    return (
-        "R2",
-        "PASS" if not fails else "FAIL",
-        "delta logit at 1x, mean [95% bootstrap CI] (n probes; c*): "
-        + "; ".join(f"{m} {meth} {d:+.2f} [{a:+.2f}, {b:+.2f}] (n={n}; c*={c:.3g})" for m, meth, d, a, b, n, c in r2),
+    fails = [r for r in rs if not (r["delta_logit_ci_lo"] > 0 or r["delta_logit_ci_hi"] < 0)]
+    detail = (
+        "delta logit at 1x, mean over seeds [95% CI, seeds then probes] (cells whose own interval excludes 0; n probes; "
+        "c*): "
+        + "; ".join(
+            f"{r['model']} {r['method']} {r['delta_logit_1x']:+.2f} [{r['delta_logit_ci_lo']:+.2f}, "
+            f"{r['delta_logit_ci_hi']:+.2f}] ({r['delta_cells_excluding_0']}/{r['cells']} cells; n={r['n_probes']}; "
+            f"c*={r['c_star_mean']:.3g})"
+            for r in rs
+        )
+        + f". {len(rs) - len(fails)}/{len(rs)} (model, method) intervals exclude 0."
     )
+    ctrl = [r for r in rows if r["kind"] == "control"]
+    if ctrl:
+        detail += (
+            " Random-direction control at 1 nat: "
+            + "; ".join(
+                f"{r['model']} {r['delta_logit_1x']:+.2f} [{r['delta_logit_ci_lo']:+.2f}, {r['delta_logit_ci_hi']:+.2f}]"
+                for r in ctrl
+            )
+            + ". Method minus control (same seed and probe): "
+            + "; ".join(
+                f"{r['model']} {r['method']} {r['delta_vs_control']:+.2f} [{r['delta_vs_control_lo']:+.2f}, "
+                f"{r['delta_vs_control_hi']:+.2f}]"
+                for r in rs
+                if not math.isnan(r["delta_vs_control"])
+            )
+            + "."
+        )
+    return ("R2", "PASS" if not fails else "FAIL", detail)
 
 
-def _per_model(s: Study, rows: list[dict], key: str, ok_all, hot_any, name: str, fmt) -> tuple[str, str] | None:
-    """R3/R4's shape: every method ok at 1x and at least one hot at 2x, on every model; None if a value is missing."""
+def _per_model(
+    s: Study, rows: list[dict], key: str, ok_all, hot_any, name: str, fmt, counts: tuple[str, str] = ("", "")
+) -> tuple[str, str] | None:
+    """R3/R4's shape: every method ok at 1x and at least one hot at 2x, on every model; None if a value is missing.
+    counts: the table's per-cell count columns at 1x and 2x, shown as (k/n cells)."""
+
+    def count(r, a):
+        col = counts[a - 1]
+        return f" ({r[col]}/{r['cells']} cells)" if col and col in r else ""
+
     parts, ok = [], True
     for m in s.models:
-        rs = [r for r in rows if r["model"] == m]
+        rs = [r for r in rows if r["model"] == m and r["kind"] == "method"]
         vals1 = [r[key.format(1)] for r in rs]
         vals2 = [r[key.format(2)] for r in rs]
         if any(math.isnan(v) for v in vals1 + vals2):
@@ -93,9 +117,11 @@ def _per_model(s: Study, rows: list[dict], key: str, ok_all, hot_any, name: str,
         ok &= a and b
         parts.append(
             f"{m}: 1x "
-            + ", ".join(f"{r['method']} {fmt(r[key.format(1)])}" for r in rs)
+            + ", ".join(f"{r['method']} {fmt(r[key.format(1)])}{count(r, 1)}" for r in rs)
             + f" ({'all ok' if a else 'NOT all ok'}); "
-            f"2x " + ", ".join(f"{r['method']} {fmt(r[key.format(2)])}" for r in rs) + f" ({'hot for >= 1' if b else 'none hot'})"
+            "2x "
+            + ", ".join(f"{r['method']} {fmt(r[key.format(2)])}{count(r, 2)}" for r in rs)
+            + f" ({'hot for >= 1' if b else 'none hot'})"
         )
     return ("PASS" if ok else "FAIL", f"{name}. " + " | ".join(parts))
 
@@ -109,6 +135,7 @@ def r3(s: Study, rows: list[dict]) -> Claim:
         lambda v: v > NLL_HOT,
         f"base NLL ratio: <= {NLL_OK} at 1x for every method, > {NLL_HOT} at 2x for at least one method, per model",
         lambda v: f"{v:.2f}",
+        ("nll_cells_ok_1x", "nll_cells_hot_2x"),
     )
     return ("R3",) + (v if v else ("MISSING", "no NLL rows"))
 
@@ -123,25 +150,29 @@ def r4(s: Study, rows: list[dict]) -> Claim:
         f"branch_pmass change from base: within {PMASS_OK} at 1x for every method, a drop of more than {PMASS_HOT} at 2x "
         "for at least one, per model",
         lambda v: f"{v:+.3f}",
+        ("pmass_cells_ok_1x", "pmass_cells_hot_2x"),
     )
     if not v:
         return ("R4", "MISSING", "no branch_pmass rows")
     # the means rest on the forks whose rollout was still running: say how many
-    n1, n2, n0 = s.pmass(1.0), s.pmass(2.0), s.pmass(None)
-
-    def count(d, key):
-        return sum(len(x) for x in d.get(key, {}).values())
-
+    scored = " | ".join(
+        f"{m}: {s.pmass_counts(m, BASE, 0.0)} | "
+        + ", ".join(f"{meth} {s.pmass_counts(m, meth, 1.0)} / {s.pmass_counts(m, meth, 2.0)}" for meth in s.methods)
+        for m in s.models
+    )
+    paired = "; ".join(
+        f"{r['model']} {r['method']} {r['pmass_from_t0_1x']:+.3f} / {r['pmass_from_t0_2x']:+.3f}"
+        for r in rows
+        if r["kind"] == "method"
+    )
     return (
         "R4",
         v[0],
         v[1]
         + ". Scored (uncensored) forks, base | 1x / 2x per method: "
-        + " | ".join(
-            f"{m}: {count(n0, (m, BASE))} | "
-            + ", ".join(f"{meth} {count(n1, (m, meth))} / {count(n2, (m, meth))}" for meth in s.methods)
-            for m in s.models
-        ),
+        + scored
+        + ". Change along the rollout, from fork t = 0 (same question and dose, t >= 5), 1x / 2x: "
+        + paired,
     )
 
 
@@ -154,23 +185,38 @@ def r5(s: Study, rows: list[dict]) -> Claim:
             "MISSING",
             f"R5 needs >= 2 methods on >= 2 models; this grid has {len(s.methods)} method(s) on {len(s.models)} model(s)",
         )
-    p2 = s.per_t_p95(2.0)
-    crossing, parts = {}, []
+    p1, p2 = s.per_t_p95(1.0), s.per_t_p95(2.0)
+
+    def peak(curves, m, meth) -> float:
+        cs = [curves[k] for k in curves if k[0] == m and k[1] == meth]
+        if not cs:
+            return float("nan")
+        n_t = min(len(c) for c in cs)
+        return float(np.nanmax(np.nanmean(np.vstack([c[:n_t] for c in cs]), 0)))
+
+    crossing, parts, cross1 = {}, [], 0
     for m in s.models:
         n_cross = 0
         for meth in s.methods:
-            curves = [p2[k] for k in p2 if k[0] == m and k[1] == meth]
-            if curves:
-                peak = float(np.nanmax(np.nanmean(np.vstack(curves), 0)))
-                n_cross += peak > 1.0
-                parts.append(f"{m} {meth} max p95 {peak:.2f}")
+            hi, lo = peak(p2, m, meth), peak(p1, m, meth)
+            if not math.isnan(hi):
+                n_cross += hi > 1.0
+                cross1 += lo > 1.0
+                parts.append(f"{m} {meth} max p95 {hi:.2f} (1x: {lo:.2f})")
         crossing[m] = n_cross
     good = sum(v >= 2 for v in crossing.values())
+    n = len(s.models) * len(s.methods)
+    caveat = (
+        f" At 1x the same maximum also exceeds 1 nat for {cross1}/{n} (model, method): R5 as written does not separate "
+        "1x from 2x."
+        if cross1
+        else ""
+    )
     return (
         "R5",
         "PASS" if good >= 2 else "FAIL",
         f"max over t <= 50 of per-token p95 KL at 2x (mean over seeds and windows) > 1 nat for >= 2 of 3 methods on {good} of "
-        f"{len(crossing)} models (need 2): " + "; ".join(parts),
+        f"{len(crossing)} models (need 2): " + "; ".join(parts) + "." + caveat,
     )
 
 
@@ -219,7 +265,9 @@ def claims_markdown(cl, s: Study, expected_cells: int | None) -> str:
         head += [f"**INCOMPLETE: {n} of {expected_cells} cells are done.** Verdicts below use the finished cells only.", ""]
     head += [
         f"Built by `isokl report` from the CSV files alone: {n} cells ({len(s.models)} models x {len(s.methods)} methods x "
-        f"seeds {s.seeds} x windows {s.windows}).",
+        f"seeds {s.seeds} x windows {s.windows})"
+        + (f", plus {len(s.cells(controls=True)) - n} control cells ({', '.join(s.controls)})" if s.controls else "")
+        + ". Means are over seeds; intervals are two-stage bootstraps (seeds, then probes); k/n count cells.",
         "",
     ]
     body = [f"- **{i}: {v}.** {d}" for i, v, d in cl]

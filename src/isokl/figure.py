@@ -1,86 +1,46 @@
-"""Figure 1: a `Study` -> PNG and SVG bytes (matplotlib; no torch). Rendered in memory, so that
-`report.build` writes every output or none.
+"""Figures: a `Study` -> PNG and SVG bytes (matplotlib; no torch). Rendered in memory, so that `report.build`
+writes every output or none. Colours: the Okabe-Ito palette (colour-blind-safe); captions are drawn in the figure.
 
-Top rows: per-token p95 KL along the held-out rollouts at alpha = 1 and 2, one panel per
-model, one colour per method, band = range over seeds, line style = calibration window,
-dotted = the 1-nat target. Bottom row: mean branch_pmass vs fork point at alpha 0, 1, 2.
+Figure 1. Top rows: held-out KL along the rollouts at alpha = 1 and 2, one panel per model. Thick: the pooled p95
+over the first t tokens (the statistic the 1-nat target refers to; at t = T it is the cell's held-out p95), mean
+over seeds, band = range over seeds; thin: the per-token p95 across prompts. Solid: cells calibrated at the
+largest window, dashed: the others. One y-limit per row; curves beyond it are clipped and their maximum written
+in the panel. Bottom row: mean branch_pmass against the fork point at alpha 0, 1 and 2, with 95% bands (normal,
+over the scored forks) and the number of scored forks per point.
+
+Figure 2 (when the study has a dose-response): pooled p95 KL, mean KL per token, excess base NLL per token and
+delta target logit against alpha, per model, for the cells of the largest window and the control.
 """
 
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 
-from .aggregate import Study
+from .aggregate import CONTROLS, Study
+from .records import BASE
 
-COLORS = {"mean_diff": "#1f77b4", "pca": "#d62728", "directional_ablation": "#2ca02c"}
-STYLES = {20: "-", 50: "--"}  # KL rows: calibration window
-PMASS_STYLES = {1.0: ("-.", "o"), 2.0: (":", "s")}  # pmass row: alpha -> (line style, marker), unlike the window styles
+OKABE_ITO = {
+    "mean_diff": "#0072B2",  # blue
+    "pca": "#E69F00",  # orange
+    "directional_ablation": "#009E73",  # bluish green
+    "additive": "#CC79A7",  # reddish purple
+    "random_direction": "#7F7F7F",  # grey: the control
+}
+EXTRA = ("#D55E00", "#56B4E9", "#F0E442", "#000000")
 
 
-def figure(s: Study) -> dict[str, bytes]:
-    """Figure 1 rendered in memory: {"png": ..., "svg": ...}."""
-    import matplotlib
+def color(method: str, methods: list[str]) -> str:
+    if method in OKABE_ITO:
+        return OKABE_ITO[method]
+    return EXTRA[[m for m in methods if m not in OKABE_ITO].index(method) % len(EXTRA)]
 
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "isokl"  # deterministic SVG ids: rebuilding gives identical files
+
+def _render(fig) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
-    alphas = [a for a in (1.0, 2.0) if a in s.alphas]
-    nm = len(s.models)
-    width = max(4.6 * nm, 10.0)  # room for the legend and title even with one model
-    fig, axes = plt.subplots(
-        len(alphas) + 1, nm, figsize=(width, 3.3 * (len(alphas) + 1)), squeeze=False, constrained_layout=True
-    )
-    for r, alpha in enumerate(alphas):
-        curves = s.per_t_p95(alpha)
-        for c, m in enumerate(s.models):
-            ax = axes[r][c]
-            for meth in s.methods:
-                for w in s.windows:
-                    cs = [curves[k] for k in curves if k[0] == m and k[1] == meth and int(k[3]) == w]
-                    if not cs:
-                        continue
-                    n_t = min(len(x) for x in cs)
-                    arr = np.vstack([x[:n_t] for x in cs])
-                    t = np.arange(1, n_t + 1)
-                    ax.plot(t, np.nanmean(arr, 0), STYLES.get(w, ":"), color=COLORS.get(meth), lw=1.4)
-                    if len(cs) > 1:
-                        ax.fill_between(t, np.nanmin(arr, 0), np.nanmax(arr, 0), color=COLORS.get(meth), alpha=0.13, lw=0)
-            ax.axhline(1.0, color="k", ls=":", lw=1)  # the target line (the pmass row has no such line)
-            ax.set_title(f"{m}, dose {alpha:g}x c*", fontsize=10)
-            ax.set_xlabel("generated token t")
-            ax.set_ylabel("per-token p95 KL (nats)")
-            ax.set_ylim(bottom=0)
-    pm_base = s.pmass(None)
-    for c, m in enumerate(s.models):
-        ax = axes[-1][c]
-        b = pm_base.get((m, "base"), {})
-        if b:
-            ts = sorted(b)
-            ax.plot(ts, [np.mean(b[t]) for t in ts], "-", color="k", lw=2, label="base (0x)")
-        for alpha, (ls, mk) in PMASS_STYLES.items():
-            pmd = s.pmass(alpha)
-            for meth in s.methods:
-                d = pmd.get((m, meth), {})
-                if d:
-                    ts = sorted(d)
-                    ax.plot(ts, [np.mean(d[t]) for t in ts], ls, color=COLORS.get(meth), lw=1.4, marker=mk, ms=3)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{m}: branch_pmass", fontsize=10)
-        ax.set_xlabel("fork point t (tokens)")
-        ax.set_ylabel("P(valid true/false answer)")
-    handles = [Line2D([], [], color=COLORS.get(m), lw=2, label=m) for m in s.methods]
-    handles += [Line2D([], [], color="gray", ls=STYLES.get(w, ":"), label=f"KL rows: calibrated at T={w}") for w in s.windows]
-    handles += [Line2D([], [], color="k", lw=2, label="pmass: base")]
-    handles += [
-        Line2D([], [], color="gray", ls=ls, marker=mk, ms=3, label=f"pmass: {d:g}x") for d, (ls, mk) in PMASS_STYLES.items()
-    ]
-    handles += [Line2D([], [], color="k", ls=":", label="KL rows: 1 nat (target)")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle("Figure 1: iso-KL calibrated steering (bands: range over seeds)", fontsize=11)
     out = {}
     for fmt in ("png", "svg"):
         buf = io.BytesIO()
@@ -88,3 +48,188 @@ def figure(s: Study) -> dict[str, bytes]:
         out[fmt] = buf.getvalue()
     plt.close(fig)
     return out
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "isokl"  # deterministic SVG ids: rebuilding gives identical files
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ylim(peaks: list[float]) -> float:
+    """A row's upper y-limit: 1.25 x the largest peak that is not an outlier (more than twice the median peak)."""
+    if not peaks:
+        return 1.5
+    med = float(np.median(peaks))
+    return 1.25 * max([p for p in peaks if p <= 2 * med] + [1.2])
+
+
+def _stack(curves: list[np.ndarray]) -> np.ndarray:
+    n_t = min(len(c) for c in curves)
+    return np.vstack([c[:n_t] for c in curves])
+
+
+CAPTION1 = (
+    "Figure 1. Held-out KL(steered || base) along 50-token greedy rollouts at 1x and 2x the calibrated coefficient c*, "
+    "and branch_pmass. Thick lines: pooled p95 over the first t tokens, the statistic calibrated to 1 nat (dotted "
+    "line) at t = T; mean over seeds, band = range over seeds. Thin lines: per-token p95 across prompts. Solid: "
+    "calibrated at T = {big}; dashed: T = {small}. Bottom: mean P(valid true/false answer) when the rollout is cut at "
+    "fork t, base (black), 1x (solid, circles), 2x (dashed, squares); bands: 95% normal intervals over the scored "
+    "forks; n = scored forks per point. Curves above a row's y-limit are clipped; their maximum is written in the panel."
+)
+
+
+def figure(s: Study) -> dict[str, bytes]:
+    """Figure 1 rendered in memory: {"png": ..., "svg": ...}."""
+    plt = _setup()
+    from matplotlib.lines import Line2D
+
+    alphas = [a for a in (1.0, 2.0) if a in s.alphas]
+    nm = len(s.models)
+    width = max(4.8 * nm, 10.0)
+    fig, axes = plt.subplots(len(alphas) + 1, nm, figsize=(width, 3.4 * (len(alphas) + 1) + 1.6), squeeze=False)
+    big = max(s.windows)
+    shown = s.methods + s.controls
+    for r, alpha in enumerate(alphas):
+        per_t = s.per_t_p95(alpha)
+        lines = []  # (ax, t, y, style...) drawn after the row's y-limit is known
+        for c, m in enumerate(s.models):
+            for meth in shown:
+                for w in [big] if meth in CONTROLS else s.windows:
+                    keys = s.keys(m, meth, window=w)
+                    if not keys:
+                        continue
+                    cum = [s.cumulative_p95(k, alpha) for k in keys]
+                    cum = [x for x in cum if len(x)]
+                    if not cum:
+                        continue
+                    arr = _stack(cum)
+                    ls = "-" if w == big else "--"
+                    lines.append((c, arr, meth, ls, 2.0, True))
+                    if w == big:
+                        lines.append((c, _stack([per_t[k] for k in keys if k in per_t]), meth, "-", 0.7, False))
+        top = _ylim([float(np.nanmax(np.nanmean(a, 0))) for _, a, *_, thick in lines if thick])
+        clipped: dict[int, list[str]] = {}
+        for c, arr, meth, ls, lw, thick in lines:
+            ax = axes[r][c]
+            t = np.arange(1, arr.shape[1] + 1)
+            mean = np.nanmean(arr, 0)
+            col = color(meth, shown)
+            ax.plot(t, np.minimum(mean, top), ls, color=col, lw=lw, alpha=1.0 if thick else 0.55)
+            if thick and len(arr) > 1:
+                ax.fill_between(t, np.nanmin(arr, 0), np.minimum(np.nanmax(arr, 0), top), color=col, alpha=0.12, lw=0)
+            if np.nanmax(mean) > top:
+                clipped.setdefault(c, []).append(f"{meth} {'pooled' if thick else 'per-token'}: max {np.nanmax(mean):.2f}")
+        for c, m in enumerate(s.models):
+            ax = axes[r][c]
+            ax.axhline(1.0, color="k", ls=":", lw=1)
+            ax.set_ylim(0, top)
+            ax.set_title(f"{m}, dose {alpha:g}x c*", fontsize=10)
+            ax.set_xlabel("generated token t")
+            ax.set_ylabel("p95 KL (nats)")
+            if c in clipped:
+                ax.text(0.02, 0.97, "clipped:\n" + "\n".join(clipped[c]), transform=ax.transAxes, va="top", fontsize=6.5)
+    for c, m in enumerate(s.models):
+        ax = axes[-1][c]
+        counts = []
+        for meth, alpha, ls, mk in [(BASE, 0.0, "-", None)] + [
+            (meth, a, "-" if a == 1.0 else "--", "o" if a == 1.0 else "s") for a in (1.0, 2.0) for meth in s.methods
+        ]:
+            d = s.pmass_curve(m, meth, alpha)
+            if not d:
+                continue
+            ts = sorted(d)
+            mean = np.array([np.mean(d[t]) for t in ts])
+            se = np.array([np.std(d[t], ddof=1) / np.sqrt(len(d[t])) if len(d[t]) > 1 else 0.0 for t in ts])
+            col = "k" if meth == BASE else color(meth, shown)
+            ax.plot(ts, mean, ls, color=col, lw=2 if meth == BASE else 1.3, marker=mk, ms=3)
+            ax.fill_between(ts, mean - 1.96 * se, mean + 1.96 * se, color=col, alpha=0.10, lw=0)
+            counts += [len(d[t]) for t in ts]
+        ax.set_ylim(-0.02, 1.02)
+        n = f" (n = {min(counts)}-{max(counts)} scored forks per point)" if counts else ""
+        ax.set_title(f"{m}: branch_pmass{n}", fontsize=9)
+        ax.set_xlabel("fork point t (tokens)")
+        ax.set_ylabel("P(valid true/false answer)")
+    handles = [Line2D([], [], color=color(m, shown), lw=2, label=m + (" (control)" if m in CONTROLS else "")) for m in shown]
+    handles += [Line2D([], [], color="gray", lw=2, ls="-" if w == big else "--", label=f"calibrated at T={w}") for w in s.windows]
+    handles += [Line2D([], [], color="k", lw=2, label="pmass: base (0x)"), Line2D([], [], color="k", ls=":", label="1 nat")]
+    small = ", ".join(str(w) for w in s.windows if w != big) or "-"
+    cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small), 190 if nm > 2 else 120))
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.075))
+    fig.text(0.5, 0.005, cap, ha="center", va="bottom", fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.13, 1, 0.97))
+    fig.suptitle("Figure 1: iso-KL calibrated steering on held-out prompts", fontsize=11)
+    return _render(fig)
+
+
+CAPTION2 = (
+    "Figure 2. Dose-response of the cells calibrated at T = {big} (and the random-direction control, grey): alpha = c / "
+    "c*, 0 = the base model. Pooled p95 KL over the 50 held-out tokens (band: range over seeds; dotted: 1 nat); mean KL "
+    "per token; base NLL per token of the steered rollouts minus that of the base model's own rollouts; delta "
+    "target-axis logit against the base model. Mean over seeds; bands other than p95: two-stage bootstrap 95% "
+    "intervals (seeds, then prompts or probes). Dotted verticals: 1x and 2x."
+)
+
+
+def figure2(s: Study) -> dict[str, bytes] | None:
+    """Figure 2 (the dose-response), or None when the study has fewer than 3 doses besides 0."""
+    if len(s.alphas) < 3:
+        return None
+    plt = _setup()
+    from matplotlib.lines import Line2D
+
+    big = max(s.windows)
+    shown = s.methods + s.controls
+    panels = [
+        ("pooled p95 KL (nats)", "p95"),
+        ("mean KL per token (nats)", "mean_kl"),
+        ("excess base NLL (nats / token)", "nll"),
+        ("delta target logit", "logit"),
+    ]
+    nm = len(s.models)
+    fig, axes = plt.subplots(len(panels), nm, figsize=(max(4.6 * nm, 9.0), 2.9 * len(panels) + 1.4), squeeze=False)
+    for c, m in enumerate(s.models):
+        for meth in shown:
+            keys = s.keys(m, meth, window=big)
+            doses = sorted({a for a in s.alphas if any(s.kl(k, a) is not None for k in keys)})
+            if not doses:
+                continue
+            col = color(meth, shown)
+            x = [0.0, *doses]
+            for r, (_, what) in enumerate(panels):
+                ests = []
+                for a in doses:
+                    if what == "p95":
+                        mean, lo, hi = s.seed_range(m, meth, big, lambda ks, a=a: np.mean([s.pooled_p95(k, a) for k in ks]))
+                    else:
+                        fn = {"mean_kl": s.est_mean_kl, "nll": s.est_excess_nll, "logit": s.est_delta_logit}[what]
+                        e = fn(m, meth, a, window=big)
+                        mean, lo, hi = e.mean, e.lo, e.hi
+                    ests.append((mean, lo, hi))
+                y = np.array([(0.0, 0.0, 0.0), *ests])
+                ax = axes[r][c]
+                ax.plot(x, y[:, 0], "-o", color=col, lw=1.5, ms=3)
+                ax.fill_between(x, y[:, 1], y[:, 2], color=col, alpha=0.13, lw=0)
+    for r, (label, what) in enumerate(panels):
+        for c, m in enumerate(s.models):
+            ax = axes[r][c]
+            for a in (1.0, 2.0):
+                ax.axvline(a, color="k", ls=":", lw=0.8)
+            if what == "p95":
+                ax.axhline(1.0, color="k", ls=":", lw=1)
+            if what in ("nll", "logit"):
+                ax.axhline(0.0, color="k", lw=0.6)
+            ax.set_ylabel(label, fontsize=9)
+            ax.set_xlabel("alpha = c / c*")
+            if r == 0:
+                ax.set_title(m, fontsize=10)
+    handles = [Line2D([], [], color=color(m, shown), lw=2, label=m + (" (control)" if m in CONTROLS else "")) for m in shown]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.06))
+    fig.text(0.5, 0.005, "\n".join(textwrap.wrap(CAPTION2.format(big=big), 170)), ha="center", va="bottom", fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
+    fig.suptitle("Figure 2: dose-response around the calibrated dose", fontsize=11)
+    return _render(fig)

@@ -11,6 +11,7 @@ stage has only 10 distinct draws: the interval is coarse, and says so by its wid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +32,27 @@ class Estimate:
         return self.lo > x or self.hi < x
 
 
-def hierarchical(units: list[np.ndarray], level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
-    """units: one 1-D array per seed (its per-probe values) -> mean and percentile interval of the two-stage
-    bootstrap (seeds, then probes within each drawn seed)."""
+def hierarchical(
+    units: list[np.ndarray],
+    stat: Callable[[np.ndarray], np.ndarray] | None = None,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Estimate:
+    """units: one array per seed, [n] per-probe values or [n m] per-probe columns -> the mean over seeds of the
+    seed's statistic, and the percentile interval of the two-stage bootstrap (seeds, then probes within each drawn
+    seed). stat maps a seed's column sums [..., m] (over its probes) to its statistic, e.g. a ratio of sums; by
+    default the mean of the values."""
     units = [np.asarray(u, dtype=np.float64) for u in units if np.size(u)]
     if not units:
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
-    mean = float(np.mean([u.mean() for u in units]))
+    units = [u[:, None] if u.ndim == 1 else u for u in units]
+    f = stat if stat is not None else None
+
+    def of(sums: np.ndarray, n: int) -> np.ndarray:
+        return f(sums) if f is not None else sums[..., 0] / n
+
+    mean = float(np.mean([of(u.sum(0), len(u)) for u in units]))
     rng = np.random.default_rng(seed)
     s = len(units)
     drawn = rng.integers(0, s, size=(resamples, s))  # stage 1: which seed fills each of the s places
@@ -46,7 +61,8 @@ def hierarchical(units: list[np.ndarray], level: float = LEVEL, resamples: int =
         for u, vals in enumerate(units):
             rows = np.flatnonzero(drawn[:, j] == u)
             if rows.size:  # stage 2: that seed's probes, resampled
-                total[rows] += vals[rng.integers(0, vals.size, size=(rows.size, vals.size))].mean(-1)
+                picks = rng.integers(0, len(vals), size=(rows.size, len(vals)))
+                total[rows] += of(vals[picks].sum(1), len(vals))
     stats = total / s
     lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return Estimate(mean, float(lo), float(hi), s, int(sum(u.size for u in units)))
+    return Estimate(mean, float(lo), float(hi), s, int(sum(len(u) for u in units)))

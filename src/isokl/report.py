@@ -1,4 +1,4 @@
-"""Report: a sweep folder's CSV files -> Figure 1 (PNG, SVG), Table 1 (markdown, CSV) and claims.md.
+"""Report: a sweep folder's CSV files -> Figure 1 and 2 (PNG, SVG), Table 1 (markdown, CSV), claims.md, examples.md.
 
 Imports no torch: files are the only interface between compute and presentation, and
 everything here is rebuilt from the CSVs alone (`isokl report DIR`): `records` reads and
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .aggregate import Study
 from .claims import claims, claims_markdown, summary
-from .figure import figure
-from .records import RecordsError, load
+from .figure import figure, figure2
+from .records import BASE, RecordsError, load
 from .table import csv_text, table1, table1_markdown
 
 
@@ -27,7 +27,7 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
     if not rows:
         raise RecordsError(f"{d}/calibration.csv has no cell that Table 1 can use")
     cl = claims(s, rows, expected_cells)
-    fig = figure(s)
+    fig, fig2 = figure(s), figure2(s)
     files = {
         "table1.md": table1_markdown(rows).encode(),
         "table1.csv": csv_text(rows).encode(),
@@ -35,6 +35,11 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
         "figure1.png": fig["png"],
         "figure1.svg": fig["svg"],
     }
+    if fig2:
+        files |= {"figure2.png": fig2["png"], "figure2.svg": fig2["svg"]}
+    ex = examples_markdown(s)
+    if ex:
+        files["examples.md"] = ex.encode()
     tmps = []
     try:
         for name, data in files.items():
@@ -47,6 +52,53 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
         for tmp, _ in tmps:
             tmp.unlink(missing_ok=True)
     return [d / name for name in files]
+
+
+EXAMPLE_ALPHAS = (0.0, 1.0, 2.0)
+
+
+def examples_markdown(s: Study) -> str | None:
+    """The decoded continuations of the example prompts (the first 3 held-out generic prompts: a fixed rule) for
+    every model and method at alpha 0, 1 and 2, seed 0, cells of the largest window; None without examples rows."""
+    rows = s.data.get("examples", [])
+    if not rows or not s.windows:
+        return None
+    from . import prompts
+
+    texts = {p.id: p.user for p in prompts.pool("heldout_generic")}
+    big, seed = str(max(s.windows)), str(min(s.seeds))
+    got = {(r["model"], r["method"], r["seed"], r["window"], float(r["alpha"]), r["prompt"]): r["text"] for r in rows}
+    ids = sorted({r["prompt"] for r in rows}, key=lambda p: [x.id for x in prompts.pool("heldout_generic")].index(p))
+    out = [
+        "# Example continuations",
+        "",
+        f"The first {len(ids)} held-out generic prompts (a rule fixed before the run), greedy, 50 tokens; seed {seed}, "
+        f"cells calibrated at T = {big}; alpha 0 is the base model. p95 KL: that continuation's p95 per-token "
+        "KL(steered || base). Built by `isokl report` from examples.csv and trajectory.csv.gz.",
+    ]
+    for m in s.models:
+        out += ["", f"## {m}"]
+        for pid in ids:
+            out += [
+                "",
+                f"### {pid}: {texts.get(pid, '')}",
+                "",
+                f"**alpha 0 (base):** {_quote(got.get((m, BASE, '', '', 0.0, pid)))}",
+            ]
+            for meth in s.methods + s.controls:
+                for a in EXAMPLE_ALPHAS[1:]:
+                    text = got.get((m, meth, seed, big, a, pid))
+                    if text is None:
+                        continue
+                    p95 = s.prompt_p95((m, meth, seed, big), a, pid)
+                    out += ["", f"**{meth}, alpha {a:g}** (p95 KL {p95:.2f}): {_quote(text)}"]
+    return "\n".join(out) + "\n"
+
+
+def _quote(text: str | None) -> str:
+    if text is None:
+        return "(not computed)"
+    return " ".join(text.split()) or "(empty: the first token ended the turn)"
 
 
 def main(argv=None) -> int:

@@ -1,73 +1,156 @@
-"""Table 1: a `Study` -> one row per (model, method) over its cells, as markdown and CSV (no torch)."""
+"""Table 1: a `Study` -> one row per (model, method) and per (model, control), as markdown and CSV (no torch).
+
+Means are over seeds (the units); [lo, hi] are two-stage bootstrap 95% intervals (seeds, then probes);
+k/n are per-cell counts against the spec's thresholds (docs/decisions.md, Study v2).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 
 import numpy as np
 
 from .aggregate import Study, _f
 from .records import BASE
 
+HOLDOUT_BAND = (0.7, 1.4)  # R1
+NLL_OK, NLL_HOT = 2.0, 4.0  # R3
+PMASS_OK, PMASS_HOT = 0.1, 0.3  # R4
+
+
+def _in_band(x: float) -> bool:
+    return HOLDOUT_BAND[0] <= x <= HOLDOUT_BAND[1]
+
+
+def _count(cells, col) -> tuple[int, int]:
+    """Cells (with a value in col) whose value lies in the R1 band, and how many have a value."""
+    vals = [_f(c[col]) for c in cells if c.get(col, "") != ""]
+    return sum(_in_band(v) for v in vals), len(vals)
+
+
+def _overlap(cells) -> tuple[int, int]:
+    """Cells whose own window's prompt-bootstrap interval overlaps the R1 band."""
+    lo, hi = HOLDOUT_BAND
+    n = k = 0
+    for c in cells:
+        a, b = c.get(f"holdout_p95_t{c['window']}_lo", ""), c.get(f"holdout_p95_t{c['window']}_hi", "")
+        if a != "" and b != "":
+            n += 1
+            k += _f(a) <= hi and _f(b) >= lo
+    return k, n
+
 
 def table1(s: Study) -> list[dict]:
     nll1, nll2 = s.nll_ratio(1.0), s.nll_ratio(2.0)
     rows = []
     for m in s.models:
-        for meth in s.methods:
+        ctrl = s.controls[0] if s.controls else None
+        for meth in s.methods + s.controls:
             cells = s.cells(m, meth)
             if not cells:
                 continue
             keys = [Study._key(c) for c in cells]
             cs = np.array([_f(c["c_star"]) for c in cells])
-            d, lo, hi, n = s.delta_logit(m, meth, 1.0)
-            pm0 = s.mean_pmass(m, BASE, None)
+            d = s.est_delta_logit(m, meth, 1.0)
+            vs = s.est_delta_vs_control(m, meth, ctrl) if ctrl and meth != ctrl else None
+            n1, n2 = s.est_nll_ratio(m, meth, 1.0), s.est_nll_ratio(m, meth, 2.0)
+            p1, p2 = s.est_pmass_change(m, meth, 1.0), s.est_pmass_change(m, meth, 2.0)
+            q1, q2 = s.est_pmass_paired(m, meth, 1.0), s.est_pmass_paired(m, meth, 2.0)
+            base_rows = s._pmass_rows(keys[:1], 1.0)
+            pm0 = float(base_rows[:, 2].sum() / base_rows[:, 3].sum()) if len(base_rows) else float("nan")
+            cell_d = [s.cell_delta_logit(k, 1.0) for k in keys]
+            pc1 = [s.pmass_change(k, 1.0) for k in keys]
+            pc2 = [s.pmass_change(k, 2.0) for k in keys]
             rows.append(
                 {
                     "model": m,
                     "method": meth,
+                    "kind": "control" if meth in s.controls else "method",
+                    "cells": len(cells),
+                    "converged": sum(int(c["converged"]) for c in cells),
                     "c_star_mean": cs.mean(),
                     "c_star_sd": cs.std(ddof=1) if len(cs) > 1 else 0.0,
-                    "converged": sum(int(c["converged"]) for c in cells),
-                    "cells": len(cells),
                     "calib_p95": np.mean([_f(c["calib_p95"]) for c in cells]),
                     "holdout_p95": np.mean([_f(c["holdout_p95"]) for c in cells]),
                     "holdout_p95_min": min(_f(c["holdout_p95"]) for c in cells),
                     "holdout_p95_max": max(_f(c["holdout_p95"]) for c in cells),
-                    "delta_logit_1x": d,
-                    "delta_logit_ci_lo": lo,
-                    "delta_logit_ci_hi": hi,
-                    "n_probes": n,
-                    "base_nll_ratio_1x": np.mean([nll1[k] for k in keys if k in nll1])
-                    if any(k in nll1 for k in keys)
-                    else float("nan"),
-                    "base_nll_ratio_2x": np.mean([nll2[k] for k in keys if k in nll2])
-                    if any(k in nll2 for k in keys)
-                    else float("nan"),
+                    "r1_in_band": _count(cells, "holdout_p95")[0],
+                    "t20_in_band": "{}/{}".format(*_count(cells, "holdout_p95_t20")),
+                    "t50_in_band": "{}/{}".format(*_count(cells, "holdout_p95_t50")),
+                    "interval_overlaps_band": "{}/{}".format(*_overlap(cells)),
+                    "delta_logit_1x": d.mean,
+                    "delta_logit_ci_lo": d.lo,
+                    "delta_logit_ci_hi": d.hi,
+                    "n_probes": d.n_values // max(d.n_units, 1),
+                    "n_seeds": d.n_units,
+                    "delta_cells_excluding_0": sum(e.excludes(0.0) for e in cell_d),
+                    "delta_vs_control": vs.mean if vs else float("nan"),
+                    "delta_vs_control_lo": vs.lo if vs else float("nan"),
+                    "delta_vs_control_hi": vs.hi if vs else float("nan"),
+                    "base_nll_ratio_1x": n1.mean,
+                    "base_nll_ratio_1x_lo": n1.lo,
+                    "base_nll_ratio_1x_hi": n1.hi,
+                    "nll_cells_ok_1x": sum(nll1[k] <= NLL_OK for k in keys if k in nll1),
+                    "base_nll_ratio_2x": n2.mean,
+                    "base_nll_ratio_2x_lo": n2.lo,
+                    "base_nll_ratio_2x_hi": n2.hi,
+                    "nll_cells_hot_2x": sum(nll2[k] > NLL_HOT for k in keys if k in nll2),
                     "pmass_base": pm0,
-                    "pmass_change_1x": s.mean_pmass(m, meth, 1.0) - pm0,
-                    "pmass_change_2x": s.mean_pmass(m, meth, 2.0) - pm0,
+                    "pmass_change_1x": p1.mean,
+                    "pmass_change_1x_lo": p1.lo,
+                    "pmass_change_1x_hi": p1.hi,
+                    "pmass_cells_ok_1x": sum(abs(v) <= PMASS_OK for v in pc1 if not math.isnan(v)),
+                    "pmass_change_2x": p2.mean,
+                    "pmass_change_2x_lo": p2.lo,
+                    "pmass_change_2x_hi": p2.hi,
+                    "pmass_cells_hot_2x": sum(v < -PMASS_HOT for v in pc2 if not math.isnan(v)),
+                    "pmass_from_t0_1x": q1.mean,
+                    "pmass_from_t0_2x": q2.mean,
                 }
             )
     return rows
 
 
+def _ci(r, key, fmt="+.2f", lo=None, hi=None) -> str:
+    lo, hi = r[lo or f"{key}_lo"], r[hi or f"{key}_hi"]
+    if math.isnan(r[key]):
+        return "-"
+    return f"{r[key]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
 def table1_markdown(rows: list[dict]) -> str:
     head = (
-        "| model | method | c* (mean +- sd) | converged | calib p95 | holdout p95 [min, max] | delta logit 1x [95% CI] (n) "
-        "| base NLL ratio 1x / 2x | pmass change 1x / 2x (base) |"
+        "| model | method | c* (mean +- sd) | converged | holdout p95, own window: mean [min, max]; in band | in band at "
+        "t <= 20 / 50 | delta logit 1x [95% CI]; cells excl. 0 | minus control [95% CI] | base NLL ratio 1x [CI]; "
+        "cells <= 2 | 2x [CI]; cells > 4 | pmass change 1x [CI]; cells ok | 2x [CI]; cells < -0.3 | pmass from t = 0, "
+        "1x / 2x |"
     )
-    lines = [head, "|" + " --- |" * 9]
+    lines = [head, "|" + " --- |" * 13]
     for r in rows:
+        n = r["cells"]
+        name = f"{r['method']} (control)" if r["kind"] == "control" else r["method"]
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['c_star_mean']:.4g} +- {r['c_star_sd']:.2g} | {r['converged']}/{r['cells']} | "
-            f"{r['calib_p95']:.3f} | {r['holdout_p95']:.2f} [{r['holdout_p95_min']:.2f}, {r['holdout_p95_max']:.2f}] | "
-            f"{r['delta_logit_1x']:+.2f} [{r['delta_logit_ci_lo']:+.2f}, {r['delta_logit_ci_hi']:+.2f}] ({r['n_probes']}) | "
-            f"{r['base_nll_ratio_1x']:.2f} / {r['base_nll_ratio_2x']:.2f} | "
-            f"{r['pmass_change_1x']:+.3f} / {r['pmass_change_2x']:+.3f} ({r['pmass_base']:.2f}) |"
+            f"| {r['model']} | {name} | {r['c_star_mean']:.4g} +- {r['c_star_sd']:.2g} | {r['converged']}/{n} | "
+            f"{r['holdout_p95']:.2f} [{r['holdout_p95_min']:.2f}, {r['holdout_p95_max']:.2f}]; {r['r1_in_band']}/{n} | "
+            f"{r['t20_in_band']} / {r['t50_in_band']} | "
+            f"{_ci(r, 'delta_logit_1x', lo='delta_logit_ci_lo', hi='delta_logit_ci_hi')}; {r['delta_cells_excluding_0']}/{n} | "
+            f"{_ci(r, 'delta_vs_control')} | "
+            f"{_ci(r, 'base_nll_ratio_1x', '.2f')}; {r['nll_cells_ok_1x']}/{n} | "
+            f"{_ci(r, 'base_nll_ratio_2x', '.2f')}; {r['nll_cells_hot_2x']}/{n} | "
+            f"{_ci(r, 'pmass_change_1x', '+.3f')}; {r['pmass_cells_ok_1x']}/{n} | "
+            f"{_ci(r, 'pmass_change_2x', '+.3f')}; {r['pmass_cells_hot_2x']}/{n} | "
+            f"{r['pmass_from_t0_1x']:+.3f} / {r['pmass_from_t0_2x']:+.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    notes = (
+        "\nMeans over seeds; [95% CI]: two-stage bootstrap (seeds, then probes; 10,000 resamples). k/n: cells meeting "
+        "the spec's threshold (holdout p95 in [0.7, 1.4]; the cell's own probe interval excludes 0; base NLL ratio <= 2 "
+        "at 1x, > 4 at 2x; pmass within 0.1 of base at 1x, a drop > 0.3 at 2x). 'minus control': delta logit minus "
+        "the random direction's, same seed and probe, in the control's window. pmass from t = 0: pmass at fork t minus "
+        f"at fork 0, same question and dose, forks t >= 5. {BASE}: the unsteered model.\n"
+    )
+    return "\n".join(lines) + "\n" + notes
 
 
 def csv_text(rows: list[dict]) -> str:
