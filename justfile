@@ -41,7 +41,7 @@ list: setup
     {{venv}}/isokl methods
     {{venv}}/isokl models
 
-# the full study: 3 models x 3 methods x 3 seeds x 2 windows, then Figure 1, Table 1, claims.md (resumable)
+# the full study (Study v2): 3 models x 3 methods x 3 seeds x 2 windows + controls, then figures, Table 1, claims.md (resumable)
 study out="runs/study": setup
     {{venv}}/isokl study --out {{out}}
 
@@ -49,8 +49,8 @@ study out="runs/study": setup
 quick out="runs/quick": setup
     {{venv}}/isokl study --quick --out {{out}}
 
-# rebuild Figure 1, Table 1 and claims.md from a sweep folder's CSVs (no torch)
-report dir="results": setup
+# rebuild the figures, Table 1, claims.md and examples.md from a sweep folder's CSVs (no torch)
+report dir="results/v2": setup
     {{venv}}/isokl report {{dir}}
 
 # peak memory of one evaluation on each bundled model
