@@ -49,6 +49,8 @@ def add_config_args(p: argparse.ArgumentParser, cfg_cls) -> None:
             p.add_argument(f.name, help=help_)
         elif typ is bool:
             p.add_argument(flag, action="store_true", help=help_)
+        elif "nargs" in f.metadata:
+            p.add_argument(flag, nargs=f.metadata["nargs"], const=f.metadata["const"], default=f.default, help=help_)
         else:
             p.add_argument(
                 flag,
@@ -200,18 +202,29 @@ def cmd_generate(cfg: GenerateConfig) -> int:
 
 def cmd_sweep(cfg: SweepConfig) -> int:
     cfg.check()
-    _threads(cfg.threads)
-    from .sweep import run_sweep
-
     t0 = time.time()
-    out = run_sweep(cfg)
+    if cfg.ray:
+        from .cluster import run_sweep_ray
+
+        out, failed = run_sweep_ray(cfg, cfg.ray, cfg.cpus_per_cell, cfg.gpus_per_cell)
+        if failed:
+            for name, err in failed.items():
+                print(f"failed: {name}: {err}", file=sys.stderr)
+            print(f"sweep incomplete in {time.time() - t0:.0f} s: {len(failed)} cells failed; the rest is in {out}/")
+            return 1
+    else:
+        _threads(cfg.threads)
+        from .sweep import run_sweep
+
+        out = run_sweep(cfg)
     print(f"sweep done in {time.time() - t0:.0f} s: {out}/")
     return 0
 
 
 def cmd_study(cfg: SweepConfig) -> int:
     """The main job: the sweep, then the report; prints the verdicts in short and where the files are."""
-    cmd_sweep(cfg)
+    if cmd_sweep(cfg):
+        return 1
     from .report import build, summary
 
     paths = build(cfg.out, expected_cells=len(cfg.grid()))

@@ -225,6 +225,17 @@ class SweepConfig:
     recompute: bool = field(
         default=False, metadata={"help": "recompute finished cells whose recorded settings differ from this run's"}
     )
+    ray: str = field(
+        default="",
+        metadata={
+            "help": "run the cells on Ray: --ray starts a local cluster, --ray auto joins a running one, --ray HOST:PORT "
+            "that one (optional extra isokl[cluster])",
+            "nargs": "?",
+            "const": "local",
+        },
+    )
+    cpus_per_cell: int = field(default=1, metadata={"help": "with --ray: CPUs (and torch threads) per cell"})
+    gpus_per_cell: float = field(default=0.0, metadata={"help": "with --ray: GPUs per cell (e.g. 1, or 0.5 to share one)"})
 
     def _windows(self, flag: str, value: str) -> list[int]:
         """A window list flag: '' = every --windows value, 'max' = the largest, else the numbers given."""
@@ -284,6 +295,13 @@ class SweepConfig:
                 raise ConfigError(f"--n-heldout: {n} is outside 1..{len(pool(name))} (the size of the {name} pool)")
         check_output_dir("--out", self.out)
         check_common("--models", split(self.models) if models else [], self.device, self.threads)
+        if self.ray:
+            from .cluster import need_ray
+
+            need_ray()
+            at_least("--cpus-per-cell", self.cpus_per_cell, 1)
+            if self.gpus_per_cell < 0:
+                raise ConfigError(f"--gpus-per-cell: {self.gpus_per_cell} is negative")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 from . import __version__
@@ -165,20 +166,40 @@ def cell_name(model: str, method: str, seed, window) -> str:
 
 
 def write_cell(out: Path, name: str, rows: dict[str, list[dict]], settings: dict) -> None:
-    """All files of one cell, atomically: written into NAME.tmp, then renamed to NAME."""
-    final, tmp = out / "cells" / name, out / "cells" / f"{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    """All files of one cell, atomically: written into a temporary folder of a name no other writer uses (.NAME.tmp-
+    PID-RANDOM: two workers may write the same cell when one is retried), then renamed to NAME."""
+    final = out / "cells" / name
+    tmp = out / "cells" / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    for fname, rs in rows.items():
-        _write_rows(path(tmp, fname), columns(fname), rs, fname in COMPRESSED)
-    (tmp / SETTINGS).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        for fname, rs in rows.items():
+            _write_rows(path(tmp, fname), columns(fname), rs, fname in COMPRESSED)
+        (tmp / SETTINGS).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():  # else another writer finished the same cell first: keep its copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_tmp(p: Path) -> bool:
+    return p.name.endswith(".tmp") or (p.name.startswith(".") and ".tmp-" in p.name)
+
+
+def remove_stale(out: Path) -> None:
+    """Remove half-written cells (their writer was killed); call only when no writer is running."""
+    d = out / "cells"
+    for p in d.iterdir() if d.is_dir() else ():
+        if p.is_dir() and _is_tmp(p):
+            shutil.rmtree(p)
 
 
 def finished_cells(out: Path) -> list[Path]:
     d = out / "cells"
-    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.endswith(".tmp")) if d.is_dir() else []
+    return sorted(p for p in d.iterdir() if p.is_dir() and not _is_tmp(p)) if d.is_dir() else []
 
 
 def combine(out: Path) -> None:

@@ -45,6 +45,7 @@ from .records import (
     code_version,
     combine,
     finished_cells,
+    remove_stale,
     settings_diff,
     source_hash,
     write_cell,
@@ -212,21 +213,29 @@ def check_resume(out: Path, expected: dict[str, dict], now: dict, recompute: boo
     return sorted(differ)
 
 
+def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple], list[tuple]]:
+    """Before any cell runs (serial or on a cluster): the folder, this run's settings, each cell's expected settings,
+    the grid and the cells still to do; half-written cells of a killed run are removed, and finished cells with
+    other settings refused (or removed with --recompute)."""
+    out = Path(cfg.out)
+    now = settings(cfg)
+    grid = cfg.grid()
+    models = list(dict.fromkeys(g[0] for g in grid))
+    expected = {cell_name(*g): settings(cfg, g[3]) for g in grid} | {cell_name(m, BASE, "", ""): now for m in models}
+    remove_stale(out)
+    for name in check_resume(out, expected, now, cfg.recompute):
+        shutil.rmtree(out / "cells" / name)
+    todo = [g for g in grid if not (out / "cells" / cell_name(*g)).exists()]
+    return out, now, expected, grid, todo
+
+
 def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, progress: Progress | None = None) -> Path:
     """Run every unfinished cell; `stop_after` (tests) stops after that many new cells, as a kill would."""
     import torch
 
     cfg.check(models=loader is load)  # a caller's own loader (tests, benchmarks) knows its ids
-    out = Path(cfg.out)
-    version, now = code_version(), settings(cfg)
-    grid = cfg.grid()
-    models = list(dict.fromkeys(g[0] for g in grid))
-    expected = {cell_name(*g): settings(cfg, g[3]) for g in grid} | {cell_name(m, BASE, "", ""): now for m in models}
-    for stale in (out / "cells").glob("*.tmp") if (out / "cells").is_dir() else ():  # running when killed
-        shutil.rmtree(stale)
-    for name in check_resume(out, expected, now, cfg.recompute):
-        shutil.rmtree(out / "cells" / name)
-    todo = [g for g in grid if not (out / "cells" / cell_name(*g)).exists()]
+    version = code_version()
+    out, now, expected, grid, todo = prepare(cfg)
     bar = progress or Progress(len(grid), len(grid) - len(todo))
     bar.note(
         f"sweep: {len(grid)} cells, {len(grid) - len(todo)} already done, writing {out}/ ({torch.get_num_threads()} threads)"

@@ -1,0 +1,231 @@
+"""Cluster: a sweep's cells as Ray work (`isokl sweep --ray [ADDRESS]`); Ray is the optional extra `isokl[cluster]`.
+
+The driver (this process) does what the serial sweep does before and after the cells:
+`sweep.prepare` (resume rules, settings checked, half-written cells removed) and
+`records.combine` after every finished cell, so the folder and its rows are those of a
+serial run. The cells run in `Worker` actors, one per `--cpus-per-cell` (and
+`--gpus-per-cell`) slot of the cluster. A worker keeps one model loaded and is given
+that model's cells while any are left (a model loads once per worker, not once per
+cell); each model's base cell is one task. A worker writes each finished cell itself,
+atomically (`records.write_cell`), into the output folder, which must be on a filesystem
+every node shares.
+
+Faults: a worker that dies mid-cell is restarted and the cell retried (Ray's actor
+restarts, up to RETRIES); its half-written folder is never renamed into place. A cell
+that raises (e.g. a NaN KL) is reported with its error and the rest of the grid goes on;
+`run_sweep_ray` returns the failed cells and the command exits 1 when the grid is not
+complete. A driver killed and started again resumes like the serial sweep.
+
+Security: isokl never changes Ray's authentication. A local cluster started here gets
+Ray's token (2.59+: on by default for local clusters); for a multi-node cluster see the
+README (RAY_AUTH_MODE=token on every node, the token file copied to each).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import ConfigError, SweepConfig
+from .progress import Progress, fmt_duration
+from .records import BASE, cell_name, code_version, combine, source_hash, write_cell
+
+if TYPE_CHECKING:
+    from .models import LM
+
+RETRIES = 2  # restarts of a dead worker, each retrying its cell
+INSTALL = "pip install 'isokl[cluster]' (bash scripts/setup.sh installs it)"
+PAUSE_ENV = "ISOKL_RAY_TEST_PAUSE"  # tests only: a folder; a worker waits in each cell for <folder>/go or go-<cell>
+
+
+def need_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--ray: Ray is not installed; install the optional extra: {INSTALL}") from None
+    return ray
+
+
+class Worker:
+    """One slot of the cluster: runs cells of the sweep, one model loaded at a time."""
+
+    def __init__(self, cfg: dict, expected: dict[str, dict], threads: int, driver_source: str):
+        from .models import set_threads
+
+        if source_hash() != driver_source:  # a node with other isokl code would mix versions silently
+            raise RuntimeError(
+                f"isokl on this worker ({code_version()}, source {source_hash()}) differs from the driver's "
+                f"(source {driver_source}); install the same isokl on every node"
+            )
+        set_threads(threads)
+        self.cfg, self.expected = SweepConfig(**cfg), expected
+        self.version = code_version()
+        self.lm: LM | None = None
+        self.lm_id = ""
+        self.vectors: dict[tuple[str, int], object] = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, cell: tuple) -> dict:
+        from . import prompts
+        from .activations import extract
+        from .methods import get_method
+        from .models import load
+        from .sweep import run_base, run_cell
+
+        model, method, seed, window = cell
+        t0 = time.time()
+        if self.lm is None or self.lm_id != model:
+            self.lm, self.vectors = None, {}  # one model in memory at a time
+            self.lm, self.lm_id = load(model, device=self.cfg.device), model
+        lm = self.lm
+        name = cell_name(model, method, seed, window)
+        if method == BASE:
+            rows = run_base(lm, self.cfg, self.version)
+        else:
+            if (method, seed) not in self.vectors:
+                seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}
+                self.vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method, **seeded)
+            rows = run_cell(lm, self.vectors[(method, seed)], method, seed, window, self.cfg, self.version)
+        _test_pause(name)
+        write_cell(Path(self.cfg.out), name, rows, self.expected[name])
+        cal = rows.get("calibration", [{}])[0]
+        return {"name": name, "seconds": time.time() - t0, "pid": os.getpid(), **{k: cal.get(k) for k in ("c_star", "status")}}
+
+
+def _test_pause(name: str) -> None:
+    """Tests only ($ISOKL_RAY_TEST_PAUSE): before writing, mark this cell as running in that folder
+    (<cell>.<pid>.running) and wait until <folder>/go or <folder>/go-<cell> exists, so a test can kill a worker
+    mid-cell or a driver between cells."""
+    d = os.environ.get(PAUSE_ENV)
+    if not d:
+        return
+    Path(d, f"{name}.{os.getpid()}.running").touch()
+    deadline = time.time() + 120
+    while not (Path(d, "go").exists() or Path(d, f"go-{name}").exists()) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def connect(address: str, threads_hint: int):
+    """Join a running cluster (`auto` or HOST:PORT) or start a local one (address 'local')."""
+    ray = need_ray()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        print(
+            "[isokl] warning: RAY_AUTH_MODE=disabled: anyone who can reach this Ray cluster can run code on it",
+            file=sys.stderr,
+        )
+    kw = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    if address == "local":
+        ray.init(num_cpus=threads_hint, **kw)
+    else:
+        ray.init(address=address, **kw)
+    return ray
+
+
+def run_sweep_ray(
+    cfg: SweepConfig, address: str, cpus_per_cell: int = 1, gpus_per_cell: float = 0.0, workers: int = 0
+) -> tuple[Path, dict[str, str]]:
+    """Every unfinished cell of the grid on a Ray cluster -> (the folder, {cell: error} of the cells that failed)."""
+    from .models import available_cores
+    from .sweep import prepare
+
+    cfg.check()
+    out, now, expected, grid, todo = prepare(cfg)
+    ray = connect(address, available_cores())
+    try:
+        return out, _drive(ray, cfg, out, now, expected, grid, todo, cpus_per_cell, gpus_per_cell, workers)
+    finally:
+        ray.shutdown()
+
+
+def _drive(ray, cfg, out, now, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_workers) -> dict[str, str]:
+    from dataclasses import asdict
+
+    models = list(dict.fromkeys(g[0] for g in grid))
+    cells = [(m, BASE, "", "") for m in models if not (out / "cells" / cell_name(m, BASE, "", "")).exists()]
+    cells += [(m, meth, s, w) for m, meth, s, w in todo]
+    cells.sort(key=lambda c: models.index(c[0]))  # a model's base first, then its cells
+    total, done0 = len(grid) + len(models), len(grid) + len(models) - len(cells)
+    resources = ray.cluster_resources()
+    slots = int(resources.get("CPU", 1) // max(cpus_per_cell, 1))
+    if gpus_per_cell > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // gpus_per_cell))
+    if slots < 1:
+        raise ConfigError(
+            f"--cpus-per-cell {cpus_per_cell} / --gpus-per-cell {gpus_per_cell}: the cluster has {resources.get('CPU', 0)} "
+            f"CPUs and {resources.get('GPU', 0)} GPUs, not enough for one cell"
+        )
+    n = min(n_workers or slots, slots, len(cells)) if cells else 0
+    bar = Progress(total, done0)
+    bar.note(
+        f"cluster: {len(cells)} of {total} cells to run (bases included) on {n} workers x {cpus_per_cell} CPU"
+        + (f" + {gpus_per_cell} GPU" if gpus_per_cell else "")
+        + f", writing {out}/"
+    )
+    actor = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_restarts=RETRIES, max_task_retries=RETRIES)(Worker)
+    spec = {k: v for k, v in asdict(cfg).items()}
+    pool = [actor.remote(spec, expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
+    queue = deque(cells)
+    loaded: dict[int, str] = {}
+    running: dict = {}
+    failed: dict[str, str] = {}
+    t0, finished = time.time(), 0
+
+    def give(i: int) -> None:
+        if not queue:
+            return
+        pick = next((c for c in queue if c[0] == loaded.get(i)), None)  # keep the worker's model while it has cells
+        if pick is None:
+            pick = next((c for c in queue if c[0] not in loaded.values()), queue[0])  # else an unloaded model first
+        queue.remove(pick)
+        loaded[i] = pick[0]
+        running[pool[i].run.remote(pick)] = (i, pick)
+
+    for i in range(n):
+        give(i)
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=30)
+        if not ready:
+            bar.note(_status(finished, len(running), len(failed), len(cells), t0))
+            continue
+        ref = ready[0]
+        i, cell = running.pop(ref)
+        name = cell_name(*cell)
+        try:
+            res = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the cell itself failed: report it, go on
+            failed[name] = _first_line(e)
+            bar.note(f"FAILED {name}: {failed[name]}")
+        except ray.exceptions.RayActorError as e:  # the worker died more than RETRIES times
+            failed[name] = f"worker died ({_first_line(e)})"
+            bar.note(f"FAILED {name}: {failed[name]}")
+        else:
+            combine(out)
+            finished += 1
+            bar.cell_finished(
+                f"{name}: "
+                + (f"c* = {res['c_star']:.4g} ({res['status']}), " if res.get("c_star") is not None else "")
+                + f"{res['seconds']:.0f} s on worker pid {res['pid']}; {len(running)} running, {len(failed)} failed"
+            )
+        give(i)
+    bar.close()
+    if finished:
+        combine(out)
+    return failed
+
+
+def _status(finished: int, running: int, failed: int, total: int, t0: float) -> str:
+    left = total - finished - failed
+    eta = fmt_duration((time.time() - t0) / finished * (left - 0)) if finished else "after the first cell"
+    return f"cluster: {finished} done, {running} running, {failed} failed, {left} left, ETA {eta}"
+
+
+def _first_line(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
