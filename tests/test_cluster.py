@@ -140,3 +140,20 @@ def test_a_cell_that_fails_is_reported_and_the_rest_of_the_grid_finishes(model_d
     assert "failed: " in err and "nan-llama__mean_diff__s0__T6" in err and "NonFiniteKL" in err
     cal = records.load(out)["calibration"]
     assert [r["model"] for r in cal] == [str(model_dir)]  # the good model's cell finished and was combined
+
+
+def test_without_ray_the_flag_says_how_to_install_it_and_the_serial_path_never_imports_it(
+    model_dir, tmp_path, monkeypatch, capsys
+):
+    from isokl import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    args = ["sweep", "--models", str(model_dir), "--methods", "mean_diff", "--seeds", "0", "--windows", "6"]
+    args += ["--n-heldout", "2", "--horizon", "6", "--out", str(tmp_path / "x")]
+    assert cli.main(args + ["--ray"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--ray" in err and "isokl[cluster]" in err
+    assert not (tmp_path / "x").exists()
+    code = f"import sys; from isokl import cli; rc = cli.main({args!r}); assert rc == 0; assert 'ray' not in sys.modules"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "ISOKL_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-1500:]
