@@ -165,3 +165,23 @@ def test_prompt_interval_covers_the_population_statistic_at_about_its_level():
         hits += lo <= truth <= hi
     # 90% nominal; percentile bootstraps of a quantile run a little short: 200 trials, accept 0.80-0.97
     assert 0.80 <= hits / trials <= 0.97, hits / trials
+
+
+def test_the_report_of_a_v2_folder_has_control_rows_figure2_and_examples(v2, tmp_path):
+    import shutil
+
+    from isokl.report import build
+
+    out, _ = v2
+    d = tmp_path / "copy"
+    shutil.copytree(out, d, ignore=shutil.ignore_patterns("cells"))  # the CSVs alone
+    names = {p.name for p in build(d, expected_cells=6)}
+    assert {"figure2.png", "figure2.svg", "examples.md", "claims.md", "table1.md"} <= names
+    table = (d / "table1.csv").read_text()
+    assert "random_direction,control" in table and "mean_diff,method" in table
+    claims = (d / "claims.md").read_text()
+    assert "plus 2 control cells (random_direction)" in claims and "Random-direction control at 1 nat" in claims
+    examples = (d / "examples.md").read_text()
+    assert examples.count("**alpha 0 (base):**") == 3  # the first 3 prompts, one model
+    assert "**mean_diff, alpha 1** (p95 KL" in examples and "**mean_diff, alpha 2** (p95 KL" in examples
+    assert (d / "figure2.png").read_bytes().startswith(b"\x89PNG")

@@ -158,7 +158,7 @@ def figure(s: Study) -> dict[str, bytes]:
     handles += [Line2D([], [], color="gray", lw=2, ls="-" if w == big else "--", label=f"calibrated at T={w}") for w in s.windows]
     handles += [Line2D([], [], color="k", lw=2, label="pmass: base (0x)"), Line2D([], [], color="k", ls=":", label="1 nat")]
     small = ", ".join(str(w) for w in s.windows if w != big) or "-"
-    cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small), 190 if nm > 2 else 120))
+    cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small), int(width * 14)))
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.075))
     fig.text(0.5, 0.005, cap, ha="center", va="bottom", fontsize=7.5)
     fig.tight_layout(rect=(0, 0.13, 1, 0.97))
@@ -191,7 +191,8 @@ def figure2(s: Study) -> dict[str, bytes] | None:
         ("delta target logit", "logit"),
     ]
     nm = len(s.models)
-    fig, axes = plt.subplots(len(panels), nm, figsize=(max(4.6 * nm, 9.0), 2.9 * len(panels) + 1.4), squeeze=False)
+    width = max(4.6 * nm, 9.0)
+    fig, axes = plt.subplots(len(panels), nm, figsize=(width, 2.9 * len(panels) + 1.4), squeeze=False)
     for c, m in enumerate(s.models):
         for meth in shown:
             keys = s.keys(m, meth, window=big)
@@ -229,7 +230,9 @@ def figure2(s: Study) -> dict[str, bytes] | None:
                 ax.set_title(m, fontsize=10)
     handles = [Line2D([], [], color=color(m, shown), lw=2, label=m + (" (control)" if m in CONTROLS else "")) for m in shown]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.06))
-    fig.text(0.5, 0.005, "\n".join(textwrap.wrap(CAPTION2.format(big=big), 170)), ha="center", va="bottom", fontsize=7.5)
+    fig.text(
+        0.5, 0.005, "\n".join(textwrap.wrap(CAPTION2.format(big=big), int(width * 14))), ha="center", va="bottom", fontsize=7.5
+    )
     fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     fig.suptitle("Figure 2: dose-response around the calibrated dose", fontsize=11)
     return _render(fig)
