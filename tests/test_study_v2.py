@@ -185,3 +185,16 @@ def test_the_report_of_a_v2_folder_has_control_rows_figure2_and_examples(v2, tmp
     assert examples.count("**alpha 0 (base):**") == 3  # the first 3 prompts, one model
     assert "**mean_diff, alpha 1** (p95 KL" in examples and "**mean_diff, alpha 2** (p95 KL" in examples
     assert (d / "figure2.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_folder_compressed_after_its_run_reads_the_same(v2, tmp_path):
+    import gzip
+    import shutil
+
+    out, data = v2
+    d = tmp_path / "gz"
+    shutil.copytree(out, d)
+    for p in [*d.glob("*.csv"), *d.glob("cells/*/*.csv")]:  # every plain file, as a finished run may be stored
+        p.with_name(p.name + ".gz").write_bytes(gzip.compress(p.read_bytes(), mtime=0))
+        p.unlink()
+    assert records.load(d) == data

@@ -88,11 +88,12 @@ def _parse(kind: str, v: str) -> None:
 
 
 def path(d: Path, name: str) -> Path:
-    """The file of `name` in folder d: NAME.csv.gz for the compressed files, else NAME.csv; a folder written before
-    compression (plain NAME.csv) is still read."""
+    """The file of `name` in folder d: whichever of NAME.csv.gz and NAME.csv exists (a finished folder may have
+    been compressed after its run), else the name a new file gets (.csv.gz for `COMPRESSED` files)."""
     d = Path(d)
-    if name in COMPRESSED and not (d / f"{name}.csv.gz").exists() and (d / f"{name}.csv").exists():
-        return d / f"{name}.csv"
+    for p in (d / f"{name}.csv.gz", d / f"{name}.csv"):
+        if p.exists():
+            return p
     return d / f"{name}.csv{'.gz' if name in COMPRESSED else ''}"
 
 
@@ -208,8 +209,6 @@ def combine(out: Path) -> None:
     cells = finished_cells(out)
     for fname in FILES:
         final = out / f"{fname}.csv{'.gz' if fname in COMPRESSED else ''}"
-        if fname in COMPRESSED and (out / f"{fname}.csv").exists():
-            (out / f"{fname}.csv").unlink()  # replaced by its compressed form
         rows = []
         for c in cells:
             if path(c, fname).exists():
@@ -218,6 +217,8 @@ def combine(out: Path) -> None:
         tmp = final.with_name(f".{final.name}.tmp")
         _write_rows(tmp, columns(fname), rows, fname in COMPRESSED)
         os.replace(tmp, final)
+        other = out / (f"{fname}.csv" if final.name.endswith(".gz") else f"{fname}.csv.gz")
+        other.unlink(missing_ok=True)  # the file in its other form is stale now
 
 
 def cell_settings(cell: Path) -> dict | None:
