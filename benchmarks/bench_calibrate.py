@@ -32,9 +32,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref-start", type=float, default=1.0, help="the reference's first coefficient")
     ap.add_argument("--ref-from-guess", action="store_true", help="also run the reference from isokl's first guess")
+    ap.add_argument(
+        "--bf16", action="store_true", help="also calibrate the same vector on the model in bfloat16 (c* and time beside float32)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lm = load(args.model)
+    lm16 = load(args.model, dtype=torch.bfloat16) if args.bf16 else None
     vec = extract(lm, prompts.extraction_pairs(0), args.method)
     cal = prompts.calibration_prompts(0)
     seqs = lm.encode([lm.format(p) for p in cal])
@@ -47,6 +51,15 @@ def main():
         plain = calibrate_iso_kl(lm, vec, cal, T=T, draft=False)
         t_plain = time.perf_counter() - t0
         assert abs(plain.c_star / fast.c_star - 1) < 1e-4, (plain.c_star, fast.c_star)  # drafts change the cost, not the result
+        if lm16 is not None:
+            t0 = time.perf_counter()
+            half = calibrate_iso_kl(lm16, vec, cal, T=T, progress=False)
+            t_half = time.perf_counter() - t0
+            print(
+                f"T = {T}: bfloat16 model: c* = {half.c_star:.4g} ({half.status}, {half.evaluations} evals, "
+                f"{t_half:.1f} s) vs float32 c* = {fast.c_star:.4g} ({fast.evaluations} evals, "
+                f"{t_fast:.1f} s): c* ratio {half.c_star / fast.c_star:.3f}, speed-up {t_fast / t_half:.2f}x"
+            )
         t0 = time.perf_counter()
         evaluate(lm, seqs, vec, (fast.c_star,), T)
         t_one = time.perf_counter() - t0

@@ -65,3 +65,28 @@ def test_every_verb_has_help_that_describes_it(verb, capsys):
     assert sub.description and sub.description.split()[0] in out  # a description, not just usage
     for action in sub._actions:  # every flag explains itself
         assert action.help, (verb, action.dest)
+
+
+def test_a_bfloat16_model_calibrates_and_its_vector_says_so(tmp_path):
+    from conftest import byte_tokenizer, tiny_model
+
+    lm = models.from_module(tiny_model("llama", dtype=torch.bfloat16, seed=3), byte_tokenizer(), id="tiny-bf16")
+    vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+    res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(0), T=6, progress=False)
+    assert res.evaluations >= 1 and all(h.p95 == h.p95 for h in res.history)  # finite statistics in bfloat16
+    if res.converged:
+        assert abs(res.p95 - 1.0) <= 0.05
+    back = Vector.load(res.vector.save(tmp_path / "v.safetensors"))
+    assert back.calibration.dtype == "bfloat16"
+    f32 = models.from_module(tiny_model("llama", dtype=torch.float32, seed=3), byte_tokenizer(), id="tiny-f32")
+    res32 = calibrate_iso_kl(
+        f32, extract(f32, prompts.extraction_pairs(0), "mean_diff"), prompts.calibration_prompts(0), T=6, progress=False
+    )
+    assert res32.vector.calibration.dtype == "float32"
+
+
+def test_calibrate_refuses_an_unknown_dtype_before_loading(capsys, monkeypatch):
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("loaded a model"))
+    assert cli.main(["calibrate", "--dtype", "float16"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--dtype" in err and "bfloat16" in err

@@ -269,6 +269,7 @@ def calibrate_iso_kl(
         c_lo=band.lo,
         c_hi=band.hi,
         interval=band.describe(),
+        dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."),
     )
     return CalibrationResult(
         vector=vector.calibrated(cal),

@@ -79,7 +79,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     from .models import load
 
     t0 = time.time()
-    lm = load(cfg.model, device=cfg.device)
+    lm = load(cfg.model, device=cfg.device, dtype=cfg.torch_dtype())
     cal = prompts.calibration_prompts(cfg.seed, k=cfg.n_prompts)
     vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
     print(
@@ -102,7 +102,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
     print(f"converged = {str(res.converged).lower()} ({res.status})")
     print(f"evaluations = {res.evaluations}")
-    print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads)")
+    print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
     print(f"saved {path}")
     if not res.converged:
         why = {

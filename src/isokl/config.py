@@ -128,9 +128,24 @@ class CalibrateConfig:
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "model weights: float32, bfloat16, or auto (float32 on CPU, bfloat16 on a GPU); bfloat16 is a "
+            "different model: its c* differs (README)"
+        },
+    )
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
 
+    def torch_dtype(self):
+        import torch
+
+        name = self.dtype if self.dtype != "auto" else ("float32" if self.device == "cpu" else "bfloat16")
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
     def check(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"--dtype: {self.dtype!r}; valid: auto, float32, bfloat16")
         check_methods("--method", [self.method])
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)

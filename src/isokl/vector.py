@@ -38,6 +38,7 @@ class Calibration:
     c_lo: float = float("nan")  # an interval for c* from resampling the calibration prompts (nan: not computed)
     c_hi: float = float("nan")
     interval: str = ""  # how that interval was computed
+    dtype: str = ""  # the model's weights during calibration (float32, bfloat16); "" in files from before 2026-11-29
 
 
 @dataclass(frozen=True)
