@@ -50,7 +50,8 @@ def hierarchical(
     f = stat if stat is not None else None
 
     def of(sums: np.ndarray, n: int) -> np.ndarray:
-        return f(sums) if f is not None else sums[..., 0] / n
+        with np.errstate(divide="ignore", invalid="ignore"):  # an empty group (e.g. no scored fork): NaN, said plainly
+            return f(sums) if f is not None else sums[..., 0] / n
 
     mean = float(np.mean([of(u.sum(0), len(u)) for u in units]))
     rng = np.random.default_rng(seed)
