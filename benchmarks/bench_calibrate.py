@@ -35,6 +35,11 @@ def main():
     ap.add_argument(
         "--bf16", action="store_true", help="also calibrate the same vector on the model in bfloat16 (c* and time beside float32)"
     )
+    ap.add_argument(
+        "--per-round",
+        action="store_true",
+        help="also time one evaluation of 1, 2 and 4 doses, and calibrations with 1, 2 and 4 doses per solver round",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lm = load(args.model)
@@ -43,6 +48,17 @@ def main():
     cal = prompts.calibration_prompts(0)
     seqs = lm.encode([lm.format(p) for p in cal])
     rows = []
+    if args.per_round:
+        evaluate(lm, seqs, vec, (1.0,), args.windows[0])  # warm-up
+        for k in (1, 2, 4):
+            t0 = time.perf_counter()
+            evaluate(lm, seqs, vec, tuple(1.0 + 0.1 * i for i in range(k)), args.windows[0])
+            print(f"one evaluation of {k} doses (T = {args.windows[0]}): {time.perf_counter() - t0:.2f} s")
+        for T in args.windows:
+            for k in (1, 2, 4):
+                t0 = time.perf_counter()
+                r = calibrate_iso_kl(lm, vec, cal, T=T, per_round=k, progress=False)
+                print(f"T = {T}, {k} doses per round: {time.perf_counter() - t0:.2f} s, {r.evaluations} doses, {r.status}")
     for T in args.windows:
         t0 = time.perf_counter()
         fast = calibrate_iso_kl(lm, vec, cal, T=T)
