@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, SweepConfig
 from .progress import Progress, fmt_duration
-from .records import BASE, cell_name, code_version, combine, source_hash, write_cell
+from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
 
 if TYPE_CHECKING:
     from .models import LM
@@ -132,18 +132,20 @@ def run_sweep_ray(
 ) -> tuple[Path, dict[str, str]]:
     """Every unfinished cell of the grid on a Ray cluster -> (the folder, {cell: error} of the cells that failed)."""
     from .models import available_cores
-    from .sweep import prepare
+    from .sweep import Interrupted, prepare
 
     cfg.check()
-    out, now, expected, grid, todo = prepare(cfg)
+    out, _, expected, grid, todo = prepare(cfg)
     ray = connect(address, available_cores())
     try:
-        return out, _drive(ray, cfg, out, now, expected, grid, todo, cpus_per_cell, gpus_per_cell, workers)
+        return out, _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, workers)
+    except KeyboardInterrupt:
+        raise Interrupted(out, len(finished_cells(out))) from None
     finally:
         ray.shutdown()
 
 
-def _drive(ray, cfg, out, now, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_workers) -> dict[str, str]:
+def _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_workers) -> dict[str, str]:
     from dataclasses import asdict
 
     models = list(dict.fromkeys(g[0] for g in grid))
@@ -168,8 +170,7 @@ def _drive(ray, cfg, out, now, expected, grid, todo, cpus_per_cell, gpus_per_cel
         + f", writing {out}/"
     )
     actor = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_restarts=RETRIES, max_task_retries=RETRIES)(Worker)
-    spec = {k: v for k, v in asdict(cfg).items()}
-    pool = [actor.remote(spec, expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
+    pool = [actor.remote(asdict(cfg), expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
     queue = deque(cells)
     loaded: dict[int, str] = {}
     running: dict = {}
@@ -221,7 +222,7 @@ def _drive(ray, cfg, out, now, expected, grid, todo, cpus_per_cell, gpus_per_cel
 
 def _status(finished: int, running: int, failed: int, total: int, t0: float) -> str:
     left = total - finished - failed
-    eta = fmt_duration((time.time() - t0) / finished * (left - 0)) if finished else "after the first cell"
+    eta = fmt_duration((time.time() - t0) / finished * left) if finished else "after the first cell"
     return f"cluster: {finished} done, {running} running, {failed} failed, {left} left, ETA {eta}"
 
 
