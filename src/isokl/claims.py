@@ -137,7 +137,17 @@ def r3(s: Study, rows: list[dict]) -> Claim:
         lambda v: f"{v:.2f}",
         ("nll_cells_ok_1x", "nll_cells_hot_2x"),
     )
-    return ("R3",) + (v if v else ("MISSING", "no NLL rows"))
+    if not v:
+        return ("R3", "MISSING", "no NLL rows")
+    excess = "; ".join(
+        f"{r['model']} {r['method']} {r['excess_nll_1x']:+.2f} / {r['excess_nll_2x']:+.2f}" for r in rows if r["kind"] == "method"
+    )
+    return (
+        "R3",
+        v[0],
+        v[1] + ". The ratio's denominator is the base model's own greedy text (a mode-seeking floor); the excess base "
+        "NLL in nats per token (steered minus base, same prompts), 1x / 2x: " + excess,
+    )
 
 
 def r4(s: Study, rows: list[dict]) -> Claim:

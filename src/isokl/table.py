@@ -97,6 +97,8 @@ def table1(s: Study) -> list[dict]:
                     "base_nll_ratio_2x_lo": n2.lo,
                     "base_nll_ratio_2x_hi": n2.hi,
                     "nll_cells_hot_2x": sum(nll2[k] > NLL_HOT for k in keys if k in nll2),
+                    "excess_nll_1x": s.est_excess_nll(m, meth, 1.0).mean,
+                    "excess_nll_2x": s.est_excess_nll(m, meth, 2.0).mean,
                     "pmass_base": pm0,
                     "pmass_change_1x": p1.mean,
                     "pmass_change_1x_lo": p1.lo,
