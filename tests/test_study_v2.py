@@ -185,6 +185,9 @@ def test_the_report_of_a_v2_folder_has_control_rows_figure2_and_examples(v2, tmp
     assert examples.count("**alpha 0 (base):**") == 3  # the first 3 prompts, one model
     assert "**mean_diff, alpha 1** (p95 KL" in examples and "**mean_diff, alpha 2** (p95 KL" in examples
     assert (d / "figure2.png").read_bytes().startswith(b"\x89PNG")
+    points = (d / "figure1_pmass.csv").read_text().splitlines()
+    assert points[0] == "model,method,alpha,fork_t,mean,lo,hi,n" and len(points) > 1
+    assert all(int(line.split(",")[-1]) >= 1 for line in points[1:])  # n scored forks behind every point
 
 
 def test_a_folder_compressed_after_its_run_reads_the_same(v2, tmp_path):

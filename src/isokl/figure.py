@@ -79,7 +79,7 @@ CAPTION1 = (
     "line) at t = T; mean over seeds, band = range over seeds. Thin lines: per-token p95 across prompts. Solid: "
     "calibrated at T = {big}; dashed: T = {small}. Bottom: mean P(valid true/false answer) when the rollout is cut at "
     "fork t, base (black), 1x (solid, circles), 2x (dashed, squares); bands: 95% normal intervals over the scored "
-    "forks; n = scored forks per point. Curves above a row's y-limit are clipped; their maximum is written in the panel."
+    "forks; n = scored forks per point (each point's n: figure1_pmass.csv). Curves above a row's y-limit are clipped; their maximum is written in the panel."
 )
 
 
@@ -173,6 +173,23 @@ CAPTION2 = (
     "target-axis logit against the base model. Mean over seeds; bands other than p95: two-stage bootstrap 95% "
     "intervals (seeds, then prompts or probes). Dotted verticals: 1x and 2x."
 )
+
+
+def pmass_points(s: Study) -> list[dict]:
+    """The points of Figure 1's pmass row: mean, 95% normal interval and n (scored forks) per model, method, dose
+    and fork point (figure1_pmass.csv)."""
+    rows = []
+    for m in s.models:
+        for meth, alpha in [(BASE, 0.0)] + [(meth, a) for a in (1.0, 2.0) for meth in s.methods]:
+            d = s.pmass_curve(m, meth, alpha)
+            for t in sorted(d):
+                v = np.array(d[t])
+                se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+                rows.append(
+                    {"model": m, "method": meth, "alpha": alpha, "fork_t": t, "mean": float(v.mean()),
+                     "lo": float(v.mean()) - 1.96 * se, "hi": float(v.mean()) + 1.96 * se, "n": len(v)}
+                )  # fmt: skip
+    return rows
 
 
 def figure2(s: Study) -> dict[str, bytes] | None:

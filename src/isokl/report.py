@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .aggregate import Study
 from .claims import claims, claims_markdown, summary
-from .figure import figure, figure2
+from .figure import figure, figure2, pmass_points
 from .records import BASE, RecordsError, load
 from .table import csv_text, table1, table1_markdown
 
@@ -37,6 +37,9 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
     }
     if fig2:
         files |= {"figure2.png": fig2["png"], "figure2.svg": fig2["svg"]}
+    points = pmass_points(s)
+    if points:
+        files["figure1_pmass.csv"] = csv_text(points).encode()
     ex = examples_markdown(s)
     if ex:
         files["examples.md"] = ex.encode()
