@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from .inference import Estimate, hierarchical
-from .records import BASE, HOLDOUT_LEVEL, HOLDOUT_WINDOWS, STUDY_METHODS, STUDY_MODELS
+from .records import BASE, STUDY_METHODS, STUDY_MODELS, holdout_columns
 from .statistic import P95
 
 CONTROLS = ("random_direction",)  # run beside the methods; Table 1's control rows, not a method
@@ -64,18 +64,13 @@ class Study:
 
     def _fill_windows(self) -> None:
         """Folders written before the held-out windows were columns (v1): the same values from trajectory, computed
-        as the sweep computes them (the first w tokens at 1x; `P95.prompt_interval`, same seed)."""
+        as the sweep computes them (`records.holdout_columns`)."""
         for r in self.cal:
             arr = self.kl(self._key(r), 1.0)
-            for w in HOLDOUT_WINDOWS:
-                if r.get(f"holdout_p95_t{w}", "") == "" and arr is not None and arr.shape[1] >= w:
-                    part = arr[:, :w]
-                    lo, hi = P95.prompt_interval(part, level=HOLDOUT_LEVEL)
-                    r[f"holdout_p95_t{w}"], r[f"holdout_p95_t{w}_lo"], r[f"holdout_p95_t{w}_hi"] = (
-                        repr(P95.pooled(part[~np.isnan(part)])),
-                        repr(lo),
-                        repr(hi),
-                    )
+            if arr is not None:
+                for col, v in holdout_columns(arr).items():
+                    if r.get(col, "") == "":
+                        r[col] = repr(v)
 
     # ---- indexing --------------------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
-from .statistic import TARGET, TOL  # the calibration target, owned by the statistic
+from .statistic import P95, TARGET, TOL  # the calibration target, owned by the statistic
 
 __all__ = ["TARGET", "TOL"]  # re-exported with the study constants
 
@@ -68,6 +70,19 @@ ADDED = {  # columns added 2026-11-29: empty in older folders (not computed)
 }
 SETTINGS = "settings.json"
 RECORDED_ONLY = {"code_version", "source_hash"}  # in settings.json, reported on resume, not refused (docs/decisions.md)
+
+
+def holdout_columns(kl: np.ndarray) -> dict[str, float]:
+    """kl: [prompt t] held-out KL at 1x, NaN where not scored -> the calibration columns of every held-out window
+    it covers: the pooled p95 over the first w tokens and its prompt-bootstrap interval (`P95.prompt_interval`)."""
+    out: dict[str, float] = {}
+    for w in HOLDOUT_WINDOWS:
+        if kl.shape[1] >= w:
+            first = kl[:, :w]
+            lo, hi = P95.prompt_interval(first, level=HOLDOUT_LEVEL)
+            out |= {f"holdout_p95_t{w}": P95.pooled(first[~np.isnan(first)]), f"holdout_p95_t{w}_lo": lo}
+            out[f"holdout_p95_t{w}_hi"] = hi
+    return out
 
 
 class RecordsError(ValueError):

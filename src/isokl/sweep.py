@@ -36,8 +36,6 @@ from .models import LM, load
 from .progress import Progress
 from .records import (
     BASE,
-    HOLDOUT_LEVEL,
-    HOLDOUT_WINDOWS,
     TARGET,
     TOL,
     cell_name,
@@ -45,12 +43,12 @@ from .records import (
     code_version,
     combine,
     finished_cells,
+    holdout_columns,
     remove_stale,
     settings_diff,
     source_hash,
     write_cell,
 )
-from .statistic import P95
 
 
 class Interrupted(KeyboardInterrupt):
@@ -127,17 +125,9 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
     res = calibrate_iso_kl(lm, vector, prompts.calibration_prompts(seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
     alphas = cfg.alpha_values(window)
     rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
-    at_1x = held.generic.stats(alphas.index(1.0))  # the held-out rollouts at c*, all `horizon` tokens
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
-    windows: dict[
-        str, float
-    ] = {}  # held-out p95 over the first w tokens for each w, with a prompt-bootstrap interval (same rollouts)
-    for w in HOLDOUT_WINDOWS:
-        if w <= cfg.horizon:
-            assert at_1x.per_prompt is not None
-            lo, hi = P95.prompt_interval(at_1x.per_prompt[:, :w], level=HOLDOUT_LEVEL)
-            windows |= {f"holdout_p95_t{w}": held.generic.stats(alphas.index(1.0), w).p95, f"holdout_p95_t{w}_lo": lo}
-            windows[f"holdout_p95_t{w}_hi"] = hi
+    at_1x = held.generic.stats(alphas.index(1.0)).per_prompt  # [prompt t] all `horizon` tokens: every held-out window
+    assert at_1x is not None
     rows["history"] = [
         {
             **prov,
@@ -163,7 +153,7 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
             "status": res.status,
             "calib_p95": res.p95,
             "holdout_p95": holdout,
-            **windows,
+            **holdout_columns(at_1x),
             "evaluations": res.evaluations,
             "seconds": round(time.time() - t0, 1),
         }
