@@ -72,11 +72,8 @@ class Worker:
         return os.getpid()
 
     def run(self, cell: tuple) -> dict:
-        from . import prompts
-        from .activations import extract
-        from .methods import get_method
         from .models import load
-        from .sweep import run_base, run_cell
+        from .sweep import cell_vector, run_base, run_cell
 
         model, method, seed, window = cell
         t0 = time.time()
@@ -89,8 +86,7 @@ class Worker:
             rows = run_base(lm, self.cfg, self.version)
         else:
             if (method, seed) not in self.vectors:
-                seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}
-                self.vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method, **seeded)
+                self.vectors[(method, seed)] = cell_vector(lm, method, seed)
             rows = run_cell(lm, self.vectors[(method, seed)], method, seed, window, self.cfg, self.version)
         _test_pause(name)
         write_cell(Path(self.cfg.out), name, rows, self.expected[name])

@@ -109,6 +109,13 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def cell_vector(lm: LM, method: str, seed: int):
+    """A cell's uncalibrated vector: fitted on the seed's contrast pairs (a seeded control draws its direction from
+    the same seed)."""
+    seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}
+    return extract(lm, prompts.extraction_pairs(seed), method, **seeded)
+
+
 def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConfig, version: str, phase=lambda s: None):
     t0 = time.time()
     prov = {"model": lm.id, "method": method, "seed": seed, "window": window, "code_version": version, "time": _now()}
@@ -245,15 +252,13 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
                 label = f"{model_id} {method} seed {seed} T={window}"
                 if (method, seed) not in vectors:
                     bar.phase(label, "extracting the vector")
-                    seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}  # a seeded control direction
-                    vectors[(method, seed)] = extract(lm, prompts.extraction_pairs(seed), method, **seeded)
+                    vectors[(method, seed)] = cell_vector(lm, method, seed)
                 t1 = time.time()
                 rows = run_cell(
                     lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s)
                 )
-                write_cell(
-                    out, cell_name(model_id, method, seed, window), rows, expected[cell_name(model_id, method, seed, window)]
-                )
+                name = cell_name(model_id, method, seed, window)
+                write_cell(out, name, rows, expected[name])
                 combine(out)
                 new += 1
                 cal = rows["calibration"][0]
