@@ -133,22 +133,19 @@ def figure(s: Study) -> dict[str, bytes]:
             ax.set_ylabel("p95 KL (nats)")
             if c in clipped:
                 ax.text(0.02, 0.97, "clipped:\n" + "\n".join(clipped[c]), transform=ax.transAxes, va="top", fontsize=6.5)
+    points = pmass_points(s)
     for c, m in enumerate(s.models):
         ax = axes[-1][c]
         counts = []
-        for meth, alpha, ls, mk in [(BASE, 0.0, "-", None)] + [
-            (meth, a, "-" if a == 1.0 else "--", "o" if a == 1.0 else "s") for a in (1.0, 2.0) for meth in s.methods
-        ]:
-            d = s.pmass_curve(m, meth, alpha)
-            if not d:
-                continue
-            ts = sorted(d)
-            mean = np.array([np.mean(d[t]) for t in ts])
-            se = np.array([np.std(d[t], ddof=1) / np.sqrt(len(d[t])) if len(d[t]) > 1 else 0.0 for t in ts])
+        for meth, alpha in dict.fromkeys((p["method"], p["alpha"]) for p in points if p["model"] == m):
+            pts = [p for p in points if (p["model"], p["method"], p["alpha"]) == (m, meth, alpha)]
+            ts, mean = [p["fork_t"] for p in pts], np.array([p["mean"] for p in pts])
+            lo, hi = (np.array([p[k] if p["n"] > 1 else p["mean"] for p in pts]) for k in ("lo", "hi"))  # n = 1: no band
             col = "k" if meth == BASE else color(meth, shown)
+            ls, mk = ("-", None) if meth == BASE else ("-", "o") if alpha == 1.0 else ("--", "s")
             ax.plot(ts, mean, ls, color=col, lw=2 if meth == BASE else 1.3, marker=mk, ms=3)
-            ax.fill_between(ts, mean - 1.96 * se, mean + 1.96 * se, color=col, alpha=0.10, lw=0)
-            counts += [len(d[t]) for t in ts]
+            ax.fill_between(ts, lo, hi, color=col, alpha=0.10, lw=0)
+            counts += [p["n"] for p in pts]
         ax.set_ylim(-0.02, 1.02)
         n = f" (n = {min(counts)}-{max(counts)} scored forks per point)" if counts else ""
         ax.set_title(f"{m}: branch_pmass{n}", fontsize=9)
