@@ -155,10 +155,6 @@ class Study:
             return np.array([])
         return np.array([self.pooled_p95(key, alpha, t) for t in range(1, arr.shape[1] + 1)])
 
-    def mean_kl(self, key: Key, alpha: float) -> float:
-        arr = self.kl(key, alpha)
-        return float(np.nanmean(arr)) if arr is not None else float("nan")
-
     def est_mean_kl(self, model, method, alpha, window=None) -> Estimate:
         """Mean KL per token (pooled over prompts and tokens), seeds as units."""
 
@@ -281,6 +277,11 @@ class Study:
                     if not np.isnan(v):
                         out[t].append(v)
         return dict(out)
+
+    def base_pmass(self, model) -> float:
+        """The base model's mean pmass over its scored forks."""
+        vals = [v for vs in self.pmass_curve(model, BASE, 0.0).values() for v in vs]
+        return float(np.mean(vals)) if vals else float("nan")
 
     def pmass_counts(self, model, method, alpha) -> int:
         return sum(len(v) for v in self.pmass_curve(model, method, alpha).values())

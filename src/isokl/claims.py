@@ -15,7 +15,7 @@ import numpy as np
 
 from .aggregate import Study, _f
 from .records import BASE, TARGET, TOL
-from .table import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, _count, _overlap
+from .table import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, count_in_band, count_overlapping, in_band
 
 R6_SPREAD = 0.5  # nats: median over t of the across-seed range of per-token p95 at 1x, per (model, method, window)
 
@@ -24,10 +24,8 @@ Claim = tuple[str, str, str]  # (id, PASS | FAIL | MISSING, the numbers behind i
 
 def r1_ok(cells: list[dict]) -> bool:
     """Every cell converged (|calib p95 - target| <= tol) and its held-out p95 lies in the band."""
-    lo, hi = HOLDOUT_BAND
     return all(
-        c["converged"] == "1" and abs(_f(c["calib_p95"]) - TARGET) <= TOL + 1e-12 and lo <= _f(c["holdout_p95"]) <= hi
-        for c in cells
+        c["converged"] == "1" and abs(_f(c["calib_p95"]) - TARGET) <= TOL + 1e-12 and in_band(_f(c["holdout_p95"])) for c in cells
     )
 
 
@@ -36,13 +34,13 @@ def r1(s: Study, rows: list[dict]) -> Claim:
     cells = s.cells()
     bad = [c for c in cells if not r1_ok([c])]
     conv = sum(c["converged"] == "1" for c in cells)
-    inband = sum(lo <= _f(c["holdout_p95"]) <= hi for c in cells)
+    inband = count_in_band(cells, "holdout_p95")[0]
     hp = [_f(c["holdout_p95"]) for c in cells]
     detail = (
         f"{conv}/{len(cells)} cells converged (|calib p95 - 1| <= {TOL}); holdout p95 in [{lo}, {hi}] in {inband}/{len(cells)} "
         f"(range {min(hp):.2f}-{max(hp):.2f})."
     )
-    t20, t50, ov = _count(cells, "holdout_p95_t20"), _count(cells, "holdout_p95_t50"), _overlap(cells)
+    t20, t50, ov = count_in_band(cells, "holdout_p95_t20"), count_in_band(cells, "holdout_p95_t50"), count_overlapping(cells)
     if t20[1] or t50[1]:
         detail += (
             f" Every cell judged on the same held-out rollouts over t <= 20: {t20[0]}/{t20[1]} in band; over t <= 50: "

@@ -20,17 +20,17 @@ NLL_OK, NLL_HOT = 2.0, 4.0  # R3
 PMASS_OK, PMASS_HOT = 0.1, 0.3  # R4
 
 
-def _in_band(x: float) -> bool:
+def in_band(x: float) -> bool:
     return HOLDOUT_BAND[0] <= x <= HOLDOUT_BAND[1]
 
 
-def _count(cells, col) -> tuple[int, int]:
+def count_in_band(cells, col) -> tuple[int, int]:
     """Cells (with a value in col) whose value lies in the R1 band, and how many have a value."""
     vals = [_f(c[col]) for c in cells if c.get(col, "") != ""]
-    return sum(_in_band(v) for v in vals), len(vals)
+    return sum(in_band(v) for v in vals), len(vals)
 
 
-def _overlap(cells) -> tuple[int, int]:
+def count_overlapping(cells) -> tuple[int, int]:
     """Cells whose own window's prompt-bootstrap interval overlaps the R1 band."""
     lo, hi = HOLDOUT_BAND
     n = k = 0
@@ -58,8 +58,6 @@ def table1(s: Study) -> list[dict]:
             n1, n2 = s.est_nll_ratio(m, meth, 1.0), s.est_nll_ratio(m, meth, 2.0)
             p1, p2 = s.est_pmass_change(m, meth, 1.0), s.est_pmass_change(m, meth, 2.0)
             q1, q2 = s.est_pmass_paired(m, meth, 1.0), s.est_pmass_paired(m, meth, 2.0)
-            base_rows = s._pmass_rows(keys[:1], 1.0)
-            pm0 = float(base_rows[:, 2].sum() / base_rows[:, 3].sum()) if len(base_rows) else float("nan")
             cell_d = [s.cell_delta_logit(k, 1.0) for k in keys]
             pc1 = [s.pmass_change(k, 1.0) for k in keys]
             pc2 = [s.pmass_change(k, 2.0) for k in keys]
@@ -76,10 +74,10 @@ def table1(s: Study) -> list[dict]:
                     "holdout_p95": np.mean([_f(c["holdout_p95"]) for c in cells]),
                     "holdout_p95_min": min(_f(c["holdout_p95"]) for c in cells),
                     "holdout_p95_max": max(_f(c["holdout_p95"]) for c in cells),
-                    "r1_in_band": _count(cells, "holdout_p95")[0],
-                    "t20_in_band": "{}/{}".format(*_count(cells, "holdout_p95_t20")),
-                    "t50_in_band": "{}/{}".format(*_count(cells, "holdout_p95_t50")),
-                    "interval_overlaps_band": "{}/{}".format(*_overlap(cells)),
+                    "r1_in_band": count_in_band(cells, "holdout_p95")[0],
+                    "t20_in_band": "{}/{}".format(*count_in_band(cells, "holdout_p95_t20")),
+                    "t50_in_band": "{}/{}".format(*count_in_band(cells, "holdout_p95_t50")),
+                    "interval_overlaps_band": "{}/{}".format(*count_overlapping(cells)),
                     "delta_logit_1x": d.mean,
                     "delta_logit_ci_lo": d.lo,
                     "delta_logit_ci_hi": d.hi,
@@ -99,7 +97,7 @@ def table1(s: Study) -> list[dict]:
                     "nll_cells_hot_2x": sum(nll2[k] > NLL_HOT for k in keys if k in nll2),
                     "excess_nll_1x": s.est_excess_nll(m, meth, 1.0).mean,
                     "excess_nll_2x": s.est_excess_nll(m, meth, 2.0).mean,
-                    "pmass_base": pm0,
+                    "pmass_base": s.base_pmass(m),
                     "pmass_change_1x": p1.mean,
                     "pmass_change_1x_lo": p1.lo,
                     "pmass_change_1x_hi": p1.hi,
