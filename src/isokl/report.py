@@ -68,10 +68,11 @@ def examples_markdown(s: Study) -> str | None:
         return None
     from . import prompts
 
-    texts = {p.id: p.user for p in prompts.pool("heldout_generic")}
+    texts = {p.id: p.user for p in prompts.pool("heldout_generic")}  # in pool order
     big, seed = str(max(s.windows)), str(min(s.seeds))
     got = {(r["model"], r["method"], r["seed"], r["window"], float(r["alpha"]), r["prompt"]): r["text"] for r in rows}
-    ids = sorted({r["prompt"] for r in rows}, key=lambda p: [x.id for x in prompts.pool("heldout_generic")].index(p))
+    shown = {r["prompt"] for r in rows}
+    ids = [pid for pid in texts if pid in shown]
     out = [
         "# Example continuations",
         "",
