@@ -47,11 +47,10 @@ def hierarchical(
     if not units:
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
     units = [u[:, None] if u.ndim == 1 else u for u in units]
-    f = stat if stat is not None else None
 
     def of(sums: np.ndarray, n: int) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty group (e.g. no scored fork): NaN, said plainly
-            return f(sums) if f is not None else sums[..., 0] / n
+            return stat(sums) if stat is not None else sums[..., 0] / n
 
     mean = float(np.mean([of(u.sum(0), len(u)) for u in units]))
     rng = np.random.default_rng(seed)

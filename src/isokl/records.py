@@ -226,8 +226,8 @@ def combine(out: Path) -> None:
         final = out / f"{fname}.csv{'.gz' if fname in COMPRESSED else ''}"
         rows = []
         for c in cells:
-            if path(c, fname).exists():
-                with _open_text(path(c, fname)) as r:
+            if (src := path(c, fname)).exists():
+                with _open_text(src) as r:
                     rows += [{k: row.get(k, "") for k in columns(fname)} for row in csv.DictReader(r)]
         tmp = final.with_name(f".{final.name}.tmp")
         _write_rows(tmp, columns(fname), rows, fname in COMPRESSED)
