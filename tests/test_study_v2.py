@@ -181,6 +181,7 @@ def test_the_report_of_a_v2_folder_has_control_rows_figure2_and_examples(v2, tmp
     assert "random_direction,control" in table and "mean_diff,method" in table
     claims = (d / "claims.md").read_text()
     assert "plus 2 control cells (random_direction)" in claims and "Random-direction control at 1 nat" in claims
+    assert "INCOMPLETE" not in claims  # 4 cells + 2 controls: the 6 expected are all there
     examples = (d / "examples.md").read_text()
     assert examples.count("**alpha 0 (base):**") == 3  # the first 3 prompts, one model
     assert "**mean_diff, alpha 1** (p95 KL" in examples and "**mean_diff, alpha 2** (p95 KL" in examples

@@ -189,6 +189,27 @@ def test_claims_flag_an_incomplete_study():
     assert all(v.endswith("(INCOMPLETE)") for v in verdicts.values())
 
 
+def test_claims_flag_a_folder_with_a_cell_missing_from_its_own_grid():
+    from isokl.claims import claims_markdown
+
+    def fixture():
+        data = _fixture()
+        for r in data["calibration"]:  # the provenance line of claims.md reads these
+            r.update(code_version="0.1.0+test", time="2026-11-29T00:00:00+00:00", seconds="1.0")
+        return data
+
+    full = Study(fixture())
+    n = len(full.cells())
+    assert full.grid_cells() == n and "INCOMPLETE" not in claims_markdown(claims(full, table1(full)), full)
+    data = fixture()
+    gone = dict(model="m1", method="pca", seed="2", window="50")  # one cell's calibration row removed
+    data["calibration"] = [r for r in data["calibration"] if any(r[k] != v for k, v in gone.items())]
+    s = Study(data)
+    cl = claims(s, table1(s))  # no expected count given: the grid the data span says one is missing
+    assert all(v.endswith("(INCOMPLETE)") for _, v, _ in cl)
+    assert f"**INCOMPLETE: {n - 1} of {n} cells are done.**" in claims_markdown(cl, s)
+
+
 def test_report_is_byte_identical_when_rebuilt(swept, tmp_path):
     from isokl.report import build
 

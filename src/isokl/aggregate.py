@@ -115,6 +115,15 @@ class Study:
             and (controls or method is not None or r["method"] not in CONTROLS)
         ]
 
+    def grid_cells(self) -> int:
+        """Cells of the full grid the data span: models x methods x seeds x windows, plus each control at its
+        own windows for every model and seed. A folder with fewer cells than this is an unfinished run."""
+        n = len(self.models) * len(self.methods) * len(self.seeds) * len(self.windows)
+        for c in self.controls:
+            windows = {int(r["window"]) for r in self.cal if r["method"] == c}
+            n += len(self.models) * len(self.seeds) * len(windows)
+        return n
+
     def keys(self, model, method, seed=None, window=None) -> list[Key]:
         return [self._key(c) for c in self.cells(model, method, seed, window)]
 

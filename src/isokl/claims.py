@@ -259,18 +259,26 @@ REQUIREMENTS = (r1, r2, r3, r4, r5, r6)
 
 
 def claims(s: Study, rows: list[dict], expected_cells: int | None = None) -> list[Claim]:
-    """Every requirement's verdict; below `expected_cells` each is marked INCOMPLETE."""
+    """Every requirement's verdict; with fewer cells (controls included) than `expected_cells`, or than the grid
+    the data span when that is None, each is marked INCOMPLETE."""
     out = [req(s, rows) for req in REQUIREMENTS]
-    if expected_cells is not None and len(s.cells()) < expected_cells:
+    if _missing(s, expected_cells):
         out = [(i, v if v == "MISSING" else f"{v} (INCOMPLETE)", d) for i, v, d in out]
     return out
 
 
-def claims_markdown(cl, s: Study, expected_cells: int | None) -> str:
+def _missing(s: Study, expected_cells: int | None) -> tuple[int, int] | None:
+    """(cells present, cells expected) when the study is unfinished, else None."""
+    have, want = len(s.cells(controls=True)), expected_cells or s.grid_cells()
+    return (have, want) if have < want else None
+
+
+def claims_markdown(cl, s: Study, expected_cells: int | None = None) -> str:
     n = len(s.cells())
     head = ["# Claims report", ""]
-    if expected_cells is not None and n < expected_cells:
-        head += [f"**INCOMPLETE: {n} of {expected_cells} cells are done.** Verdicts below use the finished cells only.", ""]
+    if missing := _missing(s, expected_cells):
+        have, want = missing
+        head += [f"**INCOMPLETE: {have} of {want} cells are done.** Verdicts below use the finished cells only.", ""]
     head += [
         f"Built by `isokl report` from the CSV files alone: {n} cells ({len(s.models)} models x {len(s.methods)} methods x "
         f"seeds {s.seeds} x windows {s.windows})"
