@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from .inference import Estimate, hierarchical
-from .records import BASE, STUDY_METHODS, STUDY_MODELS, holdout_columns
+from .records import BASE, HOLDOUT_COLUMNS, STUDY_METHODS, STUDY_MODELS, holdout_columns
 from .statistic import P95
 
 CONTROLS = ("random_direction",)  # run beside the methods; Table 1's control rows, not a method
@@ -66,6 +66,8 @@ class Study:
         """Folders written before the held-out windows were columns (v1): the same values from trajectory, computed
         as the sweep computes them (`records.holdout_columns`)."""
         for r in self.cal:
+            if all(r.get(col, "") != "" for col in HOLDOUT_COLUMNS):
+                continue  # written by the sweep (v2 on): nothing to fill, and the bootstraps are not cheap
             arr = self.kl(self._key(r), 1.0)
             if arr is not None:
                 for col, v in holdout_columns(arr).items():

@@ -63,10 +63,11 @@ FILES: dict[str, dict[str, str]] = {
 }
 HOLDOUT_WINDOWS = (20, 50)  # held-out p95 over the first 20 and all 50 tokens of every cell, same rollouts (v2)
 HOLDOUT_LEVEL = 0.90  # their prompt-bootstrap intervals
+HOLDOUT_COLUMNS = tuple(f"holdout_p95_t{w}{s}" for w in HOLDOUT_WINDOWS for s in ("", "_lo", "_hi"))
 COMPRESSED = {"trajectory"}  # written as NAME.csv.gz (gzip, no timestamp): the one file that grows to tens of MB
 OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
 ADDED = {  # columns added 2026-11-29: empty in older folders (not computed)
-    "calibration": {"c_star_lo", "c_star_hi"} | {f"holdout_p95_t{w}{s}" for w in HOLDOUT_WINDOWS for s in ("", "_lo", "_hi")}
+    "calibration": {"c_star_lo", "c_star_hi", *HOLDOUT_COLUMNS}
 }
 SETTINGS = "settings.json"
 RECORDED_ONLY = {"code_version", "source_hash"}  # in settings.json, reported on resume, not refused (docs/decisions.md)
@@ -80,8 +81,11 @@ def holdout_columns(kl: np.ndarray) -> dict[str, float]:
         if kl.shape[1] >= w:
             first = kl[:, :w]
             lo, hi = P95.prompt_interval(first, level=HOLDOUT_LEVEL)
-            out |= {f"holdout_p95_t{w}": P95.pooled(first[~np.isnan(first)]), f"holdout_p95_t{w}_lo": lo}
-            out[f"holdout_p95_t{w}_hi"] = hi
+            out |= {
+                f"holdout_p95_t{w}": P95.pooled(first[~np.isnan(first)]),
+                f"holdout_p95_t{w}_lo": lo,
+                f"holdout_p95_t{w}_hi": hi,
+            }
     return out
 
 
