@@ -80,3 +80,14 @@ def tiny_lm(request):
 @pytest.fixture
 def llama_lm():
     return from_module(tiny_model("llama"), byte_tokenizer(), id="tiny-llama")
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Fails the test if a model is loaded."""
+    from isokl import models
+
+    def load(*a, **k):
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(models, "load", load)

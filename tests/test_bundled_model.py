@@ -118,3 +118,36 @@ def test_other_bundled_models_calibrate(model_id):
     res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(0), T=20)
     assert res.status in ("converged", "not_converged")  # a jump may defeat the tolerance; never a silent edge value
     assert abs(res.p95 - 1.0) <= 0.05 or res.status == "not_converged"
+
+
+@pytest.mark.slow
+def test_a_v2_cell_recomputed_through_the_concept_loader_equals_its_committed_rows(smol):
+    """The built-in concept through the new loader: a committed Study v2 cell (smollm2-135m mean_diff seed 0, T = 20),
+    recomputed with today's code, gives the same rows (time, seconds, code_version and the new concept column
+    aside). KL and NLL values to 1e-4 relative plus 1e-6 nats absolute: the cell was computed on another CPU, where
+    float32 sums round differently; a changed token would move them by orders of magnitude more, and the decoded
+    texts must match exactly."""
+    from pathlib import Path
+
+    from isokl import records
+    from isokl.config import StudyConfig
+    from isokl.sweep import cell_vector, run_cell, settings
+
+    cell = Path(__file__).parents[1] / "results" / "v2" / "cells" / "smollm2-135m__mean_diff__s0__T20"
+    cfg = StudyConfig(out="unused")
+    assert records.settings_diff(records.cell_settings(cell), settings(cfg, 20)) == []
+    rows = run_cell(smol, cell_vector(smol, "mean_diff", 0, cfg), "mean_diff", 0, 20, cfg, "now")
+    skip = {"time", "seconds", "code_version", "concept"}
+    for name in records.FILES:
+        old = records.read(records.path(cell, name), name)
+        new = rows.get(name, [])
+        assert len(new) == len(old), name
+        for a, b in zip(new, old, strict=True):
+            for col, kind in {**records.PROVENANCE, **records.FILES[name]}.items():
+                if col in skip:
+                    continue
+                x, y = str(a[col]), b[col]
+                if kind == "f" and y != "":
+                    assert float(x) == pytest.approx(float(y), rel=1e-4, abs=1e-6), (name, col, x, y)
+                else:
+                    assert x == y, (name, col, x, y)

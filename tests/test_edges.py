@@ -48,16 +48,6 @@ def other_dir(tmp_path_factory):
     return _saved_model(tmp_path_factory, "tiny-other", seed=5)
 
 
-@pytest.fixture
-def no_load(monkeypatch):
-    """Fails the test if a model is loaded."""
-
-    def load(*a, **k):
-        raise AssertionError("a model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(models, "load", load)
-
-
 def _files(d: Path) -> dict[str, float]:
     return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in d.rglob("*")}
 
@@ -320,9 +310,9 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir
         "--methods",
         "mean_diff,pca",
         "--seeds",
-        ",".join(map(str, range(12))),
+        ",".join(map(str, range(9))),  # the built-in concept's 36 pairs support 9 seeds
         "--windows",
-        "6,7",
+        "6,7,8",
         "--n-heldout",
         "3",
         "--horizon",

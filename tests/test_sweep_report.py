@@ -58,6 +58,7 @@ def test_sweep_writes_every_csv_with_documented_columns(swept):
 def test_report_rebuilds_without_torch(swept, tmp_path):
     from isokl.claims import claims_markdown
     from isokl.records import load
+    from isokl.report import table_title
     from isokl.table import table1_markdown
 
     d = tmp_path / "copy"
@@ -71,7 +72,8 @@ def test_report_rebuilds_without_torch(swept, tmp_path):
     # what the torch-free process wrote is what the report makes of these CSVs
     s = Study(load(swept))
     rows = table1(s)
-    assert (d / "table1.md").read_text() == table1_markdown(rows)
+    assert s.concept == "sentiment"  # a new sweep names its concept; the copy has no cells, so no protocol line
+    assert (d / "table1.md").read_text() == table1_markdown(rows, table_title(s, ""))
     assert (d / "claims.md").read_text() == claims_markdown(claims(s, rows, 4), s, 4)
     assert "INCOMPLETE" not in (d / "claims.md").read_text()
     table = (d / "table1.md").read_text()

@@ -48,6 +48,10 @@ class Study:
         self.seeds = sorted({int(r["seed"]) for r in self.cal})
         self.windows = sorted({int(r["window"]) for r in self.cal if r["method"] not in CONTROLS})
         self.alphas = sorted({_f(r["alpha"]) for r in data["trajectory"]} - {0.0})
+        # the concept the rows measured; "" in folders written before concepts (v1, v2: the built-in sentiment)
+        self.concept = next((r["concept"] for r in self.cal if r.get("concept")), "")
+        self.has_target = bool(data["target"])  # False: the concept has no probes, the target axis was not measured
+        self.horizon = max((int(r["t"]) for r in data["trajectory"]), default=0)  # tokens per held-out rollout
         self._kl = self._index_kl(data["trajectory"])
         self._nll: dict[tuple, dict[str, tuple[float, int]]] = defaultdict(dict)
         for r in data["nll"]:

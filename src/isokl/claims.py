@@ -19,7 +19,8 @@ from .table import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, count_in_
 
 R6_SPREAD = 0.5  # nats: median over t of the across-seed range of per-token p95 at 1x, per (model, method, window)
 
-Claim = tuple[str, str, str]  # (id, PASS | FAIL | MISSING, the numbers behind it)
+Claim = tuple[str, str, str]  # (id, PASS | FAIL | MISSING | NOT MEASURABLE, the numbers behind it)
+NOT_MEASURABLE = "NOT MEASURABLE"  # the concept lacks what the requirement measures (R2 without probes)
 
 
 def r1_ok(cells: list[dict]) -> bool:
@@ -60,6 +61,13 @@ def r1(s: Study, rows: list[dict]) -> Claim:
 
 def r2(s: Study, rows: list[dict]) -> Claim:
     rs = [r for r in rows if r["kind"] == "method"]
+    if s.concept and not s.has_target:
+        return (
+            "R2",
+            NOT_MEASURABLE,
+            f"the concept {s.concept} has no probes (probes.jsonl + words.json), so the target axis was not measured; "
+            "R2 needs it (docs/concepts.md)",
+        )
     if not rs or any(r["n_probes"] == 0 for r in rs):
         return ("R2", "MISSING", "no target-axis logits for some (model, method)")
     fails = [r for r in rs if not (r["delta_logit_ci_lo"] > 0 or r["delta_logit_ci_hi"] < 0)]
@@ -187,12 +195,9 @@ def r4(s: Study, rows: list[dict]) -> Claim:
 def r5(s: Study, rows: list[dict]) -> Claim:
     if 2.0 not in s.alphas:
         return ("R5", "MISSING", "no trajectories at dose 2x")
-    if len(s.models) < 2 or len(s.methods) < 2:
-        return (
-            "R5",
-            "MISSING",
-            f"R5 needs >= 2 methods on >= 2 models; this grid has {len(s.methods)} method(s) on {len(s.models)} model(s)",
-        )
+    if len(s.methods) < 2:
+        return ("R5", "MISSING", f"R5 needs >= 2 methods; this grid has {len(s.methods)} method(s)")
+    need = min(2, len(s.models))  # the spec's 2 of 3 models; a one-model study is read on its one model
     p1, p2 = s.per_t_p95(1.0), s.per_t_p95(2.0)
 
     def peak(curves, m, meth) -> float:
@@ -213,6 +218,7 @@ def r5(s: Study, rows: list[dict]) -> Claim:
                 parts.append(f"{m} {meth} max p95 {hi:.2f} (1x: {lo:.2f})")
         crossing[m] = n_cross
     good = sum(v >= 2 for v in crossing.values())
+    one = " (one model: R5 read on it alone)" if need < 2 else ""
     n = len(s.models) * len(s.methods)
     caveat = (
         f" At 1x the same maximum also exceeds 1 nat for {cross1}/{n} (model, method): R5 as written does not separate "
@@ -222,9 +228,9 @@ def r5(s: Study, rows: list[dict]) -> Claim:
     )
     return (
         "R5",
-        "PASS" if good >= 2 else "FAIL",
-        f"max over t <= 50 of per-token p95 KL at 2x (mean over seeds and windows) > 1 nat for >= 2 of 3 methods on {good} of "
-        f"{len(crossing)} models (need 2): " + "; ".join(parts) + "." + caveat,
+        "PASS" if good >= need else "FAIL",
+        f"max over t <= {s.horizon} of per-token p95 KL at 2x (mean over seeds and windows) > 1 nat for >= 2 of "
+        f"{len(s.methods)} methods on {good} of {len(crossing)} models (need {need}){one}: " + "; ".join(parts) + "." + caveat,
     )
 
 
@@ -263,7 +269,7 @@ def claims(s: Study, rows: list[dict], expected_cells: int | None = None) -> lis
     the data span when that is None, each is marked INCOMPLETE."""
     out = [req(s, rows) for req in REQUIREMENTS]
     if _missing(s, expected_cells):
-        out = [(i, v if v == "MISSING" else f"{v} (INCOMPLETE)", d) for i, v, d in out]
+        out = [(i, v if v in ("MISSING", NOT_MEASURABLE) else f"{v} (INCOMPLETE)", d) for i, v, d in out]
     return out
 
 
@@ -273,9 +279,11 @@ def _missing(s: Study, expected_cells: int | None) -> tuple[int, int] | None:
     return (have, want) if have < want else None
 
 
-def claims_markdown(cl, s: Study, expected_cells: int | None = None) -> str:
+def claims_markdown(cl, s: Study, expected_cells: int | None = None, protocol: str = "") -> str:
     n = len(s.cells())
-    head = ["# Claims report", ""]
+    head = ["# Claims report" + (f": concept {s.concept}" if s.concept else ""), ""]
+    if protocol:
+        head += [protocol, ""]
     if missing := _missing(s, expected_cells):
         have, want = missing
         head += [f"**INCOMPLETE: {have} of {want} cells are done.** Verdicts below use the finished cells only.", ""]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .vector import Vector
 from .config import (
     CalibrateConfig,
+    CheckConfig,
     ConfigError,
     ExportConfig,
     GenerateConfig,
@@ -60,6 +61,12 @@ def add_config_args(p: argparse.ArgumentParser, cfg_cls) -> None:
             )
 
 
+def given_flags(argv: list[str], cfg_cls) -> set[str]:
+    """The config fields whose flags appear on the command line (a preset must not override them)."""
+    flags = {f"--{f.name.replace('_', '-')}": f.name for f in dataclasses.fields(cfg_cls)}
+    return {flags[a.split("=")[0]] for a in argv if a.split("=")[0] in flags}
+
+
 def to_config(args: argparse.Namespace, cfg_cls):
     return cfg_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cfg_cls)})
 
@@ -73,17 +80,27 @@ def _threads(n: int) -> int:
 def cmd_calibrate(cfg: CalibrateConfig) -> int:
     cfg.check()
     threads = _threads(cfg.threads)
-    from . import prompts
     from .activations import extract
     from .calibrate import calibrate_iso_kl
-    from .models import load
+    from .config import layers
+    from .models import load, model_shape
 
+    shape = model_shape(cfg.model) if cfg.layers else None
+    if shape:  # the depth is known before the weights load
+        layers("--layers", cfg.layers, shape[0], cfg.model)
+    concept = cfg.load_concept()
+    cal = cfg.calibration_prompts()
     t0 = time.time()
     lm = load(cfg.model, device=cfg.device, dtype=cfg.torch_dtype())
-    cal = prompts.calibration_prompts(cfg.seed, k=cfg.n_prompts)
-    vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, prompts.extraction_pairs(cfg.seed), cfg.method)
+    picked = layers("--layers", cfg.layers, lm.n_layers, lm.id) if cfg.layers else None
+    concept.check_for(lm, cfg.window)
+    if cfg.prompts:
+        check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
+    vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
+    source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
     print(
-        f"[isokl] calibrating {cfg.method} on {cfg.model}, layers {vec.layers[0]}..{vec.layers[-1]}, T = {cfg.window}",
+        f"[isokl] calibrating {vec.method} on {cfg.model}, layers {_span(vec.layers)}, T = {cfg.window}{source}, "
+        f"{len(cal)} calibration prompts",
         file=sys.stderr,
     )
     res = calibrate_iso_kl(
@@ -112,6 +129,87 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
         print(f"[isokl] NOT CONVERGED: {why}; the saved vector records status {res.status!r}", file=sys.stderr)
         return 2
     return 0
+
+
+def _span(layers: tuple[int, ...]) -> str:
+    """(3, 4, 5, 9) -> '3..5, 9'."""
+    runs: list[list[int]] = []
+    for x in layers:
+        if runs and x == runs[-1][-1] + 1:
+            runs[-1].append(x)
+        else:
+            runs.append([x])
+    return ", ".join(f"{r[0]}..{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
+    """Every prompt plus T generated tokens fits the model's context: else one line naming the file and prompt id."""
+    for p in prompts:
+        n = len(lm.encode([lm.format(p)])[0])
+        if n + T > lm.max_positions:
+            raise ConfigError(
+                f"{flag}: {path} id {p.id!r}: {n} tokens plus {T} generated exceed {lm.id}'s context of {lm.max_positions} "
+                "positions; shorten it or lower the window"
+            )
+
+
+def cmd_check(cfg: CheckConfig) -> int:
+    """A calibrated vector on the user's prompts: held-out p95 at alpha x c* with its interval and R1's verdict."""
+    cfg.check()
+    import numpy as np
+
+    from .concept import read_prompts
+    from .models import check_model_id
+    from .statistic import P95
+    from .table import HOLDOUT_BAND
+    from .vector import Vector
+
+    vec = Vector.load(cfg.vector)
+    cal = vec.calibration
+    if cal is None:
+        raise ConfigError(f"vector: {cfg.vector} is not calibrated; make one with `isokl calibrate --out FILE`")
+    check_model_id(vec.model_id)
+    prompts, _ = read_prompts(cfg.prompts)
+    T = cfg.window or cal.window
+    threads = _threads(cfg.threads)
+    from .models import load
+    from .rollout import rollout
+
+    dtype = {"bfloat16": "bfloat16"}.get(cal.dtype, "float32")
+    import torch
+
+    lm = load(vec.model_id, device=cfg.device, dtype=getattr(torch, dtype))
+    vec.check_fits(lm.id, lm.n_layers, lm.d_model)
+    check_prompts(lm, prompts, T, cfg.prompts, "--prompts")
+    t0 = time.time()
+    c = cfg.alpha * vec.coeff
+    ro = rollout(lm, lm.encode([lm.format(p) for p in prompts]), T, vec, (c,))
+    st = ro.stats(0)
+    kl = st.per_prompt
+    assert kl is not None
+    lo, hi = P95.prompt_interval(kl, level=0.90)
+    own = [P95.pooled(row[~np.isnan(row)]) for row in kl]
+    above = sum(v > cal.target for v in own)
+    band_lo, band_hi = HOLDOUT_BAND
+    inside = band_lo <= st.p95 <= band_hi
+    print(
+        f"vector: {vec.method} on {vec.model_id}, layers {_span(vec.layers)}, c* = {vec.coeff:.6g} (p95 {cal.p95:.3f} at "
+        f"T = {cal.window} on {cal.n_prompts} calibration prompts, {cal.status})"
+    )
+    print(f"checked at alpha {cfg.alpha:g} (c = {c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}")
+    print(f"p95 = {st.p95:.4f}  [{lo:.3f}, {hi:.3f}]: 90% prompt-bootstrap interval (target {cal.target:g})")
+    verdict = "IN BAND" if inside else "OUT OF BAND"
+    overlap = (
+        ""
+        if inside
+        else (" (its interval overlaps the band)" if lo <= band_hi and hi >= band_lo else " (its interval misses the band)")
+    )
+    print(f"verdict = {verdict} [{band_lo}, {band_hi}] (R1's held-out band){overlap}")
+    print(
+        f"max = {st.max:.3f} nats over {st.n_values} tokens; prompts whose own p95 exceeds {cal.target:g}: {above}/{len(prompts)}"
+    )
+    print(f"seconds = {time.time() - t0:.1f} (model load not included; {threads} threads)")
+    return 0 if inside else 2
 
 
 def imported(lm, path: str, cal) -> Vector:
@@ -264,16 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, cls, doc in (
         ("calibrate", CalibrateConfig, CalibrateConfig.__doc__),
         ("generate", GenerateConfig, GenerateConfig.__doc__),
+        ("check", CheckConfig, CheckConfig.__doc__),
         ("export", ExportConfig, ExportConfig.__doc__),
         ("sweep", SweepConfig, f"{SweepConfig.__doc__} Default folder runs/sweep."),
         ("study", StudyConfig, STUDY_DOC),
     ):
         sp = sub.add_parser(verb, help=doc, description=doc)
         add_config_args(sp, cls)
-        if verb == "study":
-            sp.add_argument(
-                "--quick", action="store_true", help="one model (smollm2-135m), into runs/quick unless --out is given"
-            )
     rp = sub.add_parser(
         "report",
         help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)",
@@ -297,10 +392,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(to_config(args, GenerateConfig))
         if args.verb == "export":
             return cmd_export(to_config(args, ExportConfig))
+        if args.verb == "check":
+            return cmd_check(to_config(args, CheckConfig))
         if args.verb in ("sweep", "study"):
             cfg = to_config(args, StudyConfig if args.verb == "study" else SweepConfig)
-            if getattr(args, "quick", False):
-                cfg.models = "smollm2-135m"
+            if isinstance(cfg, StudyConfig):
+                cfg.apply_quick(given_flags(argv if argv is not None else sys.argv[1:], StudyConfig))
             cfg.out = cfg.out or default_out(args.verb, getattr(args, "quick", False))
             return (cmd_sweep if args.verb == "sweep" else cmd_study)(cfg)
         if args.verb == "report":

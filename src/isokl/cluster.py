@@ -80,13 +80,14 @@ class Worker:
         if self.lm is None or self.lm_id != model:
             self.lm, self.vectors = None, {}  # one model in memory at a time
             self.lm, self.lm_id = load(model, device=self.cfg.device), model
+            self.cfg.load_concept().check_for(self.lm, self.cfg.horizon, self.cfg.n_sets())
         lm = self.lm
         name = cell_name(model, method, seed, window)
         if method == BASE:
             rows = run_base(lm, self.cfg, self.version)
         else:
             if (method, seed) not in self.vectors:
-                self.vectors[(method, seed)] = cell_vector(lm, method, seed)
+                self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.cfg)
             rows = run_cell(lm, self.vectors[(method, seed)], method, seed, window, self.cfg, self.version)
         _test_pause(name)
         write_cell(Path(self.cfg.out), name, rows, self.expected[name])

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .concept import DEFAULT as CONCEPT_DEFAULT
+from .concept import SETS, Concept, ConceptError, read_prompts
 from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS, TARGET, TOL
 
 THREADS_HELP = "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"
@@ -48,6 +50,43 @@ def floats(flag: str, s: str) -> list[float]:
         if not (v > 0 and v < float("inf")):
             raise ConfigError(f"{flag}: {x} must be a positive finite number")
         out.append(v)
+    return out
+
+
+def layers(flag: str, spec: str, n_layers: int | None = None, model: str = "the model") -> tuple[int, ...]:
+    """A steered-layer spec -> block indices: '10-20' (inclusive), '10,12,14', '3,5-7', or a band of depth '0.25-0.75'
+    (fractions: blocks round(lo x depth) .. round(hi x depth) - 1, as the default middle band). Without n_layers only
+    the syntax is checked (and () returned); with it, a layer outside 0..n_layers-1 is an error naming the depth."""
+    s = spec.replace(" ", "")
+    if not s:
+        raise ConfigError(f"{flag}: empty; give e.g. {flag} 10-20, {flag} 10,12,14 or {flag} 0.25-0.75")
+    if "." in s:  # a band of depth
+        lo_s, sep, hi_s = s.partition("-")
+        try:
+            lo, hi = float(lo_s), float(hi_s if sep else lo_s)
+        except ValueError:
+            raise ConfigError(f"{flag}: {spec!r} is not a band of depth like 0.25-0.75") from None
+        if not 0 <= lo <= hi <= 1:
+            raise ConfigError(f"{flag}: {spec!r}: a band of depth needs 0 <= lo <= hi <= 1")
+        if n_layers is None:
+            return ()
+        first = min(round(lo * n_layers), n_layers - 1)  # a band of depth always holds at least one block
+        out = tuple(range(first, min(max(round(hi * n_layers), first + 1), n_layers)))
+    else:
+        picked: list[int] = []
+        for part in s.split(","):
+            a, sep, b = part.partition("-")
+            if not a.isdigit() or (sep and not b.isdigit()):
+                raise ConfigError(f"{flag}: {part!r} is not a layer or a range (give e.g. {flag} 10-20 or {flag} 10,12,14)")
+            if sep and int(b) < int(a):
+                raise ConfigError(f"{flag}: {part!r} runs backwards; give the lower layer first")
+            picked += range(int(a), int(b) + 1) if sep else [int(a)]
+        out = tuple(sorted(set(picked)))
+        if n_layers is None:
+            return ()
+    bad = [x for x in out if not 0 <= x < n_layers]
+    if bad:
+        raise ConfigError(f"{flag}: layer {bad[0]} is out of range: {model} has {n_layers} blocks (layers 0..{n_layers - 1})")
     return out
 
 
@@ -125,6 +164,28 @@ class CalibrateConfig:
             ".gguf, steering-vectors .pt, a {layer: tensor} .safetensors/.pt)"
         },
     )
+    concept: str = field(
+        default="",
+        metadata={
+            "help": "a concept folder (docs/concepts.md) or built-in name: its seed's contrast pairs and calibration "
+            "prompts (default: the built-in sentiment pairs and the library's calibration prompts)"
+        },
+    )
+    pairs: str = field(
+        default="",
+        metadata={"help": "a pairs.jsonl file alone (as a concept folder holding only it): the seed draws 4 of its pairs"},
+    )
+    prompts: str = field(
+        default="",
+        metadata={
+            "help": "calibrate on every prompt of this file: JSONL (user, optional system, assistant_prefix, id) or "
+            "plain text, one prompt per line (overrides --n-prompts)"
+        },
+    )
+    layers: str = field(
+        default="",
+        metadata={"help": "steered layers: 10-20 (inclusive), 10,12,14, or a band of depth 0.25-0.75 (default: 0.25-0.75)"},
+    )
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
@@ -136,6 +197,32 @@ class CalibrateConfig:
         },
     )
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
+
+    def load_concept(self) -> Concept:
+        """The concept the pairs (and calibration prompts) come from: --concept, --pairs as a one-file concept, or the
+        built-in default."""
+        if "_concept" not in self.__dict__:
+            flag, src = ("--pairs", self.pairs) if self.pairs else ("--concept", self.concept or CONCEPT_DEFAULT)
+            try:
+                self.__dict__["_concept"] = Concept.from_pairs_file(src) if self.pairs else Concept.load(src)
+            except ConceptError as e:
+                raise ConfigError(f"{flag}: {e}") from None
+        return self.__dict__["_concept"]
+
+    def calibration_prompts(self) -> list:
+        """--prompts FILE whole, else the seed's --n-prompts draw from the concept's calibration pool."""
+        if self.prompts:
+            try:
+                return read_prompts(self.prompts)[0]
+            except ConceptError as e:
+                raise ConfigError(f"--prompts: {e}") from None
+        return self.load_concept().calibration(self.seed, self.n_calibration_prompts())
+
+    def n_calibration_prompts(self) -> int:
+        """--n-prompts; at its default, a concept with fewer calibration prompts gives all of them."""
+        default = type(self).__dataclass_fields__["n_prompts"].default
+        pool = len(self.load_concept().calibration_pool)
+        return min(self.n_prompts, pool) if self.n_prompts == default and pool >= 2 else self.n_prompts
 
     def torch_dtype(self):
         import torch
@@ -149,10 +236,19 @@ class CalibrateConfig:
         check_methods("--method", [self.method])
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
-        from .prompts import pool
-
-        if not 2 <= self.n_prompts <= len(pool("calibration")):
-            raise ConfigError(f"--n-prompts: {self.n_prompts} is outside 2..{len(pool('calibration'))} (the calibration pool)")
+        if self.concept and self.pairs:
+            raise ConfigError("--pairs: give either --concept DIR or --pairs FILE, not both")
+        if self.vector and (self.concept or self.pairs):
+            raise ConfigError("--vector: a vector file brings its own direction; drop --concept/--pairs (keep --prompts)")
+        if self.layers:
+            if self.vector:
+                raise ConfigError("--layers: a vector file brings its own layers; drop --layers")
+            layers("--layers", self.layers)
+        concept = self.load_concept()
+        pool = len(concept.calibration_pool)
+        if not self.prompts and not 2 <= self.n_calibration_prompts() <= pool:
+            raise ConfigError(f"--n-prompts: {self.n_prompts} is outside 2..{pool} (the calibration prompts of {concept.source})")
+        self.calibration_prompts()
         at_least("--per-round", self.per_round, 1)
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))
@@ -177,6 +273,38 @@ def check_vector_file(flag: str, path: str) -> None:
         Vector.load(path) if is_isokl_file(path) else read_layers(path)
     except ValueError as e:
         raise ConfigError(f"{flag}: {e}") from None
+
+
+@dataclass
+class CheckConfig:
+    """Check a calibrated vector on your own prompts: held-out p95 per-token KL at c* with its prompt-bootstrap
+    interval, the verdict against R1's band [0.7, 1.4], the max and the share of prompts above the target (C1 for one
+    vector). Exit code 0 in band, 2 outside."""
+
+    vector: str = field(default="", metadata={"help": "a calibrated vector file (from `isokl calibrate`)", "positional": True})
+    prompts: str = field(
+        default="",
+        metadata={"help": "held-out prompts: JSONL (user, optional system, assistant_prefix, id) or plain text, one per line"},
+    )
+    window: int = field(default=0, metadata={"help": "T, generated tokens per prompt (0: the vector's calibration window)"})
+    alpha: float = field(default=1.0, metadata={"help": "dose multiple alpha = c / c* to check"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    threads: int = field(default=0, metadata={"help": THREADS_HELP})
+
+    def check(self) -> None:
+        if not self.vector or not Path(self.vector).expanduser().is_file():
+            raise ConfigError(f"vector: {self.vector!r} does not exist or is not a file; give a file from `isokl calibrate`")
+        if not self.prompts:
+            raise ConfigError("--prompts: required, e.g. --prompts my_prompts.txt (one prompt per line, or JSONL)")
+        try:
+            ps = read_prompts(self.prompts)[0]
+        except ConceptError as e:
+            raise ConfigError(f"--prompts: {e}") from None
+        if len(ps) < 2:
+            raise ConfigError(f"--prompts: {self.prompts} has {len(ps)} prompt; the interval needs at least 2")
+        at_least("--window", self.window, 0)
+        floats("--alpha", str(self.alpha))
+        check_common("--model", [], self.device, self.threads)
 
 
 @dataclass
@@ -231,6 +359,17 @@ class SweepConfig:
         default="16",
         metadata={"help": "prompts per held-out set: N for all three, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)"},
     )
+    concept: str = field(
+        default=CONCEPT_DEFAULT,
+        metadata={"help": "a concept folder (docs/concepts.md) or a built-in concept's name"},
+    )
+    n_calibration: int = field(
+        default=0,
+        metadata={
+            "help": "calibration prompts per seed (0: the spec's 4 for the built-in sentiment concept, the library's 16 "
+            "for any other concept)"
+        },
+    )
     horizon: int = field(default=50, metadata={"help": "tokens per held-out rollout (fork points 0, 5, ..., horizon)"})
     out: str = field(
         default="", metadata={"help": "output folder (default: runs/<verb>; the published results/ only when named)"}
@@ -278,18 +417,44 @@ class SweepConfig:
     def pmass_alphas(self) -> tuple[float, ...]:
         return tuple(sorted(set(floats("--alphas", self.alphas))))
 
+    def load_concept(self) -> Concept:
+        """The concept of this run, loaded and checked once (a ConfigError naming --concept if it cannot be used)."""
+        if "_concept" not in self.__dict__:
+            try:
+                self.__dict__["_concept"] = Concept.load(self.concept)
+            except ConceptError as e:
+                raise ConfigError(f"--concept: {e}") from None
+        return self.__dict__["_concept"]
+
+    def calibration_n(self) -> int:
+        """Calibration prompts per seed: --n-calibration, else 4 (the spec) for the built-in default concept, 16 for
+        any other (the library's default: c* about 3x tighter, README)."""
+        c = self.load_concept()
+        return self.n_calibration or (4 if c.builtin and c.name == CONCEPT_DEFAULT else 16)
+
     def n_sets(self) -> dict[str, int]:
-        """Prompts per held-out pool."""
+        """Prompts per held-out set (`concept.SETS`). At the flag's default a set the concept has fewer of is used
+        whole (a concept without probes: 0); a number given explicitly must fit."""
         ns = ints("--n-heldout", self.n_heldout, 1)
         if len(ns) not in (1, 3):
             raise ConfigError(f"--n-heldout: {self.n_heldout!r}; give N, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)")
         ns = ns * 3 if len(ns) == 1 else ns
-        return dict(zip(("heldout_generic", "heldout_truefalse", "heldout_sentiment"), ns, strict=True))
+        sizes = self.load_concept().sizes()
+        default = self.n_heldout in (type(self).__dataclass_fields__["n_heldout"].default, QUICK["n_heldout"])
+        out = {}
+        for name, n in zip(SETS, ns, strict=True):
+            if sizes[name] == 0:
+                out[name] = 0  # no probes: the target axis is not measured
+            elif default:
+                out[name] = min(n, sizes[name])
+            elif n > sizes[name]:
+                raise ConfigError(f"--n-heldout: {n} is outside 1..{sizes[name]} (the size of the {name} set of {self.concept})")
+            else:
+                out[name] = n
+        return out
 
     def check(self, models: bool = True) -> None:
         """models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
-        from .prompts import pool
-
         if not split(self.models) or not split(self.methods):
             raise ConfigError("--models and --methods need at least one name each")
         check_methods("--methods", split(self.methods))
@@ -305,9 +470,18 @@ class SweepConfig:
         if self.dose_alphas:
             floats("--dose-alphas", self.dose_alphas)
         at_least("--horizon", self.horizon, max(windows))
-        for name, n in self.n_sets().items():
-            if not 1 <= n <= len(pool(name)):
-                raise ConfigError(f"--n-heldout: {n} is outside 1..{len(pool(name))} (the size of the {name} pool)")
+        concept = self.load_concept()
+        try:
+            concept.check_seeds(ints("--seeds", self.seeds, 0))
+        except ConceptError as e:
+            raise ConfigError(str(e)) from None
+        at_least("--n-calibration", self.n_calibration, 0)
+        if not 2 <= self.calibration_n() <= len(concept.calibration_pool):
+            raise ConfigError(
+                f"--n-calibration: {self.calibration_n()} is outside 2..{len(concept.calibration_pool)} (the calibration "
+                f"prompts of {self.concept})"
+            )
+        self.n_sets()
         check_output_dir("--out", self.out)
         check_common("--models", split(self.models) if models else [], self.device, self.threads)
         if self.ray:
@@ -342,6 +516,31 @@ class StudyConfig(SweepConfig):
     control_windows: str = field(
         default="max", metadata={"help": "windows of the control cells: '' every window, 'max' the largest, or a list"}
     )
+    quick: bool = field(
+        default=False,
+        metadata={
+            "help": "the quick protocol (QUICK in isokl.config): smollm2-135m, T = 20, smaller held-out sets, into "
+            "runs/quick; flags given explicitly still win"
+        },
+    )
+
+    def apply_quick(self, given: set[str]) -> None:
+        """--quick: set each field of `QUICK` the command line did not give."""
+        if self.quick:
+            for name, value in QUICK.items():
+                if name not in given:
+                    setattr(self, name, value)
+
+
+# The quick protocol: R1-R6 for a concept on one small model in <= 10 minutes on a 2-core CPU
+# (benchmarks/bench_quick_study.py measures it). Three seeds stay, so intervals and R6 still mean something.
+QUICK = {
+    "models": "smollm2-135m",
+    "windows": "20",
+    "n_heldout": "32,16,16",
+    "horizon": 40,
+    "dose_alphas": "0.5,1.5,3",
+}
 
 
 @dataclass

@@ -68,13 +68,18 @@ def _ylim(peaks: list[float]) -> float:
     return 1.25 * max([p for p in peaks if p <= 2 * med] + [1.2])
 
 
+def _of(s: Study) -> str:
+    """A title's concept (folders written before concepts name none: the built-in sentiment)."""
+    return f", concept {s.concept}" if s.concept else ""
+
+
 def _stack(curves: list[np.ndarray]) -> np.ndarray:
     n_t = min(len(c) for c in curves)
     return np.vstack([c[:n_t] for c in curves])
 
 
 CAPTION1 = (
-    "Figure 1. Held-out KL(steered || base) along 50-token greedy rollouts at 1x and 2x the calibrated coefficient c*, "
+    "Figure 1. Held-out KL(steered || base) along {horizon}-token greedy rollouts at 1x and 2x the calibrated coefficient c*, "
     "and branch_pmass. Thick lines: pooled p95 over the first t tokens, the statistic calibrated to 1 nat (dotted "
     "line) at t = T; mean over seeds, band = range over seeds. Thin lines: per-token p95 across prompts. Solid: "
     "calibrated at T = {big}; dashed: T = {small}. Bottom: mean P(valid true/false answer) when the rollout is cut at "
@@ -155,17 +160,17 @@ def figure(s: Study) -> dict[str, bytes]:
     handles += [Line2D([], [], color="gray", lw=2, ls="-" if w == big else "--", label=f"calibrated at T={w}") for w in s.windows]
     handles += [Line2D([], [], color="k", lw=2, label="pmass: base (0x)"), Line2D([], [], color="k", ls=":", label="1 nat")]
     small = ", ".join(str(w) for w in s.windows if w != big) or "-"
-    cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small), int(width * 14)))
+    cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small, horizon=s.horizon), int(width * 14)))
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.075))
     fig.text(0.5, 0.005, cap, ha="center", va="bottom", fontsize=7.5)
     fig.tight_layout(rect=(0, 0.13, 1, 0.97))
-    fig.suptitle("Figure 1: iso-KL calibrated steering on held-out prompts", fontsize=11)
+    fig.suptitle("Figure 1: iso-KL calibrated steering on held-out prompts" + _of(s), fontsize=11)
     return _render(fig)
 
 
 CAPTION2 = (
     "Figure 2. Dose-response of the cells calibrated at T = {big} (and the random-direction control, grey): alpha = c / "
-    "c*, 0 = the base model. Pooled p95 KL over the 50 held-out tokens (band: range over seeds; dotted: 1 nat); mean KL "
+    "c*, 0 = the base model. Pooled p95 KL over the {horizon} held-out tokens (band: range over seeds; dotted: 1 nat); mean KL "
     "per token; base NLL per token of the steered rollouts minus that of the base model's own rollouts; delta "
     "target-axis logit against the base model. Mean over seeds; bands other than p95: two-stage bootstrap 95% "
     "intervals (seeds, then prompts or probes). Dotted verticals: 1x and 2x."
@@ -202,7 +207,7 @@ def figure2(s: Study) -> dict[str, bytes] | None:
         ("pooled p95 KL (nats)", "p95"),
         ("mean KL per token (nats)", "mean_kl"),
         ("excess base NLL (nats / token)", "nll"),
-        ("delta target logit", "logit"),
+        ("delta target logit" if s.has_target else "delta target logit: not measured (no probes)", "logit"),
     ]
     nm = len(s.models)
     width = max(4.6 * nm, 9.0)
@@ -245,8 +250,13 @@ def figure2(s: Study) -> dict[str, bytes] | None:
     handles = [Line2D([], [], color=color(m, shown), lw=2, label=m + (" (control)" if m in CONTROLS else "")) for m in shown]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.06))
     fig.text(
-        0.5, 0.005, "\n".join(textwrap.wrap(CAPTION2.format(big=big), int(width * 14))), ha="center", va="bottom", fontsize=7.5
+        0.5,
+        0.005,
+        "\n".join(textwrap.wrap(CAPTION2.format(big=big, horizon=s.horizon), int(width * 14))),
+        ha="center",
+        va="bottom",
+        fontsize=7.5,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 0.97))
-    fig.suptitle("Figure 2: dose-response around the calibrated dose", fontsize=11)
+    fig.suptitle("Figure 2: dose-response around the calibrated dose" + _of(s), fontsize=11)
     return _render(fig)

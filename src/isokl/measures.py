@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from . import prompts
+from .concept import Concept
 from .metrics import FORKS, branch_pmass, target_logit
 from .models import LM
+from .prompts import Prompt
 from .records import FILES
 from .rollout import Rollout, rollout
 from .vector import Vector
@@ -33,12 +34,17 @@ class HeldOut:
     horizon: int  # tokens per held-out rollout
     prov: dict = field(default_factory=dict)  # provenance columns of every row
     pmass_alphas: tuple[float, ...] | None = None  # the doses pmass is measured at (its forks cost most); None: all
+    concept: Concept = field(default_factory=Concept.builtin_default)  # whose held-out prompts, probes and words
+
+    def prompts(self, pool: str) -> list[Prompt]:
+        """The first n prompts of a held-out set (`concept.SETS`)."""
+        return self.concept.heldout_set(pool, self.n[pool])
 
     def seqs(self, pool: str) -> list[list[int]]:
-        return self.lm.encode([self.lm.format(p) for p in prompts.pool(pool)[: self.n[pool]]])
+        return self.lm.encode([self.lm.format(p) for p in self.prompts(pool)])
 
     def ids(self, pool: str) -> list[str]:
-        return [p.id for p in prompts.pool(pool)[: self.n[pool]]]
+        return [p.id for p in self.prompts(pool)]
 
     def row(self, k: int, **cols) -> dict:
         """A row of dose k: provenance, alpha, c, then the measure's own columns."""
@@ -112,9 +118,11 @@ def pmass(h: HeldOut) -> list[dict]:
     ]
 
 
-@measure("target", "target-axis logits")
+@measure("target", "target-axis logits (the concept's probes)")
 def target(h: HeldOut) -> list[dict]:
-    words = prompts.sentiment_words()
+    words = h.concept.words()
+    if words is None or not h.n["heldout_sentiment"]:  # no probes: not measured (no rows), never a silent 0
+        return []
     axis = target_logit(h.lm, h.seqs("heldout_sentiment"), h.vector, h.coeffs, words["positive"], words["negative"])
     return [
         h.row(k, probe=pid, target_logit=float(axis[k, i]))

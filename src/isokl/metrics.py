@@ -17,6 +17,7 @@ import torch
 
 from .hooks import Layout, steer
 from .models import LM, forward, left_pad, pad_id
+from .prompts import word_variants
 from .rollout import fork_rollout
 from .vector import Vector
 
@@ -87,7 +88,7 @@ def branch_pmass(
 
 def word_ids(tokenizer, words: list[str]) -> set[int]:
     """First tokens of each word as it may follow text: ' word', 'word', ' Word', 'Word'."""
-    return first_token_ids(tokenizer, [v for w in words for v in (" " + w, w, " " + w.capitalize(), w.capitalize())])
+    return first_token_ids(tokenizer, [v for w in words for v in word_variants(w)])
 
 
 @torch.no_grad()

@@ -222,7 +222,10 @@ class LM:
         return self.model.config.get_text_config().hidden_size
 
     def format(self, p: Prompt) -> str:
-        """Prompt -> text: the chat template when the model has one, else a plain-text turn format."""
+        """Prompt -> text: a full text as it is; else the chat template when the model has one, else a plain-text turn
+        format."""
+        if p.text is not None:
+            return p.text
         if self.chat:
             msgs = ([{"role": "system", "content": p.system}] if p.system else []) + [{"role": "user", "content": p.user}]
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)

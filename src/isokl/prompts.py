@@ -1,8 +1,12 @@
-"""Prompts: the built-in pools (data/*.jsonl) -> `Prompt` values and the seeded draws of DESIGN.md section 4.
+"""Prompts: `Prompt` and `Pair` values, the library's generic pools (data/*.jsonl) and the seeded draws of DESIGN.md
+section 4 (no torch).
 
 Decoding is greedy, so a seed varies the *data*: seed s draws 4 contrast pairs from a
 pool of >= 32 and 4 calibration prompts from a pool of >= 24. Held-out sets are fixed
-and disjoint from both pools, so seeds stay comparable.
+and disjoint from both pools, so seeds stay comparable. A concept's own files (pairs,
+probes, words, optionally its own prompts) live in `concept`; the built-in sentiment
+concept's draws are also served here (`extraction_pairs`, `calibration_prompts`) for the
+public API.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from importlib.resources import files
 
 import numpy as np
 
-POOLS = ("pairs", "calibration", "heldout_generic", "heldout_truefalse", "heldout_sentiment")
+POOLS = ("calibration", "heldout_generic", "heldout_truefalse")  # the library's pools: defaults of every concept
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,12 @@ class Prompt:
     system: str | None = None
     assistant_prefix: str | None = None
     id: str = ""
+    text: str | None = None  # full text, used as is (no chat template): a full-text contrast pair's side
 
 
 @dataclass(frozen=True)
 class Pair:
-    """A contrast pair: same user message and assistant prefix, only the persona differs."""
+    """A contrast pair: same user message and assistant prefix, only the persona differs (or two full texts)."""
 
     positive: Prompt
     negative: Prompt
@@ -43,30 +48,48 @@ def _rows(pool: str) -> tuple[dict, ...]:
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
-def pairs() -> list[Pair]:
-    return [
-        Pair(
-            positive=Prompt(r["user"], r["positive"], r["assistant_prefix"], r["id"] + "+"),
-            negative=Prompt(r["user"], r["negative"], r["assistant_prefix"], r["id"] + "-"),
-            id=r["id"],
-        )
-        for r in _rows("pairs")
-    ]
-
-
-def pool(name: str) -> list[Prompt]:
-    """A pool of single prompts (calibration or a held-out set)."""
+def library_pool(name: str) -> list[Prompt]:
+    """A library pool of single prompts (calibration or a held-out set)."""
     return [Prompt(r["user"], r.get("system"), r.get("assistant_prefix"), r["id"]) for r in _rows(name)]
 
 
-def sentiment_words() -> dict[str, list[str]]:
-    """Positive and negative answer words for the target-axis logit (data/sentiment_words.json)."""
-    return json.loads((files("isokl") / "data" / "sentiment_words.json").read_text())
+def library_rows(name: str) -> list[dict]:
+    """A library pool's raw rows, for fields beyond the prompt (e.g. the true/false answer) and for hashing."""
+    return [dict(r) for r in _rows(name)]
+
+
+def pool(name: str) -> list[Prompt]:
+    """A pool of single prompts: a library pool, or `heldout_sentiment` (the built-in sentiment concept's probes)."""
+    if name == "heldout_sentiment":
+        return _sentiment().probes() or []
+    return library_pool(name)
 
 
 def rows(name: str) -> list[dict]:
-    """Raw rows, for fields beyond the prompt (e.g. the true/false answer)."""
-    return [dict(r) for r in _rows(name)]
+    return library_rows(name)
+
+
+def _sentiment():
+    from .concept import Concept  # the built-in concept is data read by `concept`, which builds on this module
+
+    return Concept.builtin_default()
+
+
+def pairs() -> list[Pair]:
+    """Every contrast pair of the built-in sentiment concept."""
+    return _sentiment().pairs()
+
+
+def sentiment_words() -> dict[str, list[str]]:
+    """Positive and negative answer words of the built-in sentiment concept (concepts/sentiment/words.json)."""
+    words = _sentiment().words()
+    assert words is not None
+    return words
+
+
+def word_variants(word: str) -> list[str]:
+    """The spellings of an answer word as it may follow text: ' word', 'word', ' Word', 'Word'."""
+    return [" " + word, word, " " + word.capitalize(), word.capitalize()]
 
 
 def draw(items: list, k: int, seed: int, salt: str) -> list:
@@ -78,14 +101,18 @@ def draw(items: list, k: int, seed: int, salt: str) -> list:
 
 
 def extraction_pairs(seed: int, k: int = 4) -> list[Pair]:
-    return draw(pairs(), k, seed, "pairs")
+    """Seed s's k contrast pairs of the built-in sentiment concept."""
+    return _sentiment().pairs(seed, k)
 
 
 def calibration_prompts(seed: int, k: int = 4) -> list[Prompt]:
-    return draw(pool("calibration"), k, seed, "calibration")
+    """Seed s's k prompts of the library's calibration pool."""
+    return draw(library_pool("calibration"), k, seed, "calibration")
 
 
 def prompt_hash(prompts: list[Prompt]) -> str:
-    """Short content hash, stored in a Vector's provenance."""
-    blob = json.dumps([[p.system, p.user, p.assistant_prefix] for p in prompts]).encode()
+    """Short content hash, stored in a Vector's provenance (a full-text prompt adds its text)."""
+    blob = json.dumps(
+        [[p.system, p.user, p.assistant_prefix] + ([p.text] if p.text is not None else []) for p in prompts]
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -34,7 +34,7 @@ STUDY_WINDOWS = (20, 50)
 BASE = "base"  # method name of the alpha = 0 rows (computed once per model; seed and window empty)
 
 # column -> type: s text, i integer, f float, b 0/1. Provenance columns open every file.
-PROVENANCE = {"model": "s", "method": "s", "seed": "i", "window": "i", "code_version": "s", "time": "s"}
+PROVENANCE = {"model": "s", "concept": "s", "method": "s", "seed": "i", "window": "i", "code_version": "s", "time": "s"}
 FILES: dict[str, dict[str, str]] = {
     "calibration": {
         "layers": "s",
@@ -66,11 +66,18 @@ HOLDOUT_LEVEL = 0.90  # their prompt-bootstrap intervals
 HOLDOUT_COLUMNS = tuple(f"holdout_p95_t{w}{s}" for w in HOLDOUT_WINDOWS for s in ("", "_lo", "_hi"))
 COMPRESSED = {"trajectory"}  # written as NAME.csv.gz (gzip, no timestamp): the one file that grows to tens of MB
 OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
-ADDED = {  # columns added 2026-11-29: empty in older folders (not computed)
-    "calibration": {"c_star_lo", "c_star_hi", *HOLDOUT_COLUMNS}
+ADDED = {  # columns added after a study ran: empty in older folders (not computed). `concept` (2026-12-01): empty
+    # in v1/v2, whose rows are all of the built-in sentiment concept
+    name: {"concept"} | ({"c_star_lo", "c_star_hi", *HOLDOUT_COLUMNS} if name == "calibration" else set())
+    for name in FILES
 }
 SETTINGS = "settings.json"
-RECORDED_ONLY = {"code_version", "source_hash"}  # in settings.json, reported on resume, not refused (docs/decisions.md)
+RECORDED_ONLY = {"code_version", "source_hash"}
+# settings a cell records since concepts (2026-12-01): a settings.json written before them was this (Study v1/v2)
+LEGACY_SETTINGS = {
+    "concept": "sentiment",
+    "n_calibration": 4,
+}  # in settings.json, reported on resume, not refused (docs/decisions.md)
 
 
 def holdout_columns(kl: np.ndarray) -> dict[str, float]:
@@ -120,13 +127,17 @@ def _open_text(p: Path):
     return gzip.open(p, "rt", newline="") if p.name.endswith(".gz") else p.open(newline="")
 
 
-def _write_rows(p: Path, fieldnames: list[str], rows, gz: bool) -> None:
-    """A CSV file in one write; gz: gzip without a timestamp, so the same rows give the same bytes."""
+def _csv_text(fieldnames: list[str], rows) -> str:
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=fieldnames)
     w.writeheader()
     w.writerows(rows)
-    data = buf.getvalue().encode()
+    return buf.getvalue()
+
+
+def _write_rows(p: Path, fieldnames: list[str], rows, gz: bool) -> None:
+    """A CSV file in one write; gz: gzip without a timestamp, so the same rows give the same bytes."""
+    data = _csv_text(fieldnames, rows).encode()
     p.write_bytes(gzip.compress(data, mtime=0) if gz else data)
 
 
@@ -223,18 +234,29 @@ def finished_cells(out: Path) -> list[Path]:
 
 
 def combine(out: Path) -> None:
-    """Rebuild OUT/<file>.csv (.csv.gz) from every finished cell, in sorted cell order (deterministic); columns a
-    cell's files predate (`ADDED`) stay empty."""
+    """Rebuild OUT/<file>.csv (.csv.gz) from every finished cell, in sorted cell order (deterministic). A column added
+    after a study ran (`ADDED`) is written when some cell has it (empty for the cells that predate it). A file whose
+    rows are already these (in either form, e.g. compressed after the run) is left as it is."""
     cells = finished_cells(out)
     for fname in FILES:
-        final = out / f"{fname}.csv{'.gz' if fname in COMPRESSED else ''}"
-        rows = []
+        rows: list[dict] = []
+        have: set[str] = set()
         for c in cells:
             if (src := path(c, fname)).exists():
                 with _open_text(src) as r:
-                    rows += [{k: row.get(k, "") for k in columns(fname)} for row in csv.DictReader(r)]
+                    reader = csv.DictReader(r)
+                    have |= set(reader.fieldnames or ())
+                    rows += list(reader)
+        cols = [k for k in columns(fname) if k not in ADDED.get(fname, ()) or k in have]
+        text = _csv_text(cols, [{k: row.get(k, "") for k in cols} for row in rows])
+        current = path(out, fname)
+        if current.exists():
+            with _open_text(current) as f:
+                if f.read() == text:
+                    continue
+        final = out / f"{fname}.csv{'.gz' if fname in COMPRESSED else ''}"
         tmp = final.with_name(f".{final.name}.tmp")
-        _write_rows(tmp, columns(fname), rows, fname in COMPRESSED)
+        tmp.write_bytes(gzip.compress(text.encode(), mtime=0) if fname in COMPRESSED else text.encode())
         os.replace(tmp, final)
         other = out / (f"{fname}.csv" if final.name.endswith(".gz") else f"{fname}.csv.gz")
         other.unlink(missing_ok=True)  # the file in its other form is stale now
@@ -249,6 +271,7 @@ def settings_diff(recorded: dict | None, now: dict) -> list[str]:
     """What differs between a cell's recorded settings and this run's (RECORDED_ONLY keys aside)."""
     if recorded is None:
         return ["no settings recorded (the cell was written by an older isokl)"]
+    recorded = {**LEGACY_SETTINGS, **recorded}
     keys = sorted((set(recorded) | set(now)) - RECORDED_ONLY)
     return [
         f"{k}: {recorded.get(k, '(none)')!r} recorded, {now.get(k, '(none)')!r} now"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .aggregate import Study
 from .claims import claims, claims_markdown, summary
+from .concept import read_prompts
 from .figure import figure, figure2, pmass_points
-from .records import BASE, RecordsError, load
+from .records import BASE, RecordsError, cell_settings, finished_cells, load
 from .table import csv_text, table1, table1_markdown
 
 
@@ -28,10 +29,11 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
         raise RecordsError(f"{d}/calibration.csv has no cell that Table 1 can use")
     cl = claims(s, rows, expected_cells)
     fig, fig2 = figure(s), figure2(s)
+    proto = protocol(s, d)
     files = {
-        "table1.md": table1_markdown(rows).encode(),
+        "table1.md": table1_markdown(rows, table_title(s, proto)).encode(),
         "table1.csv": csv_text(rows).encode(),
-        "claims.md": claims_markdown(cl, s, expected_cells).encode(),
+        "claims.md": claims_markdown(cl, s, expected_cells, proto).encode(),
         "figure1.png": fig["png"],
         "figure1.svg": fig["svg"],
     }
@@ -40,7 +42,7 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
     points = pmass_points(s)
     if points:
         files["figure1_pmass.csv"] = csv_text(points).encode()
-    ex = examples_markdown(s)
+    ex = examples_markdown(s, d)
     if ex:
         files["examples.md"] = ex.encode()
     tmps = []
@@ -60,15 +62,53 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
 EXAMPLE_ALPHAS = (0.0, 1.0, 2.0)
 
 
-def examples_markdown(s: Study) -> str | None:
+def protocol(s: Study, d: Path) -> str:
+    """The sizes a concept study ran with, from its cells' settings.json ("" for folders written before concepts,
+    whose protocol is in docs/decisions.md): so a quick protocol is never mistaken for the full one."""
+    if not s.concept:
+        return ""
+    recorded = [st for c in finished_cells(d) if (st := cell_settings(c)) and c.name.split("__")[1] != BASE]
+    if not recorded:
+        return ""
+    st = recorded[0]
+    n = (
+        st["n_heldout"]
+        if isinstance(st["n_heldout"], dict)
+        else dict.fromkeys(("heldout_generic", "heldout_truefalse", "heldout_sentiment"), st["n_heldout"])
+    )
+    doses = sorted({a for r in recorded for a in r.get("alphas", []) + r.get("dose_alphas", [])})
+    probes = f"{n['heldout_sentiment']} probes" if n.get("heldout_sentiment") else "no probes (target axis not measured)"
+    return (
+        f"Protocol (from the cells' settings.json): concept {s.concept}; models {', '.join(s.models)}; seeds {s.seeds}, "
+        f"{st.get('n_calibration', 4)} calibration prompts and 4 contrast pairs per seed; windows T = {s.windows}; "
+        f"held-out: {n['heldout_generic']} prompts, {n['heldout_truefalse']} true/false questions, {probes}; rollouts of "
+        f"{st['horizon']} tokens, forks {st['forks'][0]}..{st['forks'][-1]}; doses {', '.join(f'{a:g}' for a in doses)} x c*."
+    )
+
+
+def table_title(s: Study, proto: str) -> str:
+    """Table 1's heading for a concept study ("" for folders written before concepts: v1 and v2 stay as they were)."""
+    return f"# Table 1: concept {s.concept}\n\n" + (f"{proto}\n\n" if proto else "") if s.concept else ""
+
+
+def prompt_texts(s: Study, d: Path) -> dict[str, str]:
+    """Held-out prompt id -> its text: a user concept's copy in the folder (`sweep.snapshot_concept`), else the
+    library's generic pool (the built-in concepts' held-out prompts)."""
+    snap = d / "concept" / "heldout.jsonl"
+    if snap.is_file():
+        return {p.id: p.user for p in read_prompts(snap)[0]}
+    from .prompts import library_pool
+
+    return {p.id: p.user for p in library_pool("heldout_generic")}
+
+
+def examples_markdown(s: Study, d: Path) -> str | None:
     """The decoded continuations of the example prompts (the first 3 held-out generic prompts: a fixed rule) for
     every model and method at alpha 0, 1 and 2, seed 0, cells of the largest window; None without examples rows."""
     rows = s.data.get("examples", [])
     if not rows or not s.windows:
         return None
-    from . import prompts
-
-    texts = {p.id: p.user for p in prompts.pool("heldout_generic")}  # in pool order
+    texts = prompt_texts(s, d)  # in pool order
     big, seed = str(max(s.windows)), str(min(s.seeds))
     got = {(r["model"], r["method"], r["seed"], r["window"], float(r["alpha"]), r["prompt"]): r["text"] for r in rows}
     shown = {r["prompt"] for r in rows}
@@ -76,7 +116,7 @@ def examples_markdown(s: Study) -> str | None:
     out = [
         "# Example continuations",
         "",
-        f"The first {len(ids)} held-out generic prompts (a rule fixed before the run), greedy, 50 tokens; seed {seed}, "
+        f"The first {len(ids)} held-out {'' if s.concept else 'generic '}prompts (a rule fixed before the run), greedy, {s.horizon} tokens; seed {seed}, "
         f"cells calibrated at T = {big}; alpha 0 is the base model. p95 KL: that continuation's p95 per-token "
         "KL(steered || base). Built by `isokl report` from examples.csv and trajectory.csv.gz.",
     ]

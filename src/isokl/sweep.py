@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import prompts
 from .activations import extract
 from .calibrate import calibrate_iso_kl
+from .concept import Concept
 from .config import SweepConfig
 from .measures import MEASURES, HeldOut
 from .methods import get_method
@@ -69,12 +69,15 @@ def _hash(obj) -> str:
 
 def settings(cfg: SweepConfig, window: int | None = None) -> dict:
     """Everything that changes the rows of a cell of this window (None: the base cell), as recorded in each cell
-    (code version: recorded, not compared)."""
-    # the seeded draws depend on the whole pairs and calibration pools; held-out sets use their first n prompts
+    (code version: recorded, not compared). Keys added after v2 (`records.LEGACY_SETTINGS`) read as their v2 value
+    in cells that predate them."""
     n = cfg.n_sets()
-    pools = {name: _hash(prompts.rows(name)[: n[name]] if name in n else prompts.rows(name)) for name in prompts.POOLS}
+    concept = cfg.load_concept()
     doses = sorted(set(cfg.alpha_values(window)) - set(cfg.pmass_alphas()))
+    words = concept.words_hash()
     return {
+        "concept": concept.name,
+        "n_calibration": cfg.calibration_n(),
         "n_heldout": n["heldout_generic"] if len(set(n.values())) == 1 else n,
         "horizon": cfg.horizon,
         "alphas": list(cfg.pmass_alphas()),
@@ -85,8 +88,9 @@ def settings(cfg: SweepConfig, window: int | None = None) -> dict:
         "target": TARGET,
         "tol": TOL,
         "dtype": "float32",
-        "prompt_pools": pools,
-        "sentiment_words": _hash(prompts.sentiment_words()),
+        # the seeded draws depend on the whole pairs and calibration pools; held-out sets use their first n prompts
+        "prompt_pools": concept.hashes(n),
+        **({"sentiment_words": words} if words else {}),  # the concept's answer words (the key predates concepts)
         "code_version": code_version(),
         "source_hash": source_hash(),
     }
@@ -97,7 +101,7 @@ def measure(
 ) -> tuple[dict[str, list[dict]], HeldOut]:
     """Every registered measure (`measures.MEASURES`) at c = alpha x c* -> (rows per file, the shared HeldOut)."""
     pm = cfg.pmass_alphas() if vector is not None else (0.0,)
-    held = HeldOut(lm, vector, coeffs, alphas, cfg.n_sets(), cfg.horizon, prov, pmass_alphas=pm)
+    held = HeldOut(lm, vector, coeffs, alphas, cfg.n_sets(), cfg.horizon, prov, pmass_alphas=pm, concept=cfg.load_concept())
     rows = {}
     for file, (label, fn) in MEASURES.items():
         phase(label)
@@ -109,16 +113,25 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def cell_vector(lm: LM, method: str, seed: int):
-    """A cell's uncalibrated vector: fitted on the seed's contrast pairs (a seeded control draws its direction from
-    the same seed)."""
+def cell_vector(lm: LM, method: str, seed: int, cfg: SweepConfig):
+    """A cell's uncalibrated vector: fitted on the seed's contrast pairs of the run's concept (a seeded control draws
+    its direction from the same seed)."""
     seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}
-    return extract(lm, prompts.extraction_pairs(seed), method, **seeded)
+    return extract(lm, cfg.load_concept().pairs(seed), method, **seeded)
 
 
 def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConfig, version: str, phase=lambda s: None):
     t0 = time.time()
-    prov = {"model": lm.id, "method": method, "seed": seed, "window": window, "code_version": version, "time": _now()}
+    concept = cfg.load_concept()
+    prov = {
+        "model": lm.id,
+        "concept": concept.name,
+        "method": method,
+        "seed": seed,
+        "window": window,
+        "code_version": version,
+        "time": _now(),
+    }
     phase("calibrating")
 
     def on_eval(s, secs):
@@ -129,7 +142,8 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
         evals.append(s)
 
     evals: list = []
-    res = calibrate_iso_kl(lm, vector, prompts.calibration_prompts(seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
+    cal = concept.calibration(seed, cfg.calibration_n())
+    res = calibrate_iso_kl(lm, vector, cal, T=window, target=TARGET, tol=TOL, progress=on_eval)
     alphas = cfg.alpha_values(window)
     rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
@@ -169,7 +183,15 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
 
 
 def run_base(lm: LM, cfg: SweepConfig, version: str, phase=lambda s: None) -> dict[str, list[dict]]:
-    prov = {"model": lm.id, "method": BASE, "seed": "", "window": "", "code_version": version, "time": _now()}
+    prov = {
+        "model": lm.id,
+        "concept": cfg.load_concept().name,
+        "method": BASE,
+        "seed": "",
+        "window": "",
+        "code_version": version,
+        "time": _now(),
+    }
     rows, _ = measure(lm, None, (0.0,), (0.0,), cfg, prov, phase)
     return rows
 
@@ -210,6 +232,25 @@ def check_resume(out: Path, expected: dict[str, dict], now: dict, recompute: boo
     return sorted(differ)
 
 
+CONCEPT_DIR = "concept"  # OUT/concept/: a copy of a user's concept files, so the folder says what it measured
+
+
+def snapshot_concept(concept: Concept, out: Path) -> None:
+    """Copy a user's concept files into OUT/concept/ (the report reads the prompts' texts there); a built-in
+    concept ships with isokl and is not copied."""
+    if concept.builtin:
+        return
+    src, dst = Path(concept.source), out / CONCEPT_DIR
+    tmp = out / f".{CONCEPT_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("concept.json", "pairs.jsonl", *sorted(concept.own)):
+        if (src / f).is_file():
+            shutil.copyfile(src / f, tmp / f)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
 def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple], list[tuple]]:
     """Before any cell runs (serial or on a cluster): the folder, this run's settings, each cell's expected settings,
     the grid and the cells still to do; half-written cells of a killed run are removed, and finished cells with
@@ -222,6 +263,7 @@ def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple],
     remove_stale(out)
     for name in check_resume(out, expected, now, cfg.recompute):
         shutil.rmtree(out / "cells" / name)
+    snapshot_concept(cfg.load_concept(), out)
     todo = [g for g in grid if not (out / "cells" / cell_name(*g)).exists()]
     return out, now, expected, grid, todo
 
@@ -242,6 +284,7 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
         for model_id in dict.fromkeys(g[0] for g in todo):
             bar.phase(model_id, "loading the model")
             lm = loader(model_id, device=cfg.device)
+            cfg.load_concept().check_for(lm, cfg.horizon, cfg.n_sets())
             base = cell_name(lm.id, BASE, "", "")
             if not (out / "cells" / base).exists():
                 t1 = time.time()
@@ -252,7 +295,7 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
                 label = f"{model_id} {method} seed {seed} T={window}"
                 if (method, seed) not in vectors:
                     bar.phase(label, "extracting the vector")
-                    vectors[(method, seed)] = cell_vector(lm, method, seed)
+                    vectors[(method, seed)] = cell_vector(lm, method, seed, cfg)
                 t1 = time.time()
                 rows = run_cell(
                     lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s)
@@ -275,5 +318,5 @@ def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, prog
         if progress is None:
             bar.close()
     if finished_cells(out):
-        combine(out)
+        combine(out)  # writes only files whose rows changed (a finished folder stays byte for byte as it is)
     return out

@@ -120,7 +120,8 @@ def _ci(r, key, fmt="+.2f", lo=None, hi=None) -> str:
     return f"{r[key]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
-def table1_markdown(rows: list[dict]) -> str:
+def table1_markdown(rows: list[dict], title: str = "") -> str:
+    """title: lines above the table (a concept study's name and protocol); "" for folders from before concepts."""
     head = (
         "| model | method | c* (mean +- sd) | converged | holdout p95, own window: mean [min, max]; in band | in band at "
         "t <= 20 / 50 | delta logit 1x [95% CI]; cells excl. 0 | minus control [95% CI] | base NLL ratio 1x [CI]; "
@@ -135,8 +136,7 @@ def table1_markdown(rows: list[dict]) -> str:
             f"| {r['model']} | {name} | {r['c_star_mean']:.4g} +- {r['c_star_sd']:.2g} | {r['converged']}/{n} | "
             f"{r['holdout_p95']:.2f} [{r['holdout_p95_min']:.2f}, {r['holdout_p95_max']:.2f}]; {r['r1_in_band']}/{n} | "
             f"{r['t20_in_band']} / {r['t50_in_band']} | "
-            f"{_ci(r, 'delta_logit_1x', lo='delta_logit_ci_lo', hi='delta_logit_ci_hi')}; {r['delta_cells_excluding_0']}/{n} | "
-            f"{_ci(r, 'delta_vs_control')} | "
+            f"{_delta(r)} | "
             f"{_ci(r, 'base_nll_ratio_1x', '.2f')}; {r['nll_cells_ok_1x']}/{n} | "
             f"{_ci(r, 'base_nll_ratio_2x', '.2f')}; {r['nll_cells_hot_2x']}/{n} | "
             f"{_ci(r, 'pmass_change_1x', '+.3f')}; {r['pmass_cells_ok_1x']}/{n} | "
@@ -150,7 +150,18 @@ def table1_markdown(rows: list[dict]) -> str:
         "the random direction's, same seed and probe, in the control's window. pmass from t = 0: pmass at fork t minus "
         f"at fork 0, same question and dose, forks t >= 5. {BASE}: the unsteered model.\n"
     )
-    return "\n".join(lines) + "\n" + notes
+    return title + "\n".join(lines) + "\n" + notes
+
+
+def _delta(r: dict) -> str:
+    """The target-axis columns: 'not measured' where the concept has no probes (never a silent 0 or a dash)."""
+    if r["n_probes"] == 0:
+        return "not measured (no probes) | not measured"
+    n = r["cells"]
+    return (
+        f"{_ci(r, 'delta_logit_1x', lo='delta_logit_ci_lo', hi='delta_logit_ci_hi')}; {r['delta_cells_excluding_0']}/{n} | "
+        f"{_ci(r, 'delta_vs_control')}"
+    )
 
 
 def csv_text(rows: list[dict]) -> str:
