@@ -537,9 +537,9 @@ class StudyConfig(SweepConfig):
 QUICK = {
     "models": "smollm2-135m",
     "windows": "20",
-    "n_heldout": "32,16,16",
-    "horizon": 40,
-    "dose_alphas": "0.5,1.5,3",
+    "n_heldout": "24,16,16",
+    "horizon": 30,
+    "dose_alphas": "0.5,1.5",
 }
 
 
