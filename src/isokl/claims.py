@@ -43,9 +43,13 @@ def r1(s: Study, rows: list[dict]) -> Claim:
     )
     t20, t50, ov = count_in_band(cells, "holdout_p95_t20"), count_in_band(cells, "holdout_p95_t50"), count_overlapping(cells)
     if t20[1] or t50[1]:
+        judged = "; ".join(
+            f"over t <= {w}: {k}/{n}" + (" in band" if i == 0 else "")
+            for i, (w, (k, n)) in enumerate((w, c) for w, c in ((20, t20), (50, t50)) if c[1])
+        )  # a window the rollouts do not reach is left out
         detail += (
-            f" Every cell judged on the same held-out rollouts over t <= 20: {t20[0]}/{t20[1]} in band; over t <= 50: "
-            f"{t50[0]}/{t50[1]}. Cells whose 90% prompt-bootstrap interval (own window) overlaps the band: {ov[0]}/{ov[1]}."
+            f" Every cell judged on the same held-out rollouts {judged}. Cells whose 90% prompt-bootstrap interval (own "
+            f"window) overlaps the band: {ov[0]}/{ov[1]}."
         )
     if bad:
         detail += (

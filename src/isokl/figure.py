@@ -82,7 +82,7 @@ CAPTION1 = (
     "Figure 1. Held-out KL(steered || base) along {horizon}-token greedy rollouts at 1x and 2x the calibrated coefficient c*, "
     "and branch_pmass. Thick lines: pooled p95 over the first t tokens, the statistic calibrated to 1 nat (dotted "
     "line) at t = T; mean over seeds, band = range over seeds. Thin lines: per-token p95 across prompts. Solid: "
-    "calibrated at T = {big}; dashed: T = {small}. Bottom: mean P(valid true/false answer) when the rollout is cut at "
+    "calibrated at T = {big}{small}. Bottom: mean P(valid true/false answer) when the rollout is cut at "
     "fork t, base (black), 1x (solid, circles), 2x (dashed, squares); bands: 95% normal intervals over the scored "
     "forks; n = scored forks per point (each point's n: figure1_pmass.csv). Curves above a row's y-limit are clipped; their maximum is written in the panel."
 )
@@ -159,7 +159,8 @@ def figure(s: Study) -> dict[str, bytes]:
     handles = [Line2D([], [], color=color(m, shown), lw=2, label=m + (" (control)" if m in CONTROLS else "")) for m in shown]
     handles += [Line2D([], [], color="gray", lw=2, ls="-" if w == big else "--", label=f"calibrated at T={w}") for w in s.windows]
     handles += [Line2D([], [], color="k", lw=2, label="pmass: base (0x)"), Line2D([], [], color="k", ls=":", label="1 nat")]
-    small = ", ".join(str(w) for w in s.windows if w != big) or "-"
+    others = ", ".join(str(w) for w in s.windows if w != big)
+    small = f"; dashed: T = {others}" if others else ""  # one window: no dashed lines to explain
     cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small, horizon=s.horizon), int(width * 14)))
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.075))
     fig.text(0.5, 0.005, cap, ha="center", va="bottom", fontsize=7.5)

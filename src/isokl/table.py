@@ -135,7 +135,7 @@ def table1_markdown(rows: list[dict], title: str = "") -> str:
         lines.append(
             f"| {r['model']} | {name} | {r['c_star_mean']:.4g} +- {r['c_star_sd']:.2g} | {r['converged']}/{n} | "
             f"{r['holdout_p95']:.2f} [{r['holdout_p95_min']:.2f}, {r['holdout_p95_max']:.2f}]; {r['r1_in_band']}/{n} | "
-            f"{r['t20_in_band']} / {r['t50_in_band']} | "
+            f"{_count(r['t20_in_band'])} / {_count(r['t50_in_band'])} | "
             f"{_delta(r)} | "
             f"{_ci(r, 'base_nll_ratio_1x', '.2f')}; {r['nll_cells_ok_1x']}/{n} | "
             f"{_ci(r, 'base_nll_ratio_2x', '.2f')}; {r['nll_cells_hot_2x']}/{n} | "
@@ -151,6 +151,11 @@ def table1_markdown(rows: list[dict], title: str = "") -> str:
         f"at fork 0, same question and dose, forks t >= 5. {BASE}: the unsteered model.\n"
     )
     return title + "\n".join(lines) + "\n" + notes
+
+
+def _count(k_of_n: str) -> str:
+    """'k/n', or '-' where no cell has the value (a held-out window longer than the rollouts)."""
+    return "-" if k_of_n.endswith("/0") else k_of_n
 
 
 def _delta(r: dict) -> str:
