@@ -222,17 +222,23 @@ def test_report_is_byte_identical_when_rebuilt(swept, tmp_path):
     assert first == second
 
 
-PUBLISHED = [p for p in (Path(__file__).resolve().parents[1] / "results").glob("v*") if (p / "claims.md").exists()]
+PUBLISHED = sorted(p for p in (Path(__file__).resolve().parents[1] / "results").iterdir() if (p / "claims.md").exists())
 
 
 @pytest.mark.parametrize("src", PUBLISHED, ids=[p.name for p in PUBLISHED])
 def test_committed_results_rebuild_to_the_committed_table_and_claims(src, tmp_path):
-    """Each published study (results/v1, results/v2) must be what `isokl report` makes of its CSVs today."""
+    """Each published study (results/v1, v2, refusal) must be what `isokl report` makes of its CSVs today (with the
+    cells' settings.json, whose protocol a concept study's report prints, and the concept's copy)."""
     from isokl.report import build
 
     for f in [*src.glob("*.csv"), *src.glob("*.csv.gz")]:
         if not f.name.startswith("table1"):
             shutil.copy(f, tmp_path / f.name)
+    for f in src.glob("cells/*/settings.json"):
+        (tmp_path / f.parent.relative_to(src)).mkdir(parents=True)
+        shutil.copy(f, tmp_path / f.relative_to(src))
+    if (src / "concept").is_dir():
+        shutil.copytree(src / "concept", tmp_path / "concept")
     build(tmp_path)
     for name in ("claims.md", "table1.md", "table1.csv", "examples.md"):
         if (src / name).exists() or (tmp_path / name).exists():
