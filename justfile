@@ -45,9 +45,13 @@ list: setup
 study out="runs/study": setup
     {{venv}}/isokl study --out {{out}}
 
-# the quick preset: the study on smollm2-135m only
-quick out="runs/quick": setup
-    {{venv}}/isokl study --quick --out {{out}}
+# the quick protocol (smollm2-135m, T = 20, smaller held-out sets) on a concept folder, into runs/quick
+quick concept="sentiment" out="runs/quick": setup
+    {{venv}}/isokl study --quick --concept {{concept}} --out {{out}}
+
+# check a calibrated vector on your own prompts (held-out p95, its interval, R1's verdict)
+check vector="vector.safetensors" prompts="examples/prompts/everyday.txt": setup
+    {{venv}}/isokl check {{vector}} --prompts {{prompts}}
 
 # rebuild the figures, Table 1, claims.md and examples.md from a sweep folder's CSVs (no torch)
 report dir="results/v2": setup

@@ -124,9 +124,10 @@ def test_other_bundled_models_calibrate(model_id):
 def test_a_v2_cell_recomputed_through_the_concept_loader_equals_its_committed_rows(smol):
     """The built-in concept through the new loader: a committed Study v2 cell (smollm2-135m mean_diff seed 0, T = 20),
     recomputed with today's code, gives the same rows (time, seconds, code_version and the new concept column
-    aside). KL and NLL values to 1e-4 relative plus 1e-6 nats absolute: the cell was computed on another CPU, where
-    float32 sums round differently; a changed token would move them by orders of magnitude more, and the decoded
-    texts must match exactly."""
+    aside). Tokens, decoded texts, evaluation counts and statuses must match exactly; floats to 5e-4 absolute plus 1e-3
+    relative: the cell was scored before per-step KL moved to the chunked closed form, which moved KL by up to 5e-4
+    nat (docs/decisions.md), on another CPU. Measured here: KL within 1.5e-4 nat, c* within 2e-6 relative. A changed
+    token moves these values by orders of magnitude more."""
     from pathlib import Path
 
     from isokl import records
@@ -148,6 +149,6 @@ def test_a_v2_cell_recomputed_through_the_concept_loader_equals_its_committed_ro
                     continue
                 x, y = str(a[col]), b[col]
                 if kind == "f" and y != "":
-                    assert float(x) == pytest.approx(float(y), rel=1e-4, abs=1e-6), (name, col, x, y)
+                    assert float(x) == pytest.approx(float(y), rel=1e-3, abs=5e-4), (name, col, x, y)
                 else:
                     assert x == y, (name, col, x, y)

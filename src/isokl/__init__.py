@@ -1,12 +1,14 @@
 """isokl: iso-KL calibrated activation steering.
 
     lm = isokl.load("smollm2-135m")
-    vec = isokl.extract(lm, isokl.prompts.extraction_pairs(seed=0), "mean_diff")
-    res = isokl.calibrate_iso_kl(lm, vec, isokl.prompts.calibration_prompts(seed=0), T=20)
+    concept = isokl.Concept.load("sentiment")             # or a folder of your own (docs/concepts.md)
+    vec = isokl.extract(lm, concept.pairs(seed=0), "mean_diff")
+    res = isokl.calibrate_iso_kl(lm, vec, concept.calibration(seed=0, n=16), T=20)
     with isokl.steer(lm.model, res.vector, res.c_star): ...
 
-Data flow (one module each): prompts -> activations -> methods -> vector -> hooks ->
-rollout (KL) -> calibrate -> metrics -> sweep (CSV) -> report (figure, table, claims).
+Data flow: concept (pairs, prompts, probes) -> activations -> methods -> vector -> hooks ->
+rollout (KL) -> calibrate -> metrics/measures -> sweep (CSV) -> report (figure, table, claims);
+docs/architecture.md has the picture.
 Attributes load lazily, so `isokl.report` runs where torch is not installed.
 """
 
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
     "activations": ("extract",),
     "calibrate": ("CalibrationResult", "calibrate_iso_kl", "solve"),
+    "concept": ("Concept",),
     "hooks": ("steer",),
     "methods": ("METHODS", "get_method"),
     "models": ("BUNDLED", "LM", "load"),
