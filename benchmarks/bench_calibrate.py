@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from isokl import load, prompts
+from isokl import concept, load, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.reference import reference_calibrate
@@ -44,7 +44,7 @@ def main():
     torch.set_num_threads(args.threads)
     lm = load(args.model)
     lm16 = load(args.model, dtype=torch.bfloat16) if args.bf16 else None
-    vec = extract(lm, prompts.extraction_pairs(0), args.method)
+    vec = extract(lm, concept.extraction_pairs(0), args.method)
     cal = prompts.calibration_prompts(0)
     seqs = lm.encode([lm.format(p) for p in cal])
     rows = []

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from isokl import load, prompts
+from isokl import concept, load, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 
@@ -26,7 +26,7 @@ def main():
     torch.set_num_threads(2)
     for model, method, seed, T in CASES:
         lm = load(model)
-        vec = extract(lm, prompts.extraction_pairs(seed), method)
+        vec = extract(lm, concept.extraction_pairs(seed), method)
         cal = prompts.calibration_prompts(seed)
         out = {}
         for d in (True, False):

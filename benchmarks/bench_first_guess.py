@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isokl import load, prompts
+from isokl import concept, load, prompts
 from isokl.activations import extract
 from isokl.hooks import steer
 from isokl.methods import get_method
@@ -71,7 +71,7 @@ def main():
     ratios_off, ratios_now = [], []
     for r in cells:
         seed, method, c_star = int(r["seed"]), r["method"], float(r["c_star"])
-        vec = extract(lm, prompts.extraction_pairs(seed), method)
+        vec = extract(lm, concept.extraction_pairs(seed), method)
         seqs = lm.encode([lm.format(p) for p in prompts.calibration_prompts(seed)])
         guess = get_method(method).initial_coeff(vec)
         t0 = time.perf_counter()

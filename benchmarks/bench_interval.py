@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from isokl import concept
 from isokl.calibrate import solve
 from isokl.statistic import P95
 
@@ -52,7 +53,7 @@ def real(model: str, method: str, T: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     lm = load(model)
-    vec = extract(lm, prompts.extraction_pairs(0), method)
+    vec = extract(lm, concept.extraction_pairs(0), method)
     pool = prompts.pool("calibration") + prompts.pool("heldout_generic")
     print(f"{model} {method} T = {T}, {threads} threads: c* and its 95% interval by number of calibration prompts N")
     for n in (4, 8, 16, 32):

@@ -16,12 +16,12 @@ import sys
 CHILD = r"""
 import json, sys, threading, time, torch
 torch.set_num_threads(2)
-from isokl import load, prompts
+from isokl import concept, load, prompts
 from isokl.activations import extract
 from isokl.rollout import evaluate
 model, N, T = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lm = load(model)
-vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+vec = extract(lm, concept.extraction_pairs(0), "mean_diff")
 pool = prompts.pool("calibration") + prompts.pool("heldout_generic")
 seqs = lm.encode([lm.format(p) for p in pool[:N]])
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096

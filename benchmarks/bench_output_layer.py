@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from isokl import load, prompts
+from isokl import concept, load, prompts
 from isokl import rollout as R
 from isokl.activations import extract
 from isokl.methods import get_method
@@ -23,7 +23,7 @@ def main(models: list[str]):
     torch.set_num_threads(2)
     for model in models:
         lm = load(model)
-        vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+        vec = extract(lm, concept.extraction_pairs(0), "mean_diff")
         seqs = lm.encode([lm.format(p) for p in prompts.calibration_prompts(0)])
         c = get_method("mean_diff").initial_coeff(vec)
         head = lm.model.get_output_embeddings()

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from isokl import models, prompts
+from isokl import concept, models, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
@@ -27,15 +27,15 @@ def smol():
 
 
 def test_prompt_formats(smol):
-    text = smol.format(prompts.pairs()[0].positive)
+    text = smol.format(concept.Concept.load("sentiment").pairs()[0].positive)
     assert text.startswith("<|im_start|>system\n") and text.endswith(
-        "<|im_start|>assistant\n" + prompts.pairs()[0].positive.assistant_prefix
+        "<|im_start|>assistant\n" + concept.Concept.load("sentiment").pairs()[0].positive.assistant_prefix
     )
     assert smol.tokenizer.convert_tokens_to_ids("<|im_end|>") in smol.eos_ids
 
 
 def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
-    vec = extract(smol, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(smol, concept.extraction_pairs(0), "mean_diff")
     res = calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20)
     assert res.converged and abs(res.p95 - 1.0) <= 0.05, (res.status, [(h.c, h.p95) for h in res.history])
     assert len(res.history[-1].per_t_p95) == 20
@@ -54,7 +54,7 @@ def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
 def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
     import isokl.calibrate as cal_mod
 
-    vec = extract(smol, prompts.extraction_pairs(0), "directional_ablation")
+    vec = extract(smol, concept.extraction_pairs(0), "directional_ablation")
     runs, real_rollout = {}, cal_mod.rollout
     for draft in (True, False):
         calls, tokens = [], []
@@ -114,7 +114,7 @@ def test_base_branch_pmass_reproduces_the_published_study(smol):
 @pytest.mark.parametrize("model_id", ["gemma3-270m", "qwen2.5-coder-0.5b"])
 def test_other_bundled_models_calibrate(model_id):
     lm = models.load(model_id)
-    vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(lm, concept.extraction_pairs(0), "mean_diff")
     res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(0), T=20)
     assert res.status in ("converged", "not_converged")  # a jump may defeat the tolerance; never a silent edge value
     assert abs(res.p95 - 1.0) <= 0.05 or res.status == "not_converged"

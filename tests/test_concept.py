@@ -133,7 +133,17 @@ def test_a_prompt_longer_than_the_context_with_the_window_is_named(tmp_path):
     d = write_concept(tmp_path / "c", own_prompts=True)
     Concept.load(d).check_for(lm, horizon=20)
     (d / "heldout.jsonl").write_text("short one\n" + "x" * 240 + "\n")
-    with pytest.raises(ConceptError, match=r"heldout.jsonl id 'p002': \d+ tokens plus 20 generated exceed tiny's context"):
+    with pytest.raises(ConceptError, match=r"heldout.jsonl line 2 id 'p002': \d+ tokens plus 20 generated exceed tiny's context"):
+        Concept.load(d).check_for(lm, horizon=20)
+
+
+def test_a_pair_too_long_for_the_context_is_named_by_line(tmp_path):
+    lm = from_module(tiny_model("llama"), byte_tokenizer(), id="tiny")
+    d = write_concept(tmp_path / "c")
+    lines = (d / "pairs.jsonl").read_text().splitlines()
+    long = json.dumps({"id": "big", "system_positive": "x" * 300, "system_negative": "y", "user": "u"})
+    (d / "pairs.jsonl").write_text("\n".join([*lines[:4], long, *lines[4:]]) + "\n")
+    with pytest.raises(ConceptError, match=r"pairs.jsonl line 5 id 'big\+': \d+ tokens plus 0 generated exceed"):
         Concept.load(d).check_for(lm, horizon=20)
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import cli, models, prompts, records
+from isokl import cli, concept, models, prompts, records
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.vector import Vector
@@ -155,7 +155,7 @@ def test_a_hub_id_offline_fails_fast_in_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_calibrate_with_no_prompts_says_so(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     with pytest.raises(ValueError, match="at least one calibration prompt"):
         calibrate_iso_kl(llama_lm, vec, [], T=20)
     with pytest.raises(ValueError, match="at least 1 generated token"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import F32
-from isokl import cli, prompts
+from isokl import cli, concept, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
@@ -21,7 +21,7 @@ from isokl.vector import Vector
 
 @pytest.fixture
 def calibrated(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "pca")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "pca")
     return calibrate_iso_kl(llama_lm, vec, prompts.calibration_prompts(0), T=8, progress=False).vector
 
 
@@ -146,12 +146,12 @@ def test_a_vector_for_another_width_or_depth_is_refused(llama_lm, tmp_path):
 
 
 def test_what_cannot_be_exported_says_why(llama_lm, calibrated, tmp_path):
-    abl = extract(llama_lm, prompts.extraction_pairs(0), "directional_ablation")
+    abl = extract(llama_lm, concept.extraction_pairs(0), "directional_ablation")
     abl = abl.calibrated(calibrated.calibration)
     with pytest.raises(ValueError, match="directional_ablation vector cannot be exported"):
         export(abl, "gguf", tmp_path / "a.gguf")
     with pytest.raises(ValueError, match="not calibrated"):
-        export(extract(llama_lm, prompts.extraction_pairs(0), "pca"), "gguf", tmp_path / "b.gguf")
+        export(extract(llama_lm, concept.extraction_pairs(0), "pca"), "gguf", tmp_path / "b.gguf")
     at_zero = Vector("pca", (0, 1), calibrated.directions[:2], calibrated.model_id, 1.0, calibration=calibrated.calibration)
     with pytest.raises(ValueError, match="never steers block 0"):
         export(at_zero, "gguf", tmp_path / "c.gguf")

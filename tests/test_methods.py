@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from isokl import prompts
+from isokl import concept
 from isokl.activations import extract
 from isokl.hooks import steer
 from isokl.methods import METHODS, get_method
@@ -25,7 +25,7 @@ TEXTS = ["Hello there, how are you?", "Tell me about the sea."]
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_zero_coefficient_is_bit_identical(tiny_lm, method):
-    vec = extract(tiny_lm, prompts.extraction_pairs(0), method)
+    vec = extract(tiny_lm, concept.extraction_pairs(0), method)
     base = _logits(tiny_lm, TEXTS)
     for c in (0.0, torch.zeros(len(TEXTS))):  # scalar: no hook; per-row zeros: hook adds exact zeros
         with steer(tiny_lm.model, vec, c):
@@ -37,7 +37,7 @@ def test_zero_coefficient_is_bit_identical(tiny_lm, method):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_context_manager_restores_model(llama_lm, method):
-    vec = extract(llama_lm, prompts.extraction_pairs(1), method)
+    vec = extract(llama_lm, concept.extraction_pairs(1), method)
     before, state = _logits(llama_lm, TEXTS), _state(llama_lm.model)
     with pytest.raises(RuntimeError, match="boom"), steer(llama_lm.model, vec, 5.0):
         _logits(llama_lm, TEXTS)
@@ -91,7 +91,7 @@ def test_unknown_method_lists_valid_names():
 
 
 def test_per_row_coefficients_match_separate_runs(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     with steer(llama_lm.model, vec, torch.tensor([0.0, 4.0])):
         mixed = _logits(llama_lm, [TEXTS[0], TEXTS[0]])
     with steer(llama_lm.model, vec, 4.0):
@@ -118,7 +118,7 @@ def test_a_method_with_extra_tensors_and_settings_round_trips(llama_lm, tmp_path
             return 0.1
 
     monkeypatch.setitem(METHODS, "scaled_test", Scaled())
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "scaled_test", power=2.0)
+    vec = extract(llama_lm, concept.extraction_pairs(0), "scaled_test", power=2.0)
     assert dict(vec.config) == {"power": 2.0} and vec.extra["gain"].shape == (len(vec.layers), 1)
     back = Vector.load(vec.save(tmp_path / "v.safetensors"))
     assert dict(back.config) == {"power": 2.0} and torch.equal(back.extra["gain"], vec.extra["gain"])
@@ -129,4 +129,4 @@ def test_a_method_with_extra_tensors_and_settings_round_trips(llama_lm, tmp_path
         b = _logits(llama_lm, TEXTS)
     assert torch.equal(a, b) and not torch.allclose(a, base)
     with pytest.raises(ValueError, match="scaled_test has no setting.*power"):
-        extract(llama_lm, prompts.extraction_pairs(0), "scaled_test", strength=3)
+        extract(llama_lm, concept.extraction_pairs(0), "scaled_test", strength=3)

@@ -2,7 +2,7 @@
 
 import torch
 
-from isokl import prompts
+from isokl import concept, prompts
 from isokl.activations import extract
 from isokl.hooks import steer
 from isokl.metrics import SUFFIX, answer_ids, branch_pmass, target_logit, word_ids
@@ -13,7 +13,7 @@ def _tf_seqs(lm, n=3):
 
 
 def test_branch_pmass_matches_full_forward_reference(tiny_lm):
-    vec = extract(tiny_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(tiny_lm, concept.extraction_pairs(0), "mean_diff")
     seqs, forks, T = _tf_seqs(tiny_lm), (0, 3, 7, 10), 10
     pm = branch_pmass(tiny_lm, seqs, vec, (0.0, 4.0), T=T, forks=forks)
     t_ids, f_ids = answer_ids(tiny_lm.tokenizer)
@@ -32,7 +32,7 @@ def test_branch_pmass_matches_full_forward_reference(tiny_lm):
 
 
 def test_pmass_changes_with_dose(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     pm = branch_pmass(llama_lm, _tf_seqs(llama_lm), vec, (0.0, 50.0), T=10, forks=(0, 5, 10))
     assert not torch.allclose(pm.pmass[0], pm.pmass[1])
 
@@ -51,8 +51,8 @@ def test_answer_spellings_are_single_first_tokens_and_disjoint(llama_lm):
 
 
 def test_target_logit_matches_direct_computation(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "pca")
-    probes = prompts.pool("heldout_sentiment")[:3]
+    vec = extract(llama_lm, concept.extraction_pairs(0), "pca")
+    probes = concept.Concept.load("sentiment").probes()[:3]
     seqs = llama_lm.encode([llama_lm.format(p) for p in probes])
     L = target_logit(llama_lm, seqs, vec, (0.0, 3.0), ["good", "great"], ["bad", "awful"])
     pos, neg = sorted(word_ids(llama_lm.tokenizer, ["good", "great"])), sorted(word_ids(llama_lm.tokenizer, ["bad", "awful"]))

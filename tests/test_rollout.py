@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import F32
-from isokl import prompts
+from isokl import concept, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
@@ -20,7 +20,7 @@ def _seqs(lm, n=4, seed=0):
 
 @pytest.mark.parametrize("method", ["mean_diff", "directional_ablation"])
 def test_batched_kl_matches_reference(tiny_lm, method):
-    vec = extract(tiny_lm, prompts.extraction_pairs(0), method)
+    vec = extract(tiny_lm, concept.extraction_pairs(0), method)
     seqs = _seqs(tiny_lm)
     assert len({len(s) for s in seqs}) > 1  # unequal lengths: left padding is exercised
     c = 2.0 if method == "directional_ablation" else 3.0
@@ -36,7 +36,7 @@ def test_batched_kl_matches_reference(tiny_lm, method):
 
 
 def test_several_doses_in_one_batch_match_separate_runs(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "pca")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "pca")
     seqs = _seqs(llama_lm)
     together = evaluate(llama_lm, seqs, vec, (1.0, 3.0, 6.0), 10)
     for s in together:
@@ -46,7 +46,7 @@ def test_several_doses_in_one_batch_match_separate_runs(llama_lm):
 
 
 def test_zero_dose_gives_zero_kl(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     (s,) = evaluate(llama_lm, _seqs(llama_lm), vec, (0.0,), 8)
     assert s.p95 == 0.0 and s.max == 0.0
 
@@ -70,14 +70,14 @@ def test_prompt_longer_than_context_fails_early(llama_lm):
 def test_kl_is_nan_safe_and_nonfinite_kl_raises(llama_lm):
     lp = torch.log_softmax(torch.tensor([[0.0, -math.inf, 1.0]]), -1)
     assert torch.isfinite(kl_rows(lp, lp)).all() and kl_rows(lp, lp).item() == 0.0
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     bad = type(vec)(**{**vec.__dict__, "directions": torch.full_like(vec.directions, float("nan"))})
     with pytest.raises(NonFiniteKL, match="lower the dose"):
         rollout(llama_lm, _seqs(llama_lm, n=2), 4, bad, (1.0,))
 
 
 def test_fast_and_simple_calibration_agree(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     cal = prompts.calibration_prompts(0)
     fast = calibrate_iso_kl(llama_lm, vec, cal, T=10, progress=False)
     c_ref, p_ref, _ = reference_calibrate(llama_lm, vec, _seqs(llama_lm), 10)
@@ -109,7 +109,7 @@ def test_must_exceed_count_bounds_the_quantile():
 
 
 def test_early_stop_reports_a_true_lower_bound(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     seqs = _seqs(llama_lm)
     (full,) = evaluate(llama_lm, seqs, vec, (8.0,), 16)
     ro = rollout(llama_lm, seqs, 16, vec, (8.0,), stop_above=1.05)
@@ -120,7 +120,7 @@ def test_early_stop_reports_a_true_lower_bound(llama_lm):
 
 
 def test_several_doses_per_solver_round(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     res = calibrate_iso_kl(llama_lm, vec, prompts.calibration_prompts(0), T=10, progress=False, per_round=3)
     assert res.converged and abs(res.p95 - 1) <= 0.05
     assert res.evaluations == len(res.history)
@@ -161,7 +161,7 @@ def _same_rollout(a, b):
 
 @pytest.mark.parametrize("source", ["same dose", "nearby dose", "far dose", "random tokens", "short draft"])
 def test_a_draft_never_changes_the_rollout(tiny_lm, source):
-    vec = extract(tiny_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(tiny_lm, concept.extraction_pairs(0), "mean_diff")
     seqs, T, c = _seqs(tiny_lm), 12, 3.0
     plain = rollout(tiny_lm, seqs, T, vec, (c,))
     g = torch.Generator().manual_seed(1)
@@ -185,7 +185,7 @@ def test_a_draft_never_changes_the_rollout(tiny_lm, source):
 
 
 def test_a_draft_keeps_eos_early_stop_and_several_doses(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     seqs = _seqs(llama_lm)
     coeffs = (2.0, 8.0)
     plain = rollout(llama_lm, seqs, 16, vec, coeffs, stop_above=1.05)
@@ -204,7 +204,7 @@ def test_forks_match_full_forwards_and_must_descend(llama_lm):
     from isokl.models import forward
     from isokl.rollout import fork_rollout
 
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "pca")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "pca")
     seqs, suffix = _seqs(llama_lm, n=3), [5, 6, 7]
     br = fork_rollout(llama_lm, seqs, 8, vec, (0.0, 2.0))
     for t in (8, 3, 0):
@@ -220,7 +220,7 @@ def test_forks_match_full_forwards_and_must_descend(llama_lm):
 
 
 def test_calibration_with_drafts_takes_the_same_steps(tiny_lm):
-    vec = extract(tiny_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(tiny_lm, concept.extraction_pairs(0), "mean_diff")
     cal = prompts.calibration_prompts(0)
     a = calibrate_iso_kl(tiny_lm, vec, cal, T=10, progress=False, draft=True)
     b = calibrate_iso_kl(tiny_lm, vec, cal, T=10, progress=False, draft=False)
@@ -232,7 +232,7 @@ def test_calibration_with_drafts_takes_the_same_steps(tiny_lm):
 def test_a_shared_base_prefill_gives_the_same_rollout(tiny_lm):
     from isokl.rollout import prefill_base
 
-    vec = extract(tiny_lm, prompts.extraction_pairs(0), "pca")
+    vec = extract(tiny_lm, concept.extraction_pairs(0), "pca")
     seqs = _seqs(tiny_lm)
     plain = rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0))
     _same_rollout(rollout(tiny_lm, seqs, 8, vec, (1.0, 4.0), base=prefill_base(tiny_lm, seqs)), plain)
@@ -255,7 +255,7 @@ def test_the_cpu_output_layer_product_matches_linear():
         assert got.shape == want.shape and got.is_contiguous()
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
     assert model.get_output_embeddings().forward.func.__name__ == "_column_product"
-    vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(lm, concept.extraction_pairs(0), "mean_diff")
     ro = rollout(lm, _seqs(lm), 8, vec, (3.0,))  # 8 rows: the column product runs inside the rollout
     kl_ref, valid_ref = reference_kl(lm, _seqs(lm), vec, 3.0, 8)
     assert torch.equal(ro.valid.cpu(), valid_ref)
@@ -263,7 +263,7 @@ def test_the_cpu_output_layer_product_matches_linear():
 
 
 def test_a_known_coefficient_as_start_converges_at_once(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     cal = prompts.calibration_prompts(0)
     first = calibrate_iso_kl(llama_lm, vec, cal, T=10, progress=False)
     again = calibrate_iso_kl(llama_lm, vec, cal, T=10, progress=False, start=first.c_star)

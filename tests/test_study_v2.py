@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import prompts, records
+from isokl import concept, prompts, records
 from isokl.activations import extract
 from isokl.inference import hierarchical
 from isokl.methods.random_direction import random_directions
@@ -65,9 +65,9 @@ def test_hierarchical_interval_widens_with_seed_variance():
 
 
 def test_random_direction_is_a_unit_vector_reproducible_from_its_seed(tiny_lm):
-    a = extract(tiny_lm, prompts.extraction_pairs(0), "random_direction", seed=3)
-    b = extract(tiny_lm, prompts.extraction_pairs(1), "random_direction", seed=3)  # other pairs: same direction
-    c = extract(tiny_lm, prompts.extraction_pairs(0), "random_direction", seed=4)
+    a = extract(tiny_lm, concept.extraction_pairs(0), "random_direction", seed=3)
+    b = extract(tiny_lm, concept.extraction_pairs(1), "random_direction", seed=3)  # other pairs: same direction
+    c = extract(tiny_lm, concept.extraction_pairs(0), "random_direction", seed=4)
     assert torch.allclose(a.directions.double().norm(dim=-1), torch.ones(len(a.layers), dtype=torch.float64), atol=1e-6)
     assert torch.equal(a.directions, b.directions)
     assert not torch.allclose(a.directions, c.directions)

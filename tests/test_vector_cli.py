@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from isokl import cli, models, prompts
+from isokl import cli, concept, models, prompts
 from isokl.activations import extract
 from isokl.calibrate import calibrate_iso_kl
 from isokl.hooks import steer
@@ -14,7 +14,7 @@ from isokl.vector import Vector
 
 
 def test_vector_roundtrip_keeps_provenance_and_logits(llama_lm, tmp_path):
-    vec = extract(llama_lm, prompts.extraction_pairs(2), "pca", layers=(1, 2))
+    vec = extract(llama_lm, concept.extraction_pairs(2), "pca", layers=(1, 2))
     res = calibrate_iso_kl(llama_lm, vec, prompts.calibration_prompts(2), T=8, progress=False)
     path = res.vector.save(tmp_path / "v.safetensors")
     back = Vector.load(path)
@@ -30,7 +30,7 @@ def test_vector_roundtrip_keeps_provenance_and_logits(llama_lm, tmp_path):
 
 
 def test_uncalibrated_vector_has_no_coeff(llama_lm):
-    vec = extract(llama_lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(llama_lm, concept.extraction_pairs(0), "mean_diff")
     with pytest.raises(ValueError, match="not calibrated"):
         _ = vec.coeff
 
@@ -71,7 +71,7 @@ def test_a_bfloat16_model_calibrates_and_its_vector_says_so(tmp_path):
     from conftest import byte_tokenizer, tiny_model
 
     lm = models.from_module(tiny_model("llama", dtype=torch.bfloat16, seed=3), byte_tokenizer(), id="tiny-bf16")
-    vec = extract(lm, prompts.extraction_pairs(0), "mean_diff")
+    vec = extract(lm, concept.extraction_pairs(0), "mean_diff")
     res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(0), T=6, progress=False)
     assert res.evaluations >= 1 and all(h.p95 == h.p95 for h in res.history)  # finite statistics in bfloat16
     if res.converged:
@@ -80,7 +80,7 @@ def test_a_bfloat16_model_calibrates_and_its_vector_says_so(tmp_path):
     assert back.calibration.dtype == "bfloat16"
     f32 = models.from_module(tiny_model("llama", dtype=torch.float32, seed=3), byte_tokenizer(), id="tiny-f32")
     res32 = calibrate_iso_kl(
-        f32, extract(f32, prompts.extraction_pairs(0), "mean_diff"), prompts.calibration_prompts(0), T=6, progress=False
+        f32, extract(f32, concept.extraction_pairs(0), "mean_diff"), prompts.calibration_prompts(0), T=6, progress=False
     )
     assert res32.vector.calibration.dtype == "float32"
 

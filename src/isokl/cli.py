@@ -143,14 +143,27 @@ def _span(layers: tuple[int, ...]) -> str:
 
 
 def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
-    """Every prompt plus T generated tokens fits the model's context: else one line naming the file and prompt id."""
+    """Every prompt plus T generated tokens fits the model's context: else one line naming the file, line and id."""
+    from .concept import line_of
+
     for p in prompts:
         n = len(lm.encode([lm.format(p)])[0])
         if n + T > lm.max_positions:
+            line = line_of(path, p.id)
             raise ConfigError(
-                f"{flag}: {path} id {p.id!r}: {n} tokens plus {T} generated exceed {lm.id}'s context of {lm.max_positions} "
+                f"{flag}: {path} line {line} id {p.id!r}: {n} tokens plus {T} generated exceed {lm.id}'s context of {lm.max_positions} "
                 "positions; shorten it or lower the window"
             )
+
+
+def calibrated(path: str, flag: str):
+    """A saved vector and its calibration; an uncalibrated file is one line saying how to make one."""
+    from .vector import Vector
+
+    vec = Vector.load(path)
+    if vec.calibration is None:
+        raise ConfigError(f"{flag}: {path} is not calibrated; make one with `isokl calibrate --out FILE`")
+    return vec, vec.calibration
 
 
 def cmd_check(cfg: CheckConfig) -> int:
@@ -162,12 +175,8 @@ def cmd_check(cfg: CheckConfig) -> int:
     from .models import check_model_id
     from .statistic import P95
     from .table import HOLDOUT_BAND
-    from .vector import Vector
 
-    vec = Vector.load(cfg.vector)
-    cal = vec.calibration
-    if cal is None:
-        raise ConfigError(f"vector: {cfg.vector} is not calibrated; make one with `isokl calibrate --out FILE`")
+    vec, cal = calibrated(cfg.vector, "vector")
     check_model_id(vec.model_id)
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
@@ -245,12 +254,8 @@ def cmd_export(cfg: ExportConfig) -> int:
 def cmd_generate(cfg: GenerateConfig) -> int:
     cfg.check()
     from .models import check_model_id, model_shape
-    from .vector import Vector
 
-    vec = Vector.load(cfg.vector)
-    cal = vec.calibration
-    if cal is None:
-        raise ConfigError(f"--vector: {cfg.vector} is not calibrated; make one with `isokl calibrate --out FILE`")
+    vec, cal = calibrated(cfg.vector, "--vector")
     model_id = cfg.model or vec.model_id
     check_model_id(model_id)
     shape = model_shape(model_id)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from .prompts import Pair, Prompt, draw, library_pool, library_rows
+from .prompts import Pair, Prompt, draw, library_pool, library_rows, word_variants
 
 PAIRS_PER_DRAW = 4  # contrast pairs per seed (the spec: "4 prompts each")
 BUILTIN = ("sentiment",)  # concepts shipped in isokl/concepts/
@@ -61,18 +61,23 @@ def read_jsonl(path: Path, allowed: set[str], label: str | None = None) -> list[
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ConceptError(f"{name} line {i}: not valid JSON ({e.msg} at column {e.colno}); one object per line") from None
-        if not isinstance(obj, dict):
-            raise ConceptError(f"{name} line {i}: a JSON object is needed, got {type(obj).__name__}")
-        unknown = sorted(set(obj) - allowed)
-        if unknown:
-            raise ConceptError(f"{name} line {i}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        for k, v in obj.items():
-            if not _is_text(v):
-                raise ConceptError(f"{name} line {i}: field {k!r} must be a non-empty string, got {json.dumps(v)}")
-        out.append((i, obj))
+        out.append((i, _fields(obj, allowed, f"{name} line {i}")))
     if not out:
         raise ConceptError(f"{name}: no rows (one JSON object per line)")
     return out
+
+
+def _fields(obj, allowed: set[str], where: str) -> dict:
+    """obj is a JSON object whose fields are all allowed and all non-empty strings; else one ConceptError at `where`."""
+    if not isinstance(obj, dict):
+        raise ConceptError(f"{where}: a JSON object is needed, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ConceptError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    for k, v in obj.items():
+        if not _is_text(v):
+            raise ConceptError(f"{where}: field {k!r} must be a non-empty string, got {json.dumps(v)}")
+    return obj
 
 
 def _ids(rows: list[tuple[int, dict]], name: str, stem: str) -> list[str]:
@@ -88,17 +93,16 @@ def _ids(rows: list[tuple[int, dict]], name: str, stem: str) -> list[str]:
     return ids
 
 
-def read_prompts(path: str | Path, label: str | None = None) -> tuple[list[Prompt], list[dict]]:
-    """A prompts file -> (prompts, canonical rows). JSONL (`user`, optional `system`, `assistant_prefix`, `id`) when the
-    first non-empty line starts with '{', else plain text: one user message per line (ids p001, p002, ...)."""
+def _prompt_rows(path: str | Path, name: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    """A prompts file's (line, row) pairs and ids: JSONL when the first non-empty line starts with '{', else plain text."""
     p = Path(path).expanduser()
-    name = label or str(path)
     if not p.is_file():
         raise ConceptError(f"{name}: does not exist or is not a file")
     try:
-        first = next((ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+        lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ConceptError(f"{name}: cannot be read ({e})") from None
+    first = next((ln for ln in lines if ln.strip()), "")
     if not first:
         raise ConceptError(f"{name}: no prompts (give one per line, or JSONL objects with a 'user' field)")
     if first.lstrip().startswith("{"):
@@ -107,12 +111,29 @@ def read_prompts(path: str | Path, label: str | None = None) -> tuple[list[Promp
             if "user" not in r:
                 raise ConceptError(f"{name} line {i}: missing required field 'user'")
     else:
-        lines = p.read_text(encoding="utf-8").splitlines()
         rows = [(i, {"user": ln.strip()}) for i, ln in enumerate(lines, start=1) if ln.strip()]
-    ids = _ids(rows, name, "p")
+    return rows, _ids(rows, name, "p")
+
+
+def read_prompts(path: str | Path, label: str | None = None) -> tuple[list[Prompt], list[dict]]:
+    """A prompts file -> (prompts, canonical rows). JSONL (`user`, optional `system`, `assistant_prefix`, `id`) when the
+    first non-empty line starts with '{', else plain text: one user message per line (ids p001, p002, ... by line)."""
+    rows, ids = _prompt_rows(path, label or str(path))
     canon = [{**r, "id": pid} for (_, r), pid in zip(rows, ids, strict=True)]
     prompts = [Prompt(r["user"], r.get("system"), r.get("assistant_prefix"), r["id"]) for r in canon]
     return prompts, canon
+
+
+def line_of(path: str | Path, pid: str, pairs: bool = False) -> int | None:
+    """The line of a prompts file (pairs: of a pairs file, pid 'ID+' / 'ID-') that holds the prompt with this id."""
+    p = Path(path)
+    if pairs:
+        rows = read_jsonl(p, PERSONA_FIELDS | TEXT_FIELDS)
+        ids = _ids(rows, str(p), "pair")
+        pid = pid.rstrip("+-")
+    else:
+        rows, ids = _prompt_rows(p, str(p))
+    return next((i for (i, _), x in zip(rows, ids, strict=True) if x == pid), None)
 
 
 def _read_pairs(path: Path, name: str) -> tuple[list[Pair], list[dict]]:
@@ -242,16 +263,7 @@ class Concept:
                 meta = json.loads((d / "concept.json").read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise ConceptError(f"{label('concept.json')} line {e.lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(meta, dict):
-                raise ConceptError(f"{label('concept.json')}: a JSON object is needed")
-            unknown = sorted(set(meta) - META_FIELDS)
-            if unknown:
-                raise ConceptError(
-                    f"{label('concept.json')}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(META_FIELDS))}"
-                )
-            for k, v in meta.items():
-                if not _is_text(v):
-                    raise ConceptError(f"{label('concept.json')}: field {k!r} must be a non-empty string")
+            _fields(meta, META_FIELDS, label("concept.json"))
         name = meta.get("name", pairs_file.stem if pairs_file else d.name)
         if not all(ch.isalnum() or ch in "-_." for ch in name):
             raise ConceptError(f"{label('concept.json')}: name {name!r} may hold only letters, digits, '-', '_' and '.'")
@@ -395,9 +407,13 @@ class Concept:
             for p in ps:
                 n = len(lm.encode([lm.format(p)])[0])
                 if n + room > lm.max_positions:
-                    where = self.label(fname) if fname in self.own or fname == "pairs.jsonl" else f"the library's {fname}"
+                    own = fname in self.own or fname == "pairs.jsonl"
+                    where = self.label(fname) if own else f"the library's {fname}"
+                    line = (
+                        line_of(self.pairs_file or Path(self.source) / fname, p.id, pairs=fname == "pairs.jsonl") if own else None
+                    )
                     raise ConceptError(
-                        f"{where} id {p.id!r}: {n} tokens plus {room} generated exceed {lm.id}'s context of "
+                        f"{where}{f' line {line}' if line else ''} id {p.id!r}: {n} tokens plus {room} generated exceed {lm.id}'s context of "
                         f"{lm.max_positions} positions; shorten it or lower the window"
                     )
         if self.answer_words is not None:
@@ -407,8 +423,6 @@ class Concept:
 def check_words(tokenizer, words: dict[str, list[str]], where: str, model: str) -> None:
     """Every answer word has at least one spelling (' w', 'w', ' W', 'W') whose first token is a real vocabulary entry
     (not the unknown token); each side keeps at least one first token the other side does not share."""
-    from .prompts import word_variants
-
     unk = getattr(tokenizer, "unk_token_id", None)
     firsts: dict[str, set[int]] = {}
     for side, ws in words.items():
@@ -426,3 +440,15 @@ def check_words(tokenizer, words: dict[str, list[str]], where: str, model: str) 
                 f"{where}: every {side} word starts with a token the other side shares in {model}'s vocabulary, so the "
                 "target axis cannot tell the sides apart; use words that begin differently"
             )
+
+
+def extraction_pairs(seed: int, k: int = PAIRS_PER_DRAW) -> list[Pair]:
+    """Seed s's k contrast pairs of the built-in sentiment concept (the study's draw)."""
+    return Concept.load(DEFAULT).pairs(seed, k)
+
+
+def sentiment_words() -> dict[str, list[str]]:
+    """The built-in sentiment concept's answer words."""
+    words = Concept.load(DEFAULT).words()
+    assert words is not None
+    return words

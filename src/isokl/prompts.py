@@ -4,9 +4,8 @@ section 4 (no torch).
 Decoding is greedy, so a seed varies the *data*: seed s draws 4 contrast pairs from a
 pool of >= 32 and 4 calibration prompts from a pool of >= 24. Held-out sets are fixed
 and disjoint from both pools, so seeds stay comparable. A concept's own files (pairs,
-probes, words, optionally its own prompts) live in `concept`; the built-in sentiment
-concept's draws are also served here (`extraction_pairs`, `calibration_prompts`) for the
-public API.
+probes, words, optionally its own prompts) are read by `concept`, which builds on this
+module (the built-in sentiment pairs: `concept.extraction_pairs`).
 """
 
 from __future__ import annotations
@@ -59,32 +58,12 @@ def library_rows(name: str) -> list[dict]:
 
 
 def pool(name: str) -> list[Prompt]:
-    """A pool of single prompts: a library pool, or `heldout_sentiment` (the built-in sentiment concept's probes)."""
-    if name == "heldout_sentiment":
-        return _sentiment().probes() or []
+    """A library pool of single prompts (`library_pool`); a concept's probes come from `concept.Concept.probes`."""
     return library_pool(name)
 
 
 def rows(name: str) -> list[dict]:
     return library_rows(name)
-
-
-def _sentiment():
-    from .concept import Concept  # the built-in concept is data read by `concept`, which builds on this module
-
-    return Concept.builtin_default()
-
-
-def pairs() -> list[Pair]:
-    """Every contrast pair of the built-in sentiment concept."""
-    return _sentiment().pairs()
-
-
-def sentiment_words() -> dict[str, list[str]]:
-    """Positive and negative answer words of the built-in sentiment concept (concepts/sentiment/words.json)."""
-    words = _sentiment().words()
-    assert words is not None
-    return words
 
 
 def word_variants(word: str) -> list[str]:
@@ -98,11 +77,6 @@ def draw(items: list, k: int, seed: int, salt: str) -> list:
         raise ValueError(f"cannot draw {k} from a pool of {len(items)}")
     rng = np.random.default_rng([seed, int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16)])
     return [items[i] for i in sorted(rng.choice(len(items), size=k, replace=False))]
-
-
-def extraction_pairs(seed: int, k: int = 4) -> list[Pair]:
-    """Seed s's k contrast pairs of the built-in sentiment concept."""
-    return _sentiment().pairs(seed, k)
 
 
 def calibration_prompts(seed: int, k: int = 4) -> list[Prompt]:
