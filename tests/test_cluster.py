@@ -16,6 +16,7 @@ from conftest import byte_tokenizer, tiny_model
 from isokl import records
 from isokl.cluster import PAUSE_ENV, run_sweep_ray
 from isokl.sweep import SweepConfig, run_sweep
+from test_concept import write_concept
 
 GRID = dict(methods="mean_diff,pca", seeds="0,1", windows="6", n_heldout="3", horizon=10)
 
@@ -25,11 +26,13 @@ def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("models") / "tiny-llama"
     tiny_model("llama", dtype=torch.float32, seed=3).save_pretrained(d)
     byte_tokenizer().save_pretrained(d)
+    write_concept(d.parent / "formality")
     return d
 
 
 def _cfg(model_dir, out) -> SweepConfig:
-    return SweepConfig(models=str(model_dir), out=str(out), **GRID)
+    """The grid on a user's concept (a folder next to the model): workers read it as the serial run does."""
+    return SweepConfig(models=str(model_dir), out=str(out), concept=str(model_dir.parent / "formality"), **GRID)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,7 @@ def test_a_second_driver_resumes_after_the_first_is_killed(model_dir, serial, tm
     pause, out = tmp_path / "pause", tmp_path / "d"
     pause.mkdir()
     cmd = [sys.executable, "-m", "isokl.cli", "sweep", "--models", str(model_dir), "--out", str(out), "--ray"]
-    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in GRID.items()]
+    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in GRID.items()] + ["--concept", _cfg(model_dir, out).concept]
     env = {**os.environ, PAUSE_ENV: str(pause), "ISOKL_THREADS": "1"}
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -18,7 +18,7 @@ complete. A driver killed and started again resumes like the serial sweep.
 
 Security: isokl never changes Ray's authentication. A local cluster started here gets
 Ray's token (2.59+: on by default for local clusters); for a multi-node cluster see the
-README (RAY_AUTH_MODE=token on every node, the token file copied to each).
+docs/cluster.md (RAY_AUTH_MODE=token on every node, the token file copied to each).
 """
 
 from __future__ import annotations
@@ -167,7 +167,11 @@ def _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_
         + f", writing {out}/"
     )
     actor = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_restarts=RETRIES, max_task_retries=RETRIES)(Worker)
-    pool = [actor.remote(asdict(cfg), expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
+    # absolute paths: a worker's working folder need not be the driver's
+    spec = asdict(cfg) | {"out": str(Path(cfg.out).resolve())}
+    if Path(cfg.concept).expanduser().is_dir():
+        spec["concept"] = str(Path(cfg.concept).expanduser().resolve())
+    pool = [actor.remote(spec, expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
     queue = deque(cells)
     loaded: dict[int, str] = {}
     running: dict = {}
