@@ -193,7 +193,7 @@ class CalibrateConfig:
         default="auto",
         metadata={
             "help": "model weights: float32, bfloat16, or auto (float32 on CPU, bfloat16 on a GPU); bfloat16 is a "
-            "different model: its c* differs (README)"
+            "different model: its c* differs (docs/calibration.md)"
         },
     )
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
@@ -428,7 +428,7 @@ class SweepConfig:
 
     def calibration_n(self) -> int:
         """Calibration prompts per seed: --n-calibration, else 4 (the spec) for the built-in default concept, 16 for
-        any other (the library's default: c* about 3x tighter, README)."""
+        any other (the library's default: c* about 3x tighter, docs/calibration.md)."""
         c = self.load_concept()
         return self.n_calibration or (4 if c.builtin and c.name == CONCEPT_DEFAULT else 16)
 
