@@ -301,3 +301,11 @@ def test_a_concept_without_probes_reports_r2_as_not_measurable(model_dir, tmp_pa
     assert "no probes (target axis not measured)" in claims_md
     shutil.rmtree(out_dir / "concept")  # the report still builds without the concept's copy (library prompt texts)
     assert cli.main(["report", str(out_dir)]) == 0
+
+
+def test_debug_shows_the_traceback_that_the_one_line_error_hides(tmp_path, capsys, no_load):
+    d = write_concept(tmp_path / "c")
+    (d / "pairs.jsonl").write_text('{"id": "a"\n')
+    assert cli.main(["sweep", "--concept", str(d), "--out", str(tmp_path / "o")]) == 1
+    with pytest.raises(ConfigError, match="--concept: .*pairs.jsonl line 1"):
+        cli.main(["--debug", "sweep", "--concept", str(d), "--out", str(tmp_path / "o")])

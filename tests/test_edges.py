@@ -273,9 +273,9 @@ def test_a_sweep_run_again_with_other_settings_is_refused_or_recomputed(swept_di
         assert cli.main(args + extra) == 1
         _one_line_error(capsys, "--out", named, "--recompute")
         assert _files(out) == before
-    assert cli.main(args) == 0  # the same settings: everything is kept
+    assert cli.main(args) == 0  # the same settings: everything is kept, no file rewritten (not even combined ones)
     capsys.readouterr()
-    assert _files(out) == {k: v for k, v in _files(out).items()}
+    assert _files(out) == before
     assert cli.main(args + ["--alphas", "1,3", "--recompute"]) == 0
     assert {r["alpha"] for r in records.read(records.path(out, "trajectory"), "trajectory")} == {"1.0", "3.0"}
 

@@ -45,9 +45,14 @@ def test_forks_after_eos_are_censored(llama_lm):
     assert pm.censored[0, 0].tolist() == [False, True, True]
 
 
-def test_answer_spellings_are_single_first_tokens_and_disjoint(llama_lm):
-    t, f = answer_ids(llama_lm.tokenizer)
-    assert t and f and not set(t) & set(f)
+def test_answer_ids_keep_each_answers_own_first_tokens_and_drop_the_shared_space(llama_lm):
+    """Byte-level tokens: ' true' and ' false' both start with the space byte, which commits to neither answer; 'true',
+    'True', 'TRUE' start with t / T and the false spellings with f / F."""
+    tok = llama_lm.tokenizer
+    first = lambda text: tok(text, add_special_tokens=False)["input_ids"][0]
+    t, f = answer_ids(tok)
+    assert set(t) == {first("t"), first("T")} and set(f) == {first("f"), first("F")}
+    assert first(" ") not in set(t) | set(f)
 
 
 def test_target_logit_matches_direct_computation(llama_lm):

@@ -1,13 +1,14 @@
-"""Command line: `isokl VERB --help`. calibrate, sweep, study and generate take their flags from a typed
-config dataclass (`isokl.config`); report, methods and models take a folder or nothing.
+"""Command line: `isokl VERB --help`. calibrate, check, generate, export, sweep and study take their flags from a
+typed config dataclass (`isokl.config`); report, methods and models take a folder or nothing.
 
-  isokl calibrate --model smollm2-135m --method mean_diff --window 20 --seed 0 --out v.safetensors
+  isokl calibrate --concept examples/concepts/refusal --method pca --window 20 --out v.safetensors
+  isokl check v.safetensors --prompts my_prompts.txt     # held-out p95 on your prompts, R1's verdict
   isokl generate --vector v.safetensors --prompt "Tell me about your weekend."
-  isokl study --out results          # the full study: sweep + Figure 1, Table 1, claims.md
-  isokl study --quick                # one model (smollm2-135m), into runs/quick
-  isokl report results               # rebuild figure, table and claims from the CSVs alone
+  isokl study --out results/v2       # the study: sweep + Figures 1-2, Table 1, claims.md
+  isokl study --concept DIR --quick  # the quick protocol on your concept, into runs/quick
+  isokl report results/v2            # rebuild figures, table and claims from the CSVs alone
 
-Bad input ends in one line naming the flag, before any model loads. Nothing here imports
+Bad input ends in one line naming the flag, before any model loads (`--debug` shows the traceback). Nothing here imports
 torch until a verb needs it, so `isokl --help` and `isokl report` start fast.
 """
 
@@ -363,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="isokl", description="Iso-KL calibrated activation steering: every method dosed to the same per-token KL.")
     p.add_argument("--version", action="version", version=f"isokl {__version__}")
     p.add_argument("--verbose", action="store_true", help="also show the model loader's progress bars")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
     for verb, cls, doc in (
         ("calibrate", CalibrateConfig, CalibrateConfig.__doc__),
@@ -414,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isokl: {e}" if str(e) else "isokl: interrupted; nothing was saved", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError, FloatingPointError) as e:  # our messages say what to do; no traceback for bad input
+        if args.debug:
+            raise
         print(f"isokl: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
 

@@ -30,7 +30,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, SweepConfig
+from .config import ConfigError, SweepConfig, need_ray
 from .progress import Progress, fmt_duration
 from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
 
@@ -38,16 +38,7 @@ if TYPE_CHECKING:
     from .models import LM
 
 RETRIES = 2  # restarts of a dead worker, each retrying its cell
-INSTALL = "pip install 'isokl[cluster]' (bash scripts/setup.sh installs it)"
 PAUSE_ENV = "ISOKL_RAY_TEST_PAUSE"  # tests only: a folder; a worker waits in each cell for <folder>/go or go-<cell>
-
-
-def need_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"--ray: Ray is not installed; install the optional extra: {INSTALL}") from None
-    return ray
 
 
 class Worker:

@@ -262,6 +262,19 @@ class CalibrateConfig:
         check_common("--model", [self.model], self.device, self.threads)
 
 
+RAY_INSTALL = "pip install 'isokl[cluster]' (bash scripts/setup.sh installs it)"
+
+
+def need_ray():
+    """The ray module, or one ConfigError saying how to install it (config owns the check so that it imports nothing
+    above it: cluster imports config, not the other way round)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--ray: Ray is not installed; install the optional extra: {RAY_INSTALL}") from None
+    return ray
+
+
 def check_vector_file(flag: str, path: str) -> None:
     """Read and check a vector file before any model loads (an isokl file, or another tool's)."""
     from .interop import is_isokl_file, read_layers
@@ -485,8 +498,6 @@ class SweepConfig:
         check_output_dir("--out", self.out)
         check_common("--models", split(self.models) if models else [], self.device, self.threads)
         if self.ray:
-            from .cluster import need_ray
-
             need_ray()
             at_least("--cpus-per-cell", self.cpus_per_cell, 1)
             if self.gpus_per_cell < 0:
