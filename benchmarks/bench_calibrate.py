@@ -4,7 +4,7 @@
 
 Same model, vector (mean_diff, seed 0), 4 calibration prompts, target 1 nat, tol 0.05.
 Reference = one prompt at a time, `generate` + two full forwards per prompt per solver
-step, plain bisection on log c (isokl.reference), started at c = 1 (the conventional unit
+step, plain bisection on log c (isokl.core.reference), started at c = 1 (the conventional unit
 coefficient; --ref-start) and, with --ref-from-guess, also at isokl's own first guess, which
 isolates the per-evaluation and solver gains from the first-guess gain. Prints wall times,
 the ratios, the evaluation counts, and calibration time over one batched evaluation.
@@ -17,11 +17,12 @@ import time
 
 import torch
 
-from isokl import concept, load, prompts
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
-from isokl.reference import reference_calibrate
-from isokl.rollout import evaluate
+from isokl import load
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.reference import reference_calibrate
+from isokl.core.rollout import evaluate
 
 
 def main():

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_cells.py [--models ...] [--method mean_diff]
 
 Runs, per model, the base measurements and the two cells (seed 0, T = 20 and T = 50) of
-one method through `isokl.sweep.run_sweep` in a temporary folder, then prints seconds
+one method through `isokl.study.sweep.run_sweep` in a temporary folder, then prints seconds
 per cell and the time of the full default study (18 cells per model + the base).
 
 It also counts the multiply-adds of every nn.Linear call during those cells (forward
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from isokl import records
-from isokl.models import load
-from isokl.sweep import SweepConfig, run_sweep
+from isokl.core.models import load
+from isokl.study import records
+from isokl.study.sweep import SweepConfig, run_sweep
 
 
 def gemm_flops_per_s(m: int, k: int, n: int, reps: int = 5, trials: int = 3) -> float:

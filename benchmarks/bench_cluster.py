@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import byte_tokenizer, tiny_model
-from isokl.cluster import connect, run_sweep_ray
-from isokl.sweep import SweepConfig, run_sweep
+from isokl.study.cluster import connect, run_sweep_ray
+from isokl.study.sweep import SweepConfig, run_sweep
 
 
 def timed(fn) -> float:

@@ -11,9 +11,10 @@ import time
 
 import torch
 
-from isokl import concept, load, prompts
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
+from isokl import load
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
 
 CASES = [
     ("gemma3-270m", "directional_ablation", 0, 20),

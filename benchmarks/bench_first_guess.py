@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isokl import concept, load, prompts
-from isokl.activations import extract
-from isokl.hooks import steer
-from isokl.methods import get_method
-from isokl.models import forward, left_pad, pad_id
-from isokl.rollout import rollout
-from isokl.statistic import P95
+from isokl import load
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.hooks import steer
+from isokl.core.methods import get_method
+from isokl.core.models import forward, left_pad, pad_id
+from isokl.core.rollout import rollout
+from isokl.core.statistic import P95
 
 
 @torch.no_grad()

@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from isokl.calibrate import solve
-from isokl.hooks import default_layers
-from isokl.models import LM
-from isokl.reference import reference_kl
-from isokl.rollout import evaluate
-from isokl.vector import Vector
+from isokl.core.calibrate import solve
+from isokl.core.hooks import default_layers
+from isokl.core.models import LM
+from isokl.core.reference import reference_kl
+from isokl.core.rollout import evaluate
+from isokl.core.vector import Vector
 
 SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vocab, tied embeddings
     "qwen2.5-0.5b": (896, 4864, 24, 14, 2, 151936, True),

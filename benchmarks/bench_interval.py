@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from isokl import concept
-from isokl.calibrate import solve
-from isokl.statistic import P95
+from isokl.core import concept
+from isokl.core.calibrate import solve
+from isokl.core.statistic import P95
 
 
 def synthetic(reps: int) -> None:
@@ -47,9 +47,10 @@ def synthetic(reps: int) -> None:
 
 
 def real(model: str, method: str, T: int, threads: int) -> None:
-    from isokl import load, prompts
-    from isokl.activations import extract
-    from isokl.calibrate import calibrate_iso_kl
+    from isokl import load
+    from isokl.core import prompts
+    from isokl.core.activations import extract
+    from isokl.core.calibrate import calibrate_iso_kl
 
     torch.set_num_threads(threads)
     lm = load(model)

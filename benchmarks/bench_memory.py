@@ -16,9 +16,10 @@ import sys
 CHILD = r"""
 import json, sys, threading, time, torch
 torch.set_num_threads(2)
-from isokl import concept, load, prompts
-from isokl.activations import extract
-from isokl.rollout import evaluate
+from isokl import load
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.rollout import evaluate
 model, N, T = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lm = load(model)
 vec = extract(lm, concept.extraction_pairs(0), "mean_diff")

@@ -13,10 +13,11 @@ import time
 
 import torch
 
-from isokl import concept, load, prompts
-from isokl import rollout as R
-from isokl.activations import extract
-from isokl.methods import get_method
+from isokl import load
+from isokl.core import concept, prompts
+from isokl.core import rollout as R
+from isokl.core.activations import extract
+from isokl.core.methods import get_method
 
 
 def main(models: list[str]):

@@ -17,9 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from isokl.config import SweepConfig
-from isokl.records import SETTINGS, finished_cells
-from isokl.sweep import settings
+from isokl.study.config import SweepConfig
+from isokl.study.records import SETTINGS, finished_cells
+from isokl.study.sweep import settings
 
 DEFINING = ["src/isokl/data", "src/isokl/metrics.py"]  # pools, words; SUFFIX and FORKS
 DEFAULTS = {"target: float = 1.0", "tol: float = 0.05", "dtype: torch.dtype = torch.float32"}

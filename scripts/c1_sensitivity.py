@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from isokl import load
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
-from isokl.concept import Concept
-from isokl.models import set_threads
-from isokl.records import HOLDOUT_LEVEL
-from isokl.rollout import rollout
-from isokl.statistic import P95
-from isokl.table import in_band
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.concept import Concept
+from isokl.core.models import set_threads
+from isokl.core.rollout import rollout
+from isokl.core.statistic import P95
+from isokl.report.table import in_band
+from isokl.study.records import HOLDOUT_LEVEL
 
 CELLS = (("gemma3-270m", "pca", 0, 20), ("smollm2-135m", "directional_ablation", 0, 20))
 V2 = Path(__file__).parents[1] / "results" / "v2" / "calibration.csv"

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from isokl.models import from_module, set_threads
+from isokl.core.models import from_module, set_threads
 
 set_threads()  # $ISOKL_THREADS, else every core this process may use (run the suite with 1 and with 2)
 
@@ -85,7 +85,7 @@ def llama_lm():
 @pytest.fixture
 def no_load(monkeypatch):
     """Fails the test if a model is loaded."""
-    from isokl import models
+    from isokl.core import models
 
     def load(*a, **k):
         raise AssertionError("a model was loaded before the bad input was reported")

@@ -5,12 +5,12 @@ import importlib.util
 import pytest
 import torch
 
-from isokl import concept, models, prompts
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
-from isokl.hooks import steer
-from isokl.models import forward, left_pad, pad_id
-from isokl.vector import Vector
+from isokl.core import concept, models, prompts
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.hooks import steer
+from isokl.core.models import forward, left_pad, pad_id
+from isokl.core.vector import Vector
 
 pytestmark = [
     pytest.mark.model,
@@ -52,7 +52,7 @@ def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
 
 
 def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
-    import isokl.calibrate as cal_mod
+    import isokl.core.calibrate as cal_mod
 
     vec = extract(smol, concept.extraction_pairs(0), "directional_ablation")
     runs, real_rollout = {}, cal_mod.rollout
@@ -89,7 +89,7 @@ def test_base_branch_pmass_reproduces_the_published_study(smol):
     import csv
     from pathlib import Path
 
-    from isokl.metrics import branch_pmass
+    from isokl.study.metrics import branch_pmass
 
     qs = prompts.pool("heldout_truefalse")[:16]
     pm = branch_pmass(smol, smol.encode([smol.format(p) for p in qs]), None, (0.0,), T=50)
@@ -130,9 +130,9 @@ def test_a_v2_cell_recomputed_through_the_concept_loader_equals_its_committed_ro
     token moves these values by orders of magnitude more."""
     from pathlib import Path
 
-    from isokl import records
-    from isokl.config import StudyConfig
-    from isokl.sweep import cell_vector, run_cell, settings
+    from isokl.study import records
+    from isokl.study.config import StudyConfig
+    from isokl.study.sweep import cell_vector, run_cell, settings
 
     cell = Path(__file__).parents[1] / "results" / "v2" / "cells" / "smollm2-135m__mean_diff__s0__T20"
     cfg = StudyConfig(out="unused")

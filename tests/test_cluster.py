@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import records
-from isokl.cluster import PAUSE_ENV, run_sweep_ray
-from isokl.sweep import SweepConfig, run_sweep
+from isokl.study import records
+from isokl.study.cluster import PAUSE_ENV, run_sweep_ray
+from isokl.study.sweep import SweepConfig, run_sweep
 from test_concept import write_concept
 
 GRID = dict(methods="mean_diff,pca", seeds="0,1", windows="6", n_heldout="3", horizon=10)

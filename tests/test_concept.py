@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import cli, records
-from isokl.concept import Concept, ConceptError, check_words, read_prompts
-from isokl.config import ConfigError, StudyConfig, SweepConfig, layers
-from isokl.models import from_module
-from isokl.prompts import library_pool
-from isokl.sweep import settings
+from isokl import cli
+from isokl.core.concept import Concept, ConceptError, check_words, read_prompts
+from isokl.core.models import from_module
+from isokl.core.prompts import library_pool
+from isokl.study import records
+from isokl.study.config import ConfigError, StudyConfig, SweepConfig, layers
+from isokl.study.sweep import settings
 from test_edges import _run, _saved_model
 
 V2 = Path(__file__).parents[1] / "results" / "v2"
@@ -157,7 +158,7 @@ def test_a_prompts_file_is_jsonl_or_plain_text(tmp_path):
 
 
 def test_full_text_pairs_are_read_at_their_last_token_as_written(tmp_path, llama_lm):
-    from isokl.activations import extract
+    from isokl.core.activations import extract
 
     d = tmp_path / "t"
     d.mkdir()
@@ -178,7 +179,7 @@ def test_layer_specs_parse_and_name_the_depth_when_out_of_range():
     assert layers("--layers", "10-12", 30) == (10, 11, 12)
     assert layers("--layers", "3,5-6,3", 30) == (3, 5, 6)
     assert layers("--layers", "0.25-0.75", 30) == tuple(range(8, 22))  # the default band (round(7.5) = 8)
-    from isokl.hooks import default_layers
+    from isokl.core.hooks import default_layers
 
     for n in (4, 18, 24, 30):
         assert layers("--layers", "0.25-0.75", n) == default_layers(n)
@@ -247,7 +248,7 @@ def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path
         ["calibrate", "--model", str(model_dir), "--concept", str(d), "--layers", "1-2", "--window", "6", "--out", str(vec)]
     )
     assert code in (0, 2), capsys.readouterr().err
-    from isokl.vector import Vector
+    from isokl.core.vector import Vector
 
     v = Vector.load(vec)
     assert v.layers == (1, 2) and v.calibration is not None and v.calibration.n_prompts == 6  # the default 16 > its 6: all
@@ -259,8 +260,8 @@ def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path
     p95 = float(out.split("p95 = ")[1].split()[0])
     assert "on 3 prompts of mine.txt, T = 6" in out and p95 > 0
     # the same prompts through the library's rollout give the same p95 (check reports, it does not recompute otherwise)
-    from isokl.models import load
-    from isokl.rollout import rollout
+    from isokl.core.models import load
+    from isokl.core.rollout import rollout
 
     lm = load(str(model_dir))
     ps, _ = read_prompts(tmp_path / "mine.txt")

@@ -1,6 +1,6 @@
 """Bad input ends in one line that names the flag or file, early, with nothing written; resumes never mix settings.
 
-The CLI runs in-process with a sentinel on `isokl.models.load` (an early check must fail before any
+The CLI runs in-process with a sentinel on `isokl.core.models.load` (an early check must fail before any
 model loads), or as a subprocess where a real signal or a clean interpreter matters. Models that must
 load are tiny random ones saved as real local folders.
 """
@@ -17,14 +17,16 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import cli, concept, models, prompts, records
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
-from isokl.vector import Vector
+from isokl import cli
+from isokl.core import concept, models, prompts
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.vector import Vector
+from isokl.study import records
 
 
 def _saved_model(tmp_path_factory, name: str, seed: int, layers: int = 4) -> Path:
-    """A tiny random Llama saved as a local model folder: it loads through the real `isokl.models.load`."""
+    """A tiny random Llama saved as a local model folder: it loads through the real `isokl.core.models.load`."""
     d = tmp_path_factory.mktemp("models") / name
     tiny_model("llama", dtype=torch.float32, seed=seed, layers=layers).save_pretrained(d)
     byte_tokenizer().save_pretrained(d)
@@ -352,7 +354,7 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_methods_lists_each_name_once(capsys):
-    from isokl.methods import METHODS
+    from isokl.core.methods import METHODS
 
     assert cli.main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from conftest import F32
-from isokl import cli, concept, prompts
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
-from isokl.hooks import steer
-from isokl.interop import VectorFileError, as_vector, export, read_layers
-from isokl.models import forward, left_pad, pad_id
-from isokl.rollout import evaluate
-from isokl.vector import Vector
+from isokl import cli
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.hooks import steer
+from isokl.core.interop import VectorFileError, as_vector, export, read_layers
+from isokl.core.models import forward, left_pad, pad_id
+from isokl.core.rollout import evaluate
+from isokl.core.vector import Vector
 
 
 @pytest.fixture
@@ -159,7 +160,7 @@ def test_what_cannot_be_exported_says_why(llama_lm, calibrated, tmp_path):
 
 
 def test_the_cli_checks_a_vector_file_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    from isokl import models
+    from isokl.core import models
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     bad = tmp_path / "v.pt"

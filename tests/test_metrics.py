@@ -2,10 +2,10 @@
 
 import torch
 
-from isokl import concept, prompts
-from isokl.activations import extract
-from isokl.hooks import steer
-from isokl.metrics import SUFFIX, answer_ids, branch_pmass, target_logit, word_ids
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.hooks import steer
+from isokl.study.metrics import SUFFIX, answer_ids, branch_pmass, target_logit, word_ids
 
 
 def _tf_seqs(lm, n=3):

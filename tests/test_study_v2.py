@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import concept, prompts, records
-from isokl.activations import extract
-from isokl.inference import hierarchical
-from isokl.methods.random_direction import random_directions
-from isokl.models import from_module
-from isokl.statistic import P95
-from isokl.sweep import SweepConfig, run_sweep
+from isokl.core import concept, prompts
+from isokl.core.activations import extract
+from isokl.core.methods.random_direction import random_directions
+from isokl.core.models import from_module
+from isokl.core.statistic import P95
+from isokl.report.inference import hierarchical
+from isokl.study import records
+from isokl.study.sweep import SweepConfig, run_sweep
 
 # ---- hierarchical bootstrap --------------------------------------------------------------------------
 
@@ -173,7 +174,7 @@ def test_prompt_interval_covers_the_population_statistic_at_about_its_level():
 def test_the_report_of_a_v2_folder_has_control_rows_figure2_and_examples(v2, tmp_path):
     import shutil
 
-    from isokl.report import build
+    from isokl.report.build import build
 
     out, _ = v2
     d = tmp_path / "copy"

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from conftest import byte_tokenizer, tiny_model
-from isokl import records
-from isokl.aggregate import Study
-from isokl.claims import claims
-from isokl.models import from_module
-from isokl.records import FILES, columns
-from isokl.sweep import SweepConfig, run_sweep
-from isokl.table import table1
+from isokl.core.models import from_module
+from isokl.report.aggregate import Study
+from isokl.report.claims import claims
+from isokl.report.table import table1
+from isokl.study import records
+from isokl.study.records import FILES, columns
+from isokl.study.sweep import SweepConfig, run_sweep
 
 CFG = dict(models="tiny-a", methods="mean_diff,directional_ablation", seeds="0,1", windows="6", n_heldout=3, horizon=10)
 
@@ -56,16 +56,16 @@ def test_sweep_writes_every_csv_with_documented_columns(swept):
 
 
 def test_report_rebuilds_without_torch(swept, tmp_path):
-    from isokl.claims import claims_markdown
-    from isokl.records import load
-    from isokl.report import table_title
-    from isokl.table import table1_markdown
+    from isokl.report.build import table_title
+    from isokl.report.claims import claims_markdown
+    from isokl.report.table import table1_markdown
+    from isokl.study.records import load
 
     d = tmp_path / "copy"
     shutil.copytree(swept, d, ignore=shutil.ignore_patterns("cells"))  # the CSVs alone
     code = (
         "import sys; sys.modules['torch'] = None\n"  # importing torch now raises ImportError
-        "from isokl.report import main; sys.exit(main([sys.argv[1], '--expected-cells', '4']))\n"
+        "from isokl.report.build import main; sys.exit(main([sys.argv[1], '--expected-cells', '4']))\n"
     )
     r = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -192,7 +192,7 @@ def test_claims_flag_an_incomplete_study():
 
 
 def test_claims_flag_a_folder_with_a_cell_missing_from_its_own_grid():
-    from isokl.claims import claims_markdown
+    from isokl.report.claims import claims_markdown
 
     def fixture():
         data = _fixture()
@@ -213,7 +213,7 @@ def test_claims_flag_a_folder_with_a_cell_missing_from_its_own_grid():
 
 
 def test_report_is_byte_identical_when_rebuilt(swept, tmp_path):
-    from isokl.report import build
+    from isokl.report.build import build
 
     d = tmp_path / "r"
     shutil.copytree(swept, d)
@@ -229,7 +229,7 @@ PUBLISHED = sorted(p for p in (Path(__file__).resolve().parents[1] / "results").
 def test_committed_results_rebuild_to_the_committed_table_and_claims(src, tmp_path):
     """Each published study (results/v1, v2, refusal) must be what `isokl report` makes of its CSVs today (with the
     cells' settings.json, whose protocol a concept study's report prints, and the concept's copy)."""
-    from isokl.report import build
+    from isokl.report.build import build
 
     for f in [*src.glob("*.csv"), *src.glob("*.csv.gz")]:
         if not f.name.startswith("table1"):

@@ -5,12 +5,13 @@ import importlib.util
 import pytest
 import torch
 
-from isokl import cli, concept, models, prompts
-from isokl.activations import extract
-from isokl.calibrate import calibrate_iso_kl
-from isokl.hooks import steer
-from isokl.models import forward, left_pad, pad_id
-from isokl.vector import Vector
+from isokl import cli
+from isokl.core import concept, models, prompts
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.hooks import steer
+from isokl.core.models import forward, left_pad, pad_id
+from isokl.core.vector import Vector
 
 
 def test_vector_roundtrip_keeps_provenance_and_logits(llama_lm, tmp_path):
@@ -42,7 +43,7 @@ def test_unknown_model_lists_bundled_ids():
 
 def test_cli_unknown_method_fails_before_loading(capsys):
     assert cli.main(["calibrate", "--method", "steer_harder"]) == 1
-    from isokl.methods import METHODS
+    from isokl.core.methods import METHODS
 
     assert f"--method: unknown method(s) steer_harder; valid: {', '.join(sorted(METHODS))}" in capsys.readouterr().err
 

@@ -6,8 +6,9 @@
     res = isokl.calibrate_iso_kl(lm, vec, concept.calibration(seed=0, n=16), T=20)
     with isokl.steer(lm.model, res.vector, res.c_star): ...
 
-Data flow: concept (pairs, prompts, probes) -> activations -> methods -> vector -> hooks ->
-rollout (KL) -> calibrate -> metrics/measures -> sweep (CSV) -> report (figure, table, claims);
+Layers (imports only go down): `core` (models, hooks, rollout, statistic, calibrate, vector,
+methods, activations, prompts, concepts) -> `study` (config, measures, metrics, sweep, cluster,
+records) -> `report` (aggregate, inference, table, claims, figure, build: no torch) -> `cli`.
 docs/architecture.md has the picture.
 Attributes load lazily, so `isokl.report` runs where torch is not installed.
 """
@@ -17,16 +18,16 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
-    "activations": ("extract",),
-    "calibrate": ("CalibrationResult", "calibrate_iso_kl", "solve"),
-    "concept": ("Concept",),
-    "hooks": ("steer",),
-    "methods": ("METHODS", "get_method"),
-    "models": ("BUNDLED", "LM", "load"),
-    "rollout": ("evaluate",),
-    "vector": ("Calibration", "Vector"),
+    "core.activations": ("extract",),
+    "core.calibrate": ("CalibrationResult", "calibrate_iso_kl", "solve"),
+    "core.concept": ("Concept",),
+    "core.hooks": ("steer",),
+    "core.methods": ("METHODS", "get_method"),
+    "core.models": ("BUNDLED", "LM", "load"),
+    "core.rollout": ("evaluate",),
+    "core.vector": ("Calibration", "Vector"),
 }
-_LAZY = {"prompts": ("prompts", None)} | {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
+_LAZY = {"prompts": ("core.prompts", None)} | {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_LAZY)
 
 

@@ -1,5 +1,5 @@
 """Command line: `isokl VERB --help`. calibrate, check, generate, export, sweep and study take their flags from a
-typed config dataclass (`isokl.config`); report, methods and models take a folder or nothing.
+typed config dataclass (`isokl.study.config`); report, methods and models take a folder or nothing.
 
   isokl calibrate --concept examples/concepts/refusal --method pca --window 20 --out v.safetensors
   isokl check v.safetensors --prompts my_prompts.txt     # held-out p95 on your prompts, R1's verdict
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, get_type_hints
 from . import __version__
 
 if TYPE_CHECKING:
-    from .vector import Vector
-from .config import (
+    from .core.vector import Vector
+from .study.config import (
     CalibrateConfig,
     CheckConfig,
     ConfigError,
@@ -73,7 +73,7 @@ def to_config(args: argparse.Namespace, cfg_cls):
 
 
 def _threads(n: int) -> int:
-    from .models import set_threads
+    from .core.models import set_threads
 
     return set_threads(n or None)
 
@@ -81,10 +81,10 @@ def _threads(n: int) -> int:
 def cmd_calibrate(cfg: CalibrateConfig) -> int:
     cfg.check()
     threads = _threads(cfg.threads)
-    from .activations import extract
-    from .calibrate import calibrate_iso_kl
-    from .config import layers
-    from .models import load, model_shape
+    from .core.activations import extract
+    from .core.calibrate import calibrate_iso_kl
+    from .core.models import load, model_shape
+    from .study.config import layers
 
     shape = model_shape(cfg.model) if cfg.layers else None
     if shape:  # the depth is known before the weights load
@@ -145,7 +145,7 @@ def _span(layers: tuple[int, ...]) -> str:
 
 def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
     """Every prompt plus T generated tokens fits the model's context: else one line naming the file, line and id."""
-    from .concept import line_of
+    from .core.concept import line_of
 
     for p in prompts:
         n = len(lm.encode([lm.format(p)])[0])
@@ -159,7 +159,7 @@ def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
 
 def calibrated(path: str, flag: str):
     """A saved vector and its calibration; an uncalibrated file is one line saying how to make one."""
-    from .vector import Vector
+    from .core.vector import Vector
 
     vec = Vector.load(path)
     if vec.calibration is None:
@@ -172,18 +172,18 @@ def cmd_check(cfg: CheckConfig) -> int:
     cfg.check()
     import numpy as np
 
-    from .concept import read_prompts
-    from .models import check_model_id
-    from .statistic import P95
-    from .table import HOLDOUT_BAND
+    from .core.concept import read_prompts
+    from .core.models import check_model_id
+    from .core.statistic import P95
+    from .report.table import HOLDOUT_BAND
 
     vec, cal = calibrated(cfg.vector, "vector")
     check_model_id(vec.model_id)
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
     threads = _threads(cfg.threads)
-    from .models import load
-    from .rollout import rollout
+    from .core.models import load
+    from .core.rollout import rollout
 
     dtype = {"bfloat16": "bfloat16"}.get(cal.dtype, "float32")
     import torch
@@ -225,9 +225,9 @@ def cmd_check(cfg: CheckConfig) -> int:
 def imported(lm, path: str, cal) -> Vector:
     """A vector file -> a Vector on `lm`: an isokl file as saved (it must fit `lm`), another tool's under the
     additive rule, with the residual norm at its layers measured on the calibration prompts (the solver's scale)."""
-    from .activations import last_token
-    from .interop import as_vector, is_isokl_file, read_layers
-    from .vector import Vector
+    from .core.activations import last_token
+    from .core.interop import as_vector, is_isokl_file, read_layers
+    from .core.vector import Vector
 
     if is_isokl_file(path):
         vec = Vector.load(path)
@@ -240,8 +240,8 @@ def imported(lm, path: str, cal) -> Vector:
 
 def cmd_export(cfg: ExportConfig) -> int:
     cfg.check()
-    from .interop import export
-    from .vector import Vector
+    from .core.interop import export
+    from .core.vector import Vector
 
     vec = Vector.load(cfg.vector)
     path = export(vec, cfg.format, cfg.out, cfg.alpha)
@@ -254,7 +254,7 @@ def cmd_export(cfg: ExportConfig) -> int:
 
 def cmd_generate(cfg: GenerateConfig) -> int:
     cfg.check()
-    from .models import check_model_id, model_shape
+    from .core.models import check_model_id, model_shape
 
     vec, cal = calibrated(cfg.vector, "--vector")
     model_id = cfg.model or vec.model_id
@@ -273,9 +273,9 @@ def cmd_generate(cfg: GenerateConfig) -> int:
             )
         vec = vec.for_model(model_id)
     threads = _threads(cfg.threads)
-    from .models import load
-    from .prompts import Prompt
-    from .rollout import rollout
+    from .core.models import load
+    from .core.prompts import Prompt
+    from .core.rollout import rollout
 
     lm = load(model_id, device=cfg.device)
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
@@ -308,7 +308,7 @@ def cmd_sweep(cfg: SweepConfig) -> int:
     cfg.check()
     t0 = time.time()
     if cfg.ray:
-        from .cluster import run_sweep_ray
+        from .study.cluster import run_sweep_ray
 
         out, failed = run_sweep_ray(cfg, cfg.ray, cfg.cpus_per_cell, cfg.gpus_per_cell)
         if failed:
@@ -318,7 +318,7 @@ def cmd_sweep(cfg: SweepConfig) -> int:
             return 1
     else:
         _threads(cfg.threads)
-        from .sweep import run_sweep
+        from .study.sweep import run_sweep
 
         out = run_sweep(cfg)
     print(f"sweep done in {time.time() - t0:.0f} s: {out}/")
@@ -329,7 +329,7 @@ def cmd_study(cfg: SweepConfig) -> int:
     """The main job: the sweep, then the report; prints the verdicts in short and where the files are."""
     if cmd_sweep(cfg):
         return 1
-    from .report import build, summary
+    from .report.build import build, summary
 
     paths = build(cfg.out, expected_cells=len(cfg.grid()))
     print("\n".join(summary(cfg.out)))
@@ -338,7 +338,7 @@ def cmd_study(cfg: SweepConfig) -> int:
 
 
 def cmd_methods() -> int:
-    from .methods import METHODS
+    from .core.methods import METHODS
 
     for name, m in sorted(METHODS.items()):
         doc = (sys.modules[type(m).__module__].__doc__ or "").strip().splitlines()[0]
@@ -347,7 +347,7 @@ def cmd_methods() -> int:
 
 
 def cmd_models() -> int:
-    from .models import BUNDLED
+    from .core.models import BUNDLED
 
     for b in BUNDLED.values():
         print(f"{b.id:22s} {'chat' if b.chat else 'base (plain-text prompts)':26s} packages: {', '.join(b.pip_names)}")
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.out = cfg.out or default_out(args.verb, getattr(args, "quick", False))
             return (cmd_sweep if args.verb == "sweep" else cmd_study)(cfg)
         if args.verb == "report":
-            from .report import main as report_main
+            from .report.build import main as report_main
 
             return report_main([args.dir] + (["--expected-cells", str(args.expected_cells)] if args.expected_cells else []))
         return cmd_methods() if args.verb == "methods" else cmd_models()

@@ -6,7 +6,7 @@ Rule:  h <- h + c * v_l,  v_l as given; fitted here as the raw mean difference m
 Intuition: a vector from another tool carries its own balance between layers; c scales the whole
 vector, so iso-KL calibration gives it a dose without changing that balance.
 Differs from mean_diff: no per-layer normalisation. `isokl calibrate --vector FILE` imports a
-vector from another tool under this rule (`isokl.interop`).
+vector from another tool under this rule (`isokl.core.interop`).
 """
 
 from typing import ClassVar

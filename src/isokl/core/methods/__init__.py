@@ -2,7 +2,7 @@
 
 A method owns the math only: `fit` turns paired activations into a `Fit` (one unit
 direction per layer, plus any further per-layer tensors it needs), `apply` edits a block
-output for a coefficient `c` given one layer's state. Hooks live in `isokl.hooks`.
+output for a coefficient `c` given one layer's state. Hooks live in `isokl.core.hooks`.
 Contract (tested for every registered method): `apply(h, state, 0) == h` exactly.
 Adding a method = one file in this folder with `@register` on its class, plus its name
 in the import line at the bottom of this file (the import is what runs `@register`).

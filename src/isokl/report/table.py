@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
+from ..study.records import BASE
 from .aggregate import Study, _f
-from .records import BASE
 
 HOLDOUT_BAND = (0.7, 1.4)  # R1
 NLL_OK, NLL_HOT = 2.0, 4.0  # R3

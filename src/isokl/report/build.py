@@ -11,11 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..core.concept import read_prompts
+from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
 from .aggregate import Study
 from .claims import claims, claims_markdown, summary
-from .concept import read_prompts
 from .figure import figure, figure2, pmass_points
-from .records import BASE, RecordsError, cell_settings, finished_cells, load
 from .table import csv_text, table1, table1_markdown
 
 
@@ -97,7 +97,7 @@ def prompt_texts(s: Study, d: Path) -> dict[str, str]:
     snap = d / "concept" / "heldout.jsonl"
     if snap.is_file():
         return {p.id: p.user for p in read_prompts(snap)[0]}
-    from .prompts import library_pool
+    from ..core.prompts import library_pool
 
     return {p.id: p.user for p in library_pool("heldout_generic")}
 

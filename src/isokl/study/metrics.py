@@ -6,7 +6,7 @@
   rollout's KV cache (cropped back to the fork), so each costs only the suffix tokens.
 - `target_logit`: at the first answer position of a sentiment probe,
   target_logit = logsumexp(logits[positive words]) - logsumexp(logits[negative words]).
-- base NLL and per-token KL come from `rollout.rollout` (base twins): see `isokl.sweep`.
+- base NLL and per-token KL come from `rollout.rollout` (base twins): see `isokl.study.sweep`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .hooks import Layout, steer
-from .models import LM, forward, left_pad, pad_id
-from .prompts import word_variants
-from .rollout import fork_rollout
-from .vector import Vector
+from ..core.hooks import Layout, steer
+from ..core.models import LM, forward, left_pad, pad_id
+from ..core.prompts import word_variants
+from ..core.rollout import fork_rollout
+from ..core.vector import Vector
 
 FORKS = tuple(range(0, 51, 5))
 # DESIGN.md s.5 tokenization trap: a suffix ending in a space makes the space its own token and every

@@ -25,14 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from .activations import extract
-from .calibrate import calibrate_iso_kl
-from .concept import Concept
+from ..core.activations import extract
+from ..core.calibrate import calibrate_iso_kl
+from ..core.concept import Concept
+from ..core.methods import get_method
+from ..core.models import LM, load
 from .config import SweepConfig
 from .measures import MEASURES, HeldOut
-from .methods import get_method
 from .metrics import FORKS, SUFFIX
-from .models import LM, load
 from .progress import Progress
 from .records import (
     BASE,

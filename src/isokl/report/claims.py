@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..study.records import BASE, TARGET, TOL
 from .aggregate import Study, _f
-from .records import BASE, TARGET, TOL
 from .table import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, count_in_band, count_overlapping, in_band
 
 R6_SPREAD = 0.5  # nats: median over t of the across-seed range of per-token p95 at 1x, per (model, method, window)

@@ -12,8 +12,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .concept import DEFAULT as CONCEPT_DEFAULT
-from .concept import SETS, Concept, ConceptError, read_prompts
+from ..core.concept import DEFAULT as CONCEPT_DEFAULT
+from ..core.concept import SETS, Concept, ConceptError, read_prompts
 from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS, TARGET, TOL
 
 THREADS_HELP = "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"
@@ -126,7 +126,7 @@ def check_output_dir(flag: str, path: str) -> None:
 
 
 def check_methods(flag: str, names: list[str]) -> None:
-    from .methods import METHODS  # the registry (imports torch; still before any model loads)
+    from ..core.methods import METHODS  # the registry (imports torch; still before any model loads)
 
     bad = [m for m in names if m not in METHODS]
     if bad:
@@ -134,7 +134,7 @@ def check_methods(flag: str, names: list[str]) -> None:
 
 
 def check_common(flag: str, model_ids: list[str], device: str, threads: int) -> None:
-    from .models import check_device, check_model_id
+    from ..core.models import check_device, check_model_id
 
     for m in model_ids:
         check_model_id(m, flag)
@@ -277,8 +277,8 @@ def need_ray():
 
 def check_vector_file(flag: str, path: str) -> None:
     """Read and check a vector file before any model loads (an isokl file, or another tool's)."""
-    from .interop import is_isokl_file, read_layers
-    from .vector import Vector
+    from ..core.interop import is_isokl_file, read_layers
+    from ..core.vector import Vector
 
     if not Path(path).expanduser().is_file():
         raise ConfigError(f"{flag}: {path} does not exist or is not a file")
@@ -333,7 +333,7 @@ class ExportConfig:
     alpha: float = field(default=1.0, metadata={"help": "dose multiple alpha = c / c* baked into the file"})
 
     def check(self) -> None:
-        from .interop import FORMATS
+        from ..core.interop import FORMATS
 
         if self.format not in FORMATS:
             raise ConfigError(f"--format: {self.format!r}; valid: {', '.join(FORMATS)}")
@@ -530,7 +530,7 @@ class StudyConfig(SweepConfig):
     quick: bool = field(
         default=False,
         metadata={
-            "help": "the quick protocol (QUICK in isokl.config): smollm2-135m, T = 20, smaller held-out sets, into "
+            "help": "the quick protocol (QUICK in isokl.study.config): smollm2-135m, T = 20, smaller held-out sets, into "
             "runs/quick; flags given explicitly still win"
         },
     )

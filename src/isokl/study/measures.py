@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .concept import Concept
+from ..core.concept import Concept
+from ..core.models import LM
+from ..core.prompts import Prompt
+from ..core.rollout import Rollout, rollout
+from ..core.vector import Vector
 from .metrics import FORKS, branch_pmass, target_logit
-from .models import LM
-from .prompts import Prompt
 from .records import FILES
-from .rollout import Rollout, rollout
-from .vector import Vector
 
 
 @dataclass
@@ -149,4 +149,4 @@ def examples(h: HeldOut) -> list[dict]:
 
 _unknown = sorted(set(MEASURES) - set(FILES))
 if _unknown:  # a new measure needs its columns in records.FILES (docs/architecture.md, "A metric")
-    raise RuntimeError(f"measures {_unknown} have no schema: add their columns to isokl.records.FILES")
+    raise RuntimeError(f"measures {_unknown} have no schema: add their columns to isokl.study.records.FILES")

@@ -35,7 +35,7 @@ from .progress import Progress, fmt_duration
 from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
 
 if TYPE_CHECKING:
-    from .models import LM
+    from ..core.models import LM
 
 RETRIES = 2  # restarts of a dead worker, each retrying its cell
 PAUSE_ENV = "ISOKL_RAY_TEST_PAUSE"  # tests only: a folder; a worker waits in each cell for <folder>/go or go-<cell>
@@ -45,7 +45,7 @@ class Worker:
     """One slot of the cluster: runs cells of the sweep, one model loaded at a time."""
 
     def __init__(self, cfg: dict, expected: dict[str, dict], threads: int, driver_source: str):
-        from .models import set_threads
+        from ..core.models import set_threads
 
         if source_hash() != driver_source:  # a node with other isokl code would mix versions silently
             raise RuntimeError(
@@ -63,7 +63,7 @@ class Worker:
         return os.getpid()
 
     def run(self, cell: tuple) -> dict:
-        from .models import load
+        from ..core.models import load
         from .sweep import cell_vector, run_base, run_cell
 
         model, method, seed, window = cell
@@ -119,7 +119,7 @@ def run_sweep_ray(
     cfg: SweepConfig, address: str, cpus_per_cell: int = 1, gpus_per_cell: float = 0.0, workers: int = 0
 ) -> tuple[Path, dict[str, str]]:
     """Every unfinished cell of the grid on a Ray cluster -> (the folder, {cell: error} of the cells that failed)."""
-    from .models import available_cores
+    from ..core.models import available_cores
     from .sweep import Interrupted, prepare
 
     cfg.check()

@@ -16,9 +16,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..core.statistic import P95
+from ..study.records import BASE, HOLDOUT_COLUMNS, STUDY_METHODS, STUDY_MODELS, holdout_columns
 from .inference import Estimate, hierarchical
-from .records import BASE, HOLDOUT_COLUMNS, STUDY_METHODS, STUDY_MODELS, holdout_columns
-from .statistic import P95
 
 CONTROLS = ("random_direction",)  # run beside the methods; Table 1's control rows, not a method
 

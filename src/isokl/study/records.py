@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .statistic import P95, TARGET, TOL  # the calibration target, owned by the statistic
+from .. import __version__
+from ..core.statistic import P95, TARGET, TOL  # the calibration target, owned by the statistic
 
 __all__ = ["TARGET", "TOL"]  # re-exported with the study constants
 
@@ -282,7 +282,7 @@ def settings_diff(recorded: dict | None, now: dict) -> list[str]:
 
 def source_hash() -> str:
     """Hash of the installed package's source and data files: changes exactly when the code does."""
-    root = Path(__file__).parent
+    root = Path(__file__).parents[1]  # the package, every layer
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.suffix in (".py", ".jsonl", ".json"):
@@ -292,7 +292,7 @@ def source_hash() -> str:
 
 def code_version() -> str:
     """`VERSION+GITSHA` (`-dirty` when the package's own files differ from that commit), else `VERSION`."""
-    here = Path(__file__).parent
+    here = Path(__file__).parents[1]  # the package, every layer
     try:
         git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=5, cwd=here).stdout.strip()
         sha = git("rev-parse", "--short", "HEAD")

@@ -19,8 +19,8 @@ import textwrap
 
 import numpy as np
 
+from ..study.records import BASE
 from .aggregate import CONTROLS, Study
-from .records import BASE
 
 OKABE_ITO = {
     "mean_diff": "#0072B2",  # blue

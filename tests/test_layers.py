@@ -1,0 +1,60 @@
+"""The tree shows the layers and imports only go down: core -> study -> report -> cli (docs/architecture.md).
+
+Checked on the source (every relative import, at any depth, including those inside functions), and the checker
+itself is checked on a planted upward import."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[1] / "src" / "isokl"
+RANK = {"core": 0, "study": 1, "report": 2}  # anything else in the package (cli, __init__) sits on top
+
+
+def _rank(parts: tuple[str, ...]) -> int:
+    return RANK.get(parts[0], len(RANK)) if parts else len(RANK)
+
+
+def upward_imports(root: Path) -> list[str]:
+    """'module -> target' for every relative import from a lower layer to a higher one."""
+    bad = []
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root).with_suffix("").parts
+        here = rel[:-1] if rel[-1] == "__init__" else rel  # the module's dotted path inside the package
+        pkg = rel[:-1]  # the package the file lives in
+        for node in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                continue
+            base = pkg[: len(pkg) - (node.level - 1)]
+            targets = [(*base, *(node.module or "").split("."))] if node.module else [(*base, a.name) for a in node.names]
+            for t in targets:
+                t = tuple(x for x in t if x)
+                if t and t[0] == "__version__":
+                    continue  # the package's version string, not a layer
+                if _rank(t) > _rank(here):
+                    bad.append(f"{'.'.join(here)} -> {'.'.join(t)}")
+    return bad
+
+
+def test_imports_only_go_down():
+    assert (PACKAGE / "core").is_dir() and (PACKAGE / "study").is_dir() and (PACKAGE / "report").is_dir()
+    assert upward_imports(PACKAGE) == []
+
+
+def test_the_check_catches_a_planted_upward_import(tmp_path):
+    for layer in RANK:
+        (tmp_path / layer).mkdir()
+        (tmp_path / layer / "__init__.py").write_text("")
+    (tmp_path / "core" / "rollout.py").write_text("def f():\n    from ..study.records import FILES  # inside a function\n")
+    (tmp_path / "report" / "table.py").write_text("from ..core.statistic import P95\nfrom .. import cli\n")
+    (tmp_path / "study" / "sweep.py").write_text("from ..report import build\n")
+    assert upward_imports(tmp_path) == ["core.rollout -> study.records", "report.table -> cli", "study.sweep -> report"]
+
+
+def test_the_report_layer_imports_no_torch_at_module_level():
+    """The report rebuilds from files on a machine without torch: no module there imports torch (tested end to end
+    in test_sweep_report; this names the file if someone adds one)."""
+    for p in (PACKAGE / "report").rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+        assert "torch" not in names, p
