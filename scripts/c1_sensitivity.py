@@ -24,7 +24,7 @@ from isokl.core.concept import Concept
 from isokl.core.models import set_threads
 from isokl.core.rollout import rollout
 from isokl.core.statistic import P95
-from isokl.report.table import in_band
+from isokl.report.thresholds import in_band
 from isokl.study.records import HOLDOUT_LEVEL
 
 CELLS = (("gemma3-270m", "pca", 0, 20), ("smollm2-135m", "directional_ablation", 0, 20))

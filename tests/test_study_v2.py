@@ -179,7 +179,7 @@ def test_the_report_of_a_v2_folder_has_control_rows_figure2_and_examples(v2, tmp
     out, _ = v2
     d = tmp_path / "copy"
     shutil.copytree(out, d, ignore=shutil.ignore_patterns("cells"))  # the CSVs alone
-    names = {p.name for p in build(d, expected_cells=6)}
+    names = {p.name for p in build(d, expected_cells=6).paths}
     assert {"figure2.png", "figure2.svg", "examples.md", "claims.md", "table1.md"} <= names
     table = (d / "table1.csv").read_text()
     assert "random_direction,control" in table and "mean_diff,method" in table

@@ -173,6 +173,20 @@ def test_each_claim_fails_on_its_own_fixture_alone(fail):
     assert verdicts == {r: ("FAIL" if r == fail else "PASS") for r in REQS}, verdicts
 
 
+def test_r6_says_when_its_verdict_is_stable_only_in_failing():
+    """R6's blind spot: every cell out of band gives the same R1 verdict in every seed and window, so R6's criterion
+    passes; claims.md must say that R1 fails everywhere."""
+    data = _fixture()
+    for r in data["calibration"]:
+        r["holdout_p95"] = "1.9"
+    s = Study(data)
+    got = {rid: (v, text) for rid, v, text in claims(s, table1(s))}
+    assert got["R1"][0] == "FAIL" and got["R6"][0] == "PASS"
+    assert "stable only in failing" in got["R6"][1]
+    s = Study(_fixture())
+    assert "stable only in failing" not in {rid: t for rid, _, t in claims(s, table1(s))}["R6"]
+
+
 def test_r4_says_how_many_forks_were_scored():
     data = _fixture()
     m = data["pmass"][0]["model"]
@@ -217,8 +231,8 @@ def test_report_is_byte_identical_when_rebuilt(swept, tmp_path):
 
     d = tmp_path / "r"
     shutil.copytree(swept, d)
-    first = {p.name: p.read_bytes() for p in build(d)}
-    second = {p.name: p.read_bytes() for p in build(d)}
+    first = {p.name: p.read_bytes() for p in build(d).paths}
+    second = {p.name: p.read_bytes() for p in build(d).paths}
     assert first == second
 
 

@@ -175,7 +175,7 @@ def cmd_check(cfg: CheckConfig) -> int:
     from .core.concept import read_prompts
     from .core.models import check_model_id
     from .core.statistic import P95
-    from .report.table import HOLDOUT_BAND
+    from .report.thresholds import HOLDOUT_BAND
 
     vec, cal = calibrated(cfg.vector, "vector")
     check_model_id(vec.model_id)
@@ -331,9 +331,9 @@ def cmd_study(cfg: SweepConfig) -> int:
         return 1
     from .report.build import build, summary
 
-    paths = build(cfg.out, expected_cells=len(cfg.grid()))
-    print("\n".join(summary(cfg.out)))
-    print("files: " + ", ".join(str(p) for p in paths))
+    built = build(cfg.out, expected_cells=len(cfg.grid()))
+    print("\n".join(summary(built.claims)))
+    print("files: " + ", ".join(str(p) for p in built.paths))
     return 0
 
 

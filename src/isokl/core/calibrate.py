@@ -185,6 +185,7 @@ def calibrate_iso_kl(
     lm: LM,
     vector: Vector,
     prompts: list[Prompt],
+    *,
     T: int = 20,
     target: float = TARGET,
     tol: float = TOL,

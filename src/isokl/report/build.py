@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.concept import read_prompts
 from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
 from .aggregate import Study
-from .claims import claims, claims_markdown, summary
+from .claims import Claim, claims, claims_markdown, summary
 from .figure import figure, figure2, pmass_points
 from .table import csv_text, table1, table1_markdown
 
 
-def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
+@dataclass(frozen=True)
+class Built:
+    """What `build` wrote, and the verdicts it wrote into claims.md."""
+
+    paths: list[Path]
+    claims: list[Claim]
+
+
+def build(d: str | Path, expected_cells: int | None = None) -> Built:
     """Check the CSVs, render table, claims and figure in memory, then write them all (each through a
     temporary file and a rename): a bad input changes no report file."""
     d = Path(d)
@@ -56,7 +65,7 @@ def build(d: str | Path, expected_cells: int | None = None) -> list[Path]:
     finally:
         for tmp, _ in tmps:
             tmp.unlink(missing_ok=True)
-    return [d / name for name in files]
+    return Built([d / name for name in files], cl)
 
 
 EXAMPLE_ALPHAS = (0.0, 1.0, 2.0)
@@ -155,13 +164,13 @@ def main(argv=None) -> int:
     ap.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE when fewer cells are present")
     a = ap.parse_args(argv)
     try:
-        paths = build(a.dir, a.expected_cells)
+        built = build(a.dir, a.expected_cells)
     except RecordsError as e:
         print(f"isokl report: error: {e}", file=sys.stderr)
         return 1
-    for line in summary(a.dir):
+    for line in summary(built.claims):
         print(line)
-    for p in paths:
+    for p in built.paths:
         print(p)
     return 0
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import numpy as np
 
 from ..study.records import BASE, TARGET, TOL
 from .aggregate import Study, _f
-from .table import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, count_in_band, count_overlapping, in_band
-
-R6_SPREAD = 0.5  # nats: median over t of the across-seed range of per-token p95 at 1x, per (model, method, window)
+from .table import count_in_band, count_overlapping
+from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, R6_SPREAD, in_band
 
 Claim = tuple[str, str, str]  # (id, PASS | FAIL | MISSING | NOT MEASURABLE, the numbers behind it)
 NOT_MEASURABLE = "NOT MEASURABLE"  # the concept lacks what the requirement measures (R2 without probes)
@@ -256,12 +254,19 @@ def r6(s: Study, rows: list[dict]) -> Claim:
     worst = max(spreads, key=lambda x: x[3])
     verdicts = ", ".join(f"{k}: {'holds' if v else 'fails'}" for k, v in same.items())
     ok = len(set(same.values())) == 1 and worst[3] <= R6_SPREAD
+    # the criterion's blind spot: "the same verdict everywhere" also holds when R1 fails in every seed and window
+    blind = (
+        " R1 fails in every seed and window here, so the verdict is stable only in failing: read R6 beside R1."
+        if ok and not any(same.values())
+        else " (The criterion would also pass if R1 failed in every seed and window: read it beside R1.)"
+    )
     return (
         "R6",
         "PASS" if ok else "FAIL",
         f"criterion: the R1 verdict is the same within every seed and every window ({verdicts}), "
         f"and for every (model, method, window) the median over t of the across-seed range of per-token p95 KL at 1x is <= {R6_SPREAD} nat "
-        f"(largest: {worst[0]} {worst[1]} T={worst[2]}: {worst[3]:.2f} nat; median over all: {np.median([x[3] for x in spreads]):.2f}).",
+        f"(largest: {worst[0]} {worst[1]} T={worst[2]}: {worst[3]:.2f} nat; median over all: {np.median([x[3] for x in spreads]):.2f})."
+        + blind,
     )
 
 
@@ -318,11 +323,6 @@ def provenance(s: Study) -> str:
     )
 
 
-def summary(d: str | Path) -> list[str]:
+def summary(cl: list[Claim]) -> list[str]:
     """One line per claim: its verdict and the first sentence of its numbers (claims.md has them all)."""
-    out = []
-    for line in (Path(d) / "claims.md").read_text().splitlines():
-        if line.startswith("- **R"):
-            head, _, rest = line[2:].partition(".** ")
-            out.append(f"{head.strip('*')}: {rest.split('. ')[0][:150]}")
-    return out
+    return [f"{i}: {v}: {d.split('. ')[0][:150]}" for i, v, d in cl]

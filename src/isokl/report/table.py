@@ -14,14 +14,7 @@ import numpy as np
 
 from ..study.records import BASE
 from .aggregate import Study, _f
-
-HOLDOUT_BAND = (0.7, 1.4)  # R1
-NLL_OK, NLL_HOT = 2.0, 4.0  # R3
-PMASS_OK, PMASS_HOT = 0.1, 0.3  # R4
-
-
-def in_band(x: float) -> bool:
-    return HOLDOUT_BAND[0] <= x <= HOLDOUT_BAND[1]
+from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, in_band
 
 
 def count_in_band(cells, col) -> tuple[int, int]:
