@@ -65,7 +65,7 @@ def test_report_rebuilds_without_torch(swept, tmp_path):
     shutil.copytree(swept, d, ignore=shutil.ignore_patterns("cells"))  # the CSVs alone
     code = (
         "import sys; sys.modules['torch'] = None\n"  # importing torch now raises ImportError
-        "from isokl.report.build import main; sys.exit(main([sys.argv[1], '--expected-cells', '4']))\n"
+        "from isokl.cli import main; sys.exit(main(['report', sys.argv[1], '--expected-cells', '4']))\n"
     )
     r = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

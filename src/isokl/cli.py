@@ -19,6 +19,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, get_type_hints
 
 from . import __version__
@@ -31,6 +32,7 @@ from .study.config import (
     ConfigError,
     ExportConfig,
     GenerateConfig,
+    ReportConfig,
     StudyConfig,
     SweepConfig,
     default_out,
@@ -360,31 +362,37 @@ STUDY_DOC = (
 )
 
 
+def cmd_report(cfg: ReportConfig) -> int:
+    cfg.check()
+    from .report.build import run
+
+    return run(cfg.dir, cfg.expected_cells or None)
+
+
+# verb -> (its config dataclass, or None for a verb without flags; the command; the help line). The one map of the CLI.
+VERBS: dict[str, tuple[type | None, Callable[..., int], str | None]] = {
+    "calibrate": (CalibrateConfig, cmd_calibrate, CalibrateConfig.__doc__),
+    "check": (CheckConfig, cmd_check, CheckConfig.__doc__),
+    "generate": (GenerateConfig, cmd_generate, GenerateConfig.__doc__),
+    "export": (ExportConfig, cmd_export, ExportConfig.__doc__),
+    "sweep": (SweepConfig, cmd_sweep, f"{SweepConfig.__doc__} Default folder runs/sweep."),
+    "study": (StudyConfig, cmd_study, STUDY_DOC),
+    "report": (ReportConfig, cmd_report, ReportConfig.__doc__),
+    "methods": (None, cmd_methods, "List the registered steering methods."),
+    "models": (None, cmd_models, "List the bundled (offline) models and their packages."),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="isokl", description="Iso-KL calibrated activation steering: every method dosed to the same per-token KL.")
     p.add_argument("--version", action="version", version=f"isokl {__version__}")
     p.add_argument("--verbose", action="store_true", help="also show the model loader's progress bars")
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
-    for verb, cls, doc in (
-        ("calibrate", CalibrateConfig, CalibrateConfig.__doc__),
-        ("generate", GenerateConfig, GenerateConfig.__doc__),
-        ("check", CheckConfig, CheckConfig.__doc__),
-        ("export", ExportConfig, ExportConfig.__doc__),
-        ("sweep", SweepConfig, f"{SweepConfig.__doc__} Default folder runs/sweep."),
-        ("study", StudyConfig, STUDY_DOC),
-    ):
+    for verb, (cls, _, doc) in VERBS.items():
         sp = sub.add_parser(verb, help=doc, description=doc)
-        add_config_args(sp, cls)
-    rp = sub.add_parser(
-        "report",
-        help="rebuild Figure 1, Table 1 and claims.md from a sweep folder (no torch)",
-        description="Rebuild Figure 1, Table 1 and claims.md from a sweep folder's CSVs alone (imports no torch).",
-    )
-    rp.add_argument("dir", help="folder written by `isokl sweep` or `isokl study` (e.g. results)")
-    rp.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE below this many cells")
-    sub.add_parser("methods", help="list the steering methods", description="List the registered steering methods.")
-    sub.add_parser("models", help="list the bundled models", description="List the bundled (offline) models and their packages.")
+        if cls is not None:
+            add_config_args(sp, cls)
     return p
 
 
@@ -392,26 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ["ISOKL_VERBOSE"] = "1"
+    cls, cmd, _ = VERBS[args.verb]
     try:
-        if args.verb == "calibrate":
-            return cmd_calibrate(to_config(args, CalibrateConfig))
-        if args.verb == "generate":
-            return cmd_generate(to_config(args, GenerateConfig))
-        if args.verb == "export":
-            return cmd_export(to_config(args, ExportConfig))
-        if args.verb == "check":
-            return cmd_check(to_config(args, CheckConfig))
-        if args.verb in ("sweep", "study"):
-            cfg = to_config(args, StudyConfig if args.verb == "study" else SweepConfig)
-            if isinstance(cfg, StudyConfig):
-                cfg.apply_quick(given_flags(argv if argv is not None else sys.argv[1:], StudyConfig))
-            cfg.out = cfg.out or default_out(args.verb, getattr(args, "quick", False))
-            return (cmd_sweep if args.verb == "sweep" else cmd_study)(cfg)
-        if args.verb == "report":
-            from .report.build import main as report_main
-
-            return report_main([args.dir] + (["--expected-cells", str(args.expected_cells)] if args.expected_cells else []))
-        return cmd_methods() if args.verb == "methods" else cmd_models()
+        if cls is None:
+            return cmd()
+        cfg = to_config(args, cls)
+        if isinstance(cfg, StudyConfig):
+            cfg.apply_quick(given_flags(argv if argv is not None else sys.argv[1:], StudyConfig))
+        if isinstance(cfg, SweepConfig):
+            cfg.out = cfg.out or default_out(args.verb, getattr(cfg, "quick", False))
+        return cmd(cfg)
     except KeyboardInterrupt as e:
         print(f"isokl: {e}" if str(e) else "isokl: interrupted; nothing was saved", file=sys.stderr)
         return 130

@@ -154,17 +154,10 @@ def _quote(text: str | None) -> str:
     return " ".join(text.split()) or "(empty: the first token ended the turn)"
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(
-        prog="isokl report", description="Rebuild Figure 1, Table 1 and claims.md from a sweep's CSVs (no torch)."
-    )
-    ap.add_argument("dir", help="folder written by `isokl sweep` or `isokl study` (e.g. results)")
-    ap.add_argument("--expected-cells", type=int, default=None, help="mark the report INCOMPLETE when fewer cells are present")
-    a = ap.parse_args(argv)
+def run(d: str | Path, expected_cells: int | None = None) -> int:
+    """`isokl report DIR`: build, then print the verdicts in short and the files written (the CLI parses the flags)."""
     try:
-        built = build(a.dir, a.expected_cells)
+        built = build(d, expected_cells)
     except RecordsError as e:
         print(f"isokl report: error: {e}", file=sys.stderr)
         return 1
@@ -173,7 +166,3 @@ def main(argv=None) -> int:
     for p in built.paths:
         print(p)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

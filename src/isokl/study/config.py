@@ -579,6 +579,21 @@ class GenerateConfig:
         check_common("--model", [self.model] if self.model else [], self.device, self.threads)
 
 
+@dataclass
+class ReportConfig:
+    """Rebuild Figure 1, Figure 2, Table 1, claims.md and examples.md from a sweep folder's CSVs alone (no torch)."""
+
+    dir: str = field(
+        default="", metadata={"help": "folder written by `isokl sweep` or `isokl study` (e.g. results/v2)", "positional": True}
+    )
+    expected_cells: int = field(
+        default=0, metadata={"help": "mark the report INCOMPLETE below this many cells (0: its own grid)"}
+    )
+
+    def check(self) -> None:
+        at_least("--expected-cells", self.expected_cells, 0)
+
+
 def default_out(verb: str, quick: bool = False) -> str:
     """Fresh run folders under runs/ (git-ignored): a default never writes into the published results/."""
     return os.path.join("runs", "quick" if quick else verb)
