@@ -35,7 +35,7 @@ from .progress import Progress, fmt_duration
 from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
 
 if TYPE_CHECKING:
-    from ..core.models import LM
+    pass
 
 RETRIES = 2  # restarts of a dead worker, each retrying its cell
 PAUSE_ENV = "ISOKL_RAY_TEST_PAUSE"  # tests only: a folder; a worker waits in each cell for <folder>/go or go-<cell>
@@ -53,33 +53,19 @@ class Worker:
                 f"(source {driver_source}); install the same isokl on every node"
             )
         set_threads(threads)
+        from .sweep import CellRunner
+
         self.cfg, self.expected = SweepConfig(**cfg), expected
-        self.version = code_version()
-        self.lm: LM | None = None
-        self.lm_id = ""
-        self.vectors: dict[tuple[str, int], object] = {}
+        self.runner = CellRunner(self.cfg, code_version())
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, cell: tuple) -> dict:
-        from ..core.models import load
-        from .sweep import cell_vector, run_base, run_cell
-
         model, method, seed, window = cell
         t0 = time.time()
-        if self.lm is None or self.lm_id != model:
-            self.lm, self.vectors = None, {}  # one model in memory at a time
-            self.lm, self.lm_id = load(model, device=self.cfg.device), model
-            self.cfg.load_concept().check_for(self.lm, self.cfg.horizon, self.cfg.n_sets())
-        lm = self.lm
+        rows = self.runner.run(model, method, seed, window)
         name = cell_name(model, method, seed, window)
-        if method == BASE:
-            rows = run_base(lm, self.cfg, self.version)
-        else:
-            if (method, seed) not in self.vectors:
-                self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.cfg)
-            rows = run_cell(lm, self.vectors[(method, seed)], method, seed, window, self.cfg, self.version)
         _test_pause(name)
         write_cell(Path(self.cfg.out), name, rows, self.expected[name])
         cal = rows.get("calibration", [{}])[0]

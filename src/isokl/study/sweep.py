@@ -268,38 +268,59 @@ def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple],
     return out, now, expected, grid, todo
 
 
+class CellRunner:
+    """Runs cells of one sweep, the serial loop's and each Ray worker's alike: keeps one model loaded (checking the
+    concept against it when it loads) and each (method, seed)'s fitted vector, and returns a cell's rows."""
+
+    def __init__(self, cfg: SweepConfig, version: str, loader=load):
+        self.cfg, self.version, self.loader = cfg, version, loader
+        self.lm: LM | None = None
+        self.vectors: dict[tuple[str, int], object] = {}
+
+    def model(self, model_id: str) -> LM:
+        if self.lm is None or self.lm.id != model_id:
+            self.lm, self.vectors = None, {}  # one model in memory at a time
+            lm = self.loader(model_id, device=self.cfg.device)
+            self.cfg.load_concept().check_for(lm, self.cfg.horizon, self.cfg.n_sets())
+            self.lm = lm
+        return self.lm
+
+    def run(self, model_id: str, method: str, seed, window, phase=lambda s: None) -> dict[str, list[dict]]:
+        """The rows of cell (model, method, seed, window); method BASE: the model's base cell."""
+        lm = self.model(model_id)
+        if method == BASE:
+            return run_base(lm, self.cfg, self.version, phase)
+        if (method, seed) not in self.vectors:
+            phase("extracting the vector")
+            self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.cfg)
+        return run_cell(lm, self.vectors[(method, seed)], method, seed, window, self.cfg, self.version, phase)
+
+
 def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, progress: Progress | None = None) -> Path:
     """Run every unfinished cell; `stop_after` (tests) stops after that many new cells, as a kill would."""
     import torch
 
     cfg.check(models=loader is load)  # a caller's own loader (tests, benchmarks) knows its ids
-    version = code_version()
     out, now, expected, grid, todo = prepare(cfg)
     bar = progress or Progress(len(grid), len(grid) - len(todo))
     bar.note(
         f"sweep: {len(grid)} cells, {len(grid) - len(todo)} already done, writing {out}/ ({torch.get_num_threads()} threads)"
     )
+    runner = CellRunner(cfg, code_version(), loader)
     new = 0
     try:
         for model_id in dict.fromkeys(g[0] for g in todo):
             bar.phase(model_id, "loading the model")
-            lm = loader(model_id, device=cfg.device)
-            cfg.load_concept().check_for(lm, cfg.horizon, cfg.n_sets())
+            lm = runner.model(model_id)
             base = cell_name(lm.id, BASE, "", "")
             if not (out / "cells" / base).exists():
                 t1 = time.time()
-                write_cell(out, base, run_base(lm, cfg, version, lambda s, name=lm.id: bar.phase(f"{name} base", s)), now)
+                write_cell(out, base, runner.run(model_id, BASE, "", "", lambda s, name=lm.id: bar.phase(f"{name} base", s)), now)
                 bar.note(f"{lm.id}: base rollouts and scores ({time.time() - t1:.0f} s, {torch.get_num_threads()} threads)")
-            vectors: dict[tuple[str, int], object] = {}
             for _, method, seed, window in [g for g in todo if g[0] == model_id]:
                 label = f"{model_id} {method} seed {seed} T={window}"
-                if (method, seed) not in vectors:
-                    bar.phase(label, "extracting the vector")
-                    vectors[(method, seed)] = cell_vector(lm, method, seed, cfg)
                 t1 = time.time()
-                rows = run_cell(
-                    lm, vectors[(method, seed)], method, seed, window, cfg, version, lambda s, label=label: bar.phase(label, s)
-                )
+                rows = runner.run(model_id, method, seed, window, lambda s, label=label: bar.phase(label, s))
                 name = cell_name(model_id, method, seed, window)
                 write_cell(out, name, rows, expected[name])
                 combine(out)
