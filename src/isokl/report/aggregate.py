@@ -298,6 +298,24 @@ class Study:
         vals = [v for vs in self.pmass_curve(model, BASE, 0.0).values() for v in vs]
         return float(np.mean(vals)) if vals else float("nan")
 
+    def est_pmass_at(self, model, method, alpha, t: int) -> tuple[Estimate, int]:
+        """Mean uncensored pmass at fork t with its two-stage bootstrap interval (seeds, then questions), as Table 1's
+        intervals, and the number of scored forks behind it; method BASE: the base model's questions (one unit)."""
+        a = 0.0 if method == BASE else alpha
+
+        def rows(keys):
+            per = [self._pmass.get((k, a), {}) for k in keys]
+            out = []
+            for q in sorted(set().union(*map(set, per))):
+                vals = [d[q][t] for d in per if q in d and t in d[q] and not np.isnan(d[q][t])]
+                if vals:
+                    out.append([sum(vals), len(vals)])
+            return np.array(out).reshape(-1, 2)
+
+        units = [rows([self.base_key(model)])] if method == BASE else self._units(model, method, None, rows)
+        n = int(sum(u[:, 1].sum() for u in units))
+        return hierarchical(units, stat=lambda s: s[..., 0] / s[..., 1]), n
+
     def pmass_counts(self, model, method, alpha) -> int:
         return sum(len(v) for v in self.pmass_curve(model, method, alpha).values())
 

@@ -3,10 +3,11 @@ writes every output or none. Colours: the Okabe-Ito palette (colour-blind-safe);
 
 Figure 1. Top rows: held-out KL along the rollouts at alpha = 1 and 2, one panel per model. Thick: the pooled p95
 over the first t tokens (the statistic the 1-nat target refers to; at t = T it is the cell's held-out p95), mean
-over seeds, band = range over seeds; thin: the per-token p95 across prompts. Solid: cells calibrated at the
-largest window, dashed: the others. One y-limit per row; curves beyond it are clipped and their maximum written
-in the panel. Bottom row: mean branch_pmass against the fork point at alpha 0, 1 and 2, with 95% bands (normal,
-over the scored forks) and the number of scored forks per point.
+over seeds, band = range over seeds; thin: the per-token p95 across prompts of the largest window's cells, mean
+over seeds. Line style means the window everywhere (solid: the largest, dashed: the others). No curve is clipped:
+a row with an outlying curve is drawn linear up to 1 nat and logarithmic above. Bottom row: mean branch_pmass
+against the fork point at alpha 0, 1 (circles) and 2 (squares), with the two-stage bootstrap 95% bands of
+Table 1 (seeds, then questions) and the number of scored forks per point.
 
 Figure 2 (when the study has a dose-response): pooled p95 KL, mean KL per token, excess base NLL per token and
 delta target logit against alpha, per model, for the cells of the largest window and the control.
@@ -81,10 +82,12 @@ def _stack(curves: list[np.ndarray]) -> np.ndarray:
 CAPTION1 = (
     "Figure 1. Held-out KL(steered || base) along {horizon}-token greedy rollouts at 1x and 2x the calibrated coefficient c*, "
     "and branch_pmass. Thick lines: pooled p95 over the first t tokens, the statistic calibrated to 1 nat (dotted "
-    "line) at t = T; mean over seeds, band = range over seeds. Thin lines: per-token p95 across prompts. Solid: "
-    "calibrated at T = {big}{small}. Bottom: mean P(valid true/false answer) when the rollout is cut at "
-    "fork t, base (black), 1x (solid, circles), 2x (dashed, squares); bands: 95% normal intervals over the scored "
-    "forks; n = scored forks per point (each point's n: figure1_pmass.csv). Curves above a row's y-limit are clipped; their maximum is written in the panel."
+    "line) at t = T; mean over seeds, band = range over seeds. Thin lines: per-token p95 across prompts (cells "
+    "calibrated at T = {big}, mean over seeds). Line style is the calibration window: solid T = {big}{small}. A row "
+    "whose curves reach far above the others is drawn linear up to 1 nat and logarithmic above (no curve is "
+    "clipped). Bottom: mean P(valid true/false answer) when the rollout is cut at fork t, base (black), 1x "
+    "(circles), 2x (squares, thin); bands: 95% two-stage bootstrap (seeds, then questions), as Table 1; n = scored "
+    "forks per point (each point's n: figure1_pmass.csv)."
 )
 
 
@@ -92,6 +95,7 @@ def figure(s: Study) -> dict[str, bytes]:
     """Figure 1 rendered in memory: {"png": ..., "svg": ...}."""
     plt = _setup()
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullLocator
 
     alphas = [a for a in (1.0, 2.0) if a in s.alphas]
     nm = len(s.models)
@@ -117,27 +121,30 @@ def figure(s: Study) -> dict[str, bytes]:
                     lines.append((c, arr, meth, ls, 2.0, True))
                     if w == big:
                         lines.append((c, _stack([per_t[k] for k in keys if k in per_t]), meth, "-", 0.7, False))
-        top = _ylim([float(np.nanmax(np.nanmean(a, 0))) for _, a, *_, thick in lines if thick])
-        clipped: dict[int, list[str]] = {}
+        peaks = [float(np.nanmax(np.nanmean(a, 0))) for _, a, *_ in lines]
+        top = _ylim([p for p, (*_, thick) in zip(peaks, lines, strict=True) if thick])
+        far = max(peaks, default=0.0) > top  # an outlying curve: no clipping, the row's scale turns logarithmic above 1
         for c, arr, meth, ls, lw, thick in lines:
             ax = axes[r][c]
             t = np.arange(1, arr.shape[1] + 1)
-            mean = np.nanmean(arr, 0)
             col = color(meth, shown)
-            ax.plot(t, np.minimum(mean, top), ls, color=col, lw=lw, alpha=1.0 if thick else 0.55)
+            ax.plot(t, np.nanmean(arr, 0), ls, color=col, lw=lw, alpha=1.0 if thick else 0.55)
             if thick and len(arr) > 1:
-                ax.fill_between(t, np.nanmin(arr, 0), np.minimum(np.nanmax(arr, 0), top), color=col, alpha=0.12, lw=0)
-            if np.nanmax(mean) > top:
-                clipped.setdefault(c, []).append(f"{meth} {'pooled' if thick else 'per-token'}: max {np.nanmax(mean):.2f}")
+                ax.fill_between(t, np.nanmin(arr, 0), np.nanmax(arr, 0), color=col, alpha=0.12, lw=0)
         for c, m in enumerate(s.models):
             ax = axes[r][c]
             ax.axhline(1.0, color="k", ls=":", lw=1)
-            ax.set_ylim(0, top)
-            ax.set_title(f"{m}, dose {alpha:g}x c*", fontsize=10)
+            if far:
+                ax.set_yscale("symlog", linthresh=1.0, linscale=1.0)
+                ax.set_ylim(0, 1.25 * max(peaks))
+                ticks = [x for x in (0, 0.25, 0.5, 0.75, 1, 2, 3, 5, 10, 20, 50, 100) if x <= 1.25 * max(peaks)]
+                ax.set_yticks(ticks, [f"{x:g}" for x in ticks])
+                ax.yaxis.set_minor_locator(NullLocator())
+            else:
+                ax.set_ylim(0, top)
+            ax.set_title(f"{m}, dose {alpha:g}x c*" + (" (log scale above 1 nat)" if far else ""), fontsize=10)
             ax.set_xlabel("generated token t")
             ax.set_ylabel("p95 KL (nats)")
-            if c in clipped:
-                ax.text(0.02, 0.97, "clipped:\n" + "\n".join(clipped[c]), transform=ax.transAxes, va="top", fontsize=6.5)
     points = pmass_points(s)
     for c, m in enumerate(s.models):
         ax = axes[-1][c]
@@ -147,8 +154,8 @@ def figure(s: Study) -> dict[str, bytes]:
             ts, mean = [p["fork_t"] for p in pts], np.array([p["mean"] for p in pts])
             lo, hi = (np.array([p[k] if p["n"] > 1 else p["mean"] for p in pts]) for k in ("lo", "hi"))  # n = 1: no band
             col = "k" if meth == BASE else color(meth, shown)
-            ls, mk = ("-", None) if meth == BASE else ("-", "o") if alpha == 1.0 else ("--", "s")
-            ax.plot(ts, mean, ls, color=col, lw=2 if meth == BASE else 1.3, marker=mk, ms=3)
+            mk = None if meth == BASE else "o" if alpha == 1.0 else "s"  # dose by marker: line style means the window
+            ax.plot(ts, mean, "-", color=col, lw=2 if meth == BASE else 1.3 if alpha == 1.0 else 0.8, marker=mk, ms=3)
             ax.fill_between(ts, lo, hi, color=col, alpha=0.10, lw=0)
             counts += [p["n"] for p in pts]
         ax.set_ylim(-0.02, 1.02)
@@ -158,7 +165,12 @@ def figure(s: Study) -> dict[str, bytes]:
         ax.set_ylabel("P(valid true/false answer)")
     handles = [Line2D([], [], color=color(m, shown), lw=2, label=m + (" (control)" if m in CONTROLS else "")) for m in shown]
     handles += [Line2D([], [], color="gray", lw=2, ls="-" if w == big else "--", label=f"calibrated at T={w}") for w in s.windows]
-    handles += [Line2D([], [], color="k", lw=2, label="pmass: base (0x)"), Line2D([], [], color="k", ls=":", label="1 nat")]
+    handles += [
+        Line2D([], [], color="k", lw=2, label="pmass: base (0x)"),
+        Line2D([], [], color="gray", lw=1.3, marker="o", ms=3, label="pmass: 1x"),
+        Line2D([], [], color="gray", lw=0.8, marker="s", ms=3, label="pmass: 2x"),
+        Line2D([], [], color="k", ls=":", label="1 nat"),
+    ]
     others = ", ".join(str(w) for w in s.windows if w != big)
     small = f"; dashed: T = {others}" if others else ""  # one window: no dashed lines to explain
     cap = "\n".join(textwrap.wrap(CAPTION1.format(big=big, small=small, horizon=s.horizon), int(width * 14)))
@@ -174,24 +186,23 @@ CAPTION2 = (
     "c*, 0 = the base model. Pooled p95 KL over the {horizon} held-out tokens (band: range over seeds; dotted: 1 nat); mean KL "
     "per token; base NLL per token of the steered rollouts minus that of the base model's own rollouts; delta "
     "target-axis logit against the base model. Mean over seeds; bands other than p95: two-stage bootstrap 95% "
-    "intervals (seeds, then prompts or probes). Dotted verticals: 1x and 2x."
+    "intervals (seeds, then prompts or probes). Dotted verticals: 1x and 2x. The excess base NLL need not rise with "
+    "the dose: degenerate, repetitive text is cheap for the base model, so at high doses it can fall and "
+    "under-read a dose that is too hot."
 )
 
 
 def pmass_points(s: Study) -> list[dict]:
-    """The points of Figure 1's pmass row: mean, 95% normal interval and n (scored forks) per model, method, dose
-    and fork point (figure1_pmass.csv)."""
+    """The points of Figure 1's pmass row: mean over seeds, the two-stage bootstrap 95% interval (seeds, then
+    questions; Table 1's) and n (scored forks) per model, method, dose and fork point (figure1_pmass.csv)."""
     rows = []
     for m in s.models:
         for meth, alpha in [(BASE, 0.0)] + [(meth, a) for a in (1.0, 2.0) for meth in s.methods]:
-            d = s.pmass_curve(m, meth, alpha)
-            for t in sorted(d):
-                v = np.array(d[t])
-                se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+            for t in sorted(s.pmass_curve(m, meth, alpha)):
+                e, n = s.est_pmass_at(m, meth, alpha, t)
                 rows.append(
-                    {"model": m, "method": meth, "alpha": alpha, "fork_t": t, "mean": float(v.mean()),
-                     "lo": float(v.mean()) - 1.96 * se, "hi": float(v.mean()) + 1.96 * se, "n": len(v)}
-                )  # fmt: skip
+                    {"model": m, "method": meth, "alpha": alpha, "fork_t": t, "mean": e.mean, "lo": e.lo, "hi": e.hi, "n": n}
+                )
     return rows
 
 
