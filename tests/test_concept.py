@@ -286,6 +286,8 @@ def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path
     assert "3 calibration prompts and 4 contrast pairs per seed" in claims_md and "4 probes" in claims_md
     assert "Table 1: concept formality" in (out_dir / "table1.md").read_text()
     assert "Tell me a story about cats." in (out_dir / "examples.md").read_text()  # the concept's own held-out text
+    nll = records.read(records.path(out_dir, "nll"), "nll")  # the degeneration measure is recorded by new sweeps
+    assert all(0 < float(r["distinct3"]) <= 1 for r in nll) and "| not recorded |" not in (out_dir / "table1.md").read_text()
 
 
 def test_a_concept_without_probes_reports_r2_as_not_measurable(model_dir, tmp_path, capsys):

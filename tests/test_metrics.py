@@ -69,3 +69,11 @@ def test_target_logit_matches_direct_computation(llama_lm):
                 lg = llama_lm.model(torch.tensor([s])).logits[0, -1].double()
             assert abs(float(L[k, i]) - float(torch.logsumexp(lg[pos], 0) - torch.logsumexp(lg[neg], 0))) < 1e-6
     assert not torch.allclose(L[0], L[1])
+
+
+def test_distinct3_counts_repeated_trigrams_and_is_undefined_below_three_tokens():
+    from isokl.study.measures import distinct3
+
+    assert distinct3([1, 2, 3, 4, 5]) == 1.0  # 3 trigrams, all distinct
+    assert distinct3([7, 8, 7, 8, 7, 8, 7, 8]) == 2 / 6  # a two-token loop: trigrams (7,8,7) and (8,7,8) only
+    assert distinct3([1, 2]) == "" and distinct3([]) == ""

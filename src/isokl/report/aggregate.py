@@ -20,7 +20,8 @@ from ..core.statistic import P95
 from ..study.records import BASE, HOLDOUT_COLUMNS, STUDY_METHODS, STUDY_MODELS, holdout_columns
 from .inference import Estimate, hierarchical
 
-CONTROLS = ("random_direction",)  # run beside the methods; Table 1's control rows, not a method
+CONTROLS = ("random_direction",)
+REPETITIVE = 0.5  # a rollout with distinct-3 below this is a loop (docs/decisions.md, "A degeneration measure")  # run beside the methods; Table 1's control rows, not a method
 
 
 def _f(x) -> float:
@@ -54,8 +55,12 @@ class Study:
         self.horizon = max((int(r["t"]) for r in data["trajectory"]), default=0)  # tokens per held-out rollout
         self._kl = self._index_kl(data["trajectory"])
         self._nll: dict[tuple, dict[str, tuple[float, int]]] = defaultdict(dict)
+        self._distinct: dict[tuple, dict[str, float]] = defaultdict(dict)  # distinct-3 per rollout (not in v1/v2)
         for r in data["nll"]:
             self._nll[self._dose_key(r)][r["prompt"]] = (_f(r["nll_sum"]), int(r["n_tokens"]))
+            if r.get("distinct3", "") != "":
+                self._distinct[self._dose_key(r)][r["prompt"]] = _f(r["distinct3"])
+        self.has_distinct = bool(self._distinct)  # False: the folder predates the degeneration measure
         self._target: dict[tuple, dict[str, float]] = defaultdict(dict)
         for r in data["target"]:
             self._target[self._dose_key(r)][r["probe"]] = _f(r["target_logit"])
@@ -214,6 +219,20 @@ class Study:
     def est_excess_nll(self, model, method, alpha, window=None) -> Estimate:
         """Steered minus base NLL per token (nats), same prompts."""
         return hierarchical(self._units(model, method, window, lambda ks: self._nll_rows(ks, alpha)), stat=_excess)
+
+    # ---- degeneration (distinct-3 of the held-out rollouts) ----------------------------------------------------
+
+    def est_repetitive(self, model, method, alpha, window=None) -> Estimate:
+        """Share of held-out rollouts whose distinct-3 is below REPETITIVE (a loop), seeds as units; method BASE: the
+        base model's own rollouts (one unit). A prompt's value in a seed is its mean over that seed's cells."""
+
+        def rows(keys):
+            per = [self._distinct.get((k, 0.0 if method == BASE else alpha), {}) for k in keys]
+            prompts = sorted(set().union(*map(set, per))) if per else []
+            return np.array([np.mean([d[p] < REPETITIVE for d in per if p in d]) for p in prompts])
+
+        units = [rows([self.base_key(model)])] if method == BASE else self._units(model, method, window, rows)
+        return hierarchical(units)
 
     # ---- target-axis logit ----------------------------------------------------------------------------------
 

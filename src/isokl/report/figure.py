@@ -188,7 +188,8 @@ CAPTION2 = (
     "target-axis logit against the base model. Mean over seeds; bands other than p95: two-stage bootstrap 95% "
     "intervals (seeds, then prompts or probes). Dotted verticals: 1x and 2x. The excess base NLL need not rise with "
     "the dose: degenerate, repetitive text is cheap for the base model, so at high doses it can fall and "
-    "under-read a dose that is too hot."
+    "under-read a dose that is too hot; where the folder records it, the last row shows the share of held-out rollouts "
+    "that loop (distinct-3 < 0.5), the signal NLL misses."
 )
 
 
@@ -220,7 +221,7 @@ def figure2(s: Study) -> dict[str, bytes] | None:
         ("mean KL per token (nats)", "mean_kl"),
         ("excess base NLL (nats / token)", "nll"),
         ("delta target logit" if s.has_target else "delta target logit: not measured (no probes)", "logit"),
-    ]
+    ] + ([("repetitive rollouts (distinct-3 < 0.5)", "rep")] if s.has_distinct else [])  # folders that record it
     nm = len(s.models)
     width = max(4.6 * nm, 9.0)
     fig, axes = plt.subplots(len(panels), nm, figsize=(width, 2.9 * len(panels) + 1.4), squeeze=False)
@@ -238,11 +239,17 @@ def figure2(s: Study) -> dict[str, bytes] | None:
                     if what == "p95":
                         mean, lo, hi = s.seed_range(m, meth, big, lambda ks, a=a: np.mean([s.pooled_p95(k, a) for k in ks]))
                     else:
-                        fn = {"mean_kl": s.est_mean_kl, "nll": s.est_excess_nll, "logit": s.est_delta_logit}[what]
+                        fn = {
+                            "mean_kl": s.est_mean_kl,
+                            "nll": s.est_excess_nll,
+                            "logit": s.est_delta_logit,
+                            "rep": s.est_repetitive,
+                        }[what]
                         e = fn(m, meth, a, window=big)
                         mean, lo, hi = e.mean, e.lo, e.hi
                     ests.append((mean, lo, hi))
-                y = np.array([(0.0, 0.0, 0.0), *ests])
+                b = s.est_repetitive(m, BASE, 0.0) if what == "rep" else None  # at alpha 0: the base model's own share
+                y = np.array([(b.mean, b.lo, b.hi) if b else (0.0, 0.0, 0.0), *ests])
                 ax = axes[r][c]
                 ax.plot(x, y[:, 0], "-o", color=col, lw=1.5, ms=3)
                 ax.fill_between(x, y[:, 1], y[:, 2], color=col, alpha=0.13, lw=0)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..study.records import BASE
-from .aggregate import Study, _f
+from .aggregate import REPETITIVE, Study, _f
 from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, in_band
 
 
@@ -101,6 +101,7 @@ def table1(s: Study) -> list[dict]:
                     "pmass_cells_hot_2x": sum(v < -PMASS_HOT for v in pc2 if not math.isnan(v)),
                     "pmass_from_t0_1x": q1.mean,
                     "pmass_from_t0_2x": q2.mean,
+                    **_repetitive(s, m, meth),
                 }
             )
     return rows
@@ -119,9 +120,9 @@ def table1_markdown(rows: list[dict], title: str = "") -> str:
         "| model | method | c* (mean +- sd) | converged | holdout p95, own window: mean [min, max]; in band | in band at "
         "t <= 20 / 50 | delta logit 1x [95% CI]; cells excl. 0 | minus control [95% CI] | base NLL ratio 1x [CI]; "
         "cells <= 2 | 2x [CI]; cells > 4 | pmass change 1x [CI]; cells ok | 2x [CI]; cells < -0.3 | pmass from t = 0, "
-        "1x / 2x |"
+        "1x / 2x | repetitive rollouts 1x [CI] / 2x (base) |"
     )
-    lines = [head, "|" + " --- |" * 13]
+    lines = [head, "|" + " --- |" * 14]
     for r in rows:
         n = r["cells"]
         name = f"{r['method']} (control)" if r["kind"] == "control" else r["method"]
@@ -134,16 +135,30 @@ def table1_markdown(rows: list[dict], title: str = "") -> str:
             f"{_ci(r, 'base_nll_ratio_2x', '.2f')}; {r['nll_cells_hot_2x']}/{n} | "
             f"{_ci(r, 'pmass_change_1x', '+.3f')}; {r['pmass_cells_ok_1x']}/{n} | "
             f"{_ci(r, 'pmass_change_2x', '+.3f')}; {r['pmass_cells_hot_2x']}/{n} | "
-            f"{r['pmass_from_t0_1x']:+.3f} / {r['pmass_from_t0_2x']:+.3f} |"
+            f"{r['pmass_from_t0_1x']:+.3f} / {r['pmass_from_t0_2x']:+.3f} | {_rep(r)} |"
         )
     notes = (
         "\nMeans over seeds; [95% CI]: two-stage bootstrap (seeds, then probes; 10,000 resamples). k/n: cells meeting "
         "the spec's threshold (holdout p95 in [0.7, 1.4]; the cell's own probe interval excludes 0; base NLL ratio <= 2 "
         "at 1x, > 4 at 2x; pmass within 0.1 of base at 1x, a drop > 0.3 at 2x). 'minus control': delta logit minus "
         "the random direction's, same seed and probe, in the control's window. pmass from t = 0: pmass at fork t minus "
-        f"at fork 0, same question and dose, forks t >= 5. {BASE}: the unsteered model.\n"
+        f"at fork 0, same question and dose, forks t >= 5. repetitive: share of held-out rollouts whose distinct-3 is "
+        f"below {REPETITIVE} (a loop; 'not recorded' in folders that predate it). {BASE}: the unsteered model.\n"
     )
     return title + "\n".join(lines) + "\n" + notes
+
+
+def _repetitive(s: Study, m: str, meth: str) -> dict:
+    """Table 1's degeneration columns: share of repetitive held-out rollouts at 1x [CI] and 2x, and the base model's."""
+    one, two, base = s.est_repetitive(m, meth, 1.0), s.est_repetitive(m, meth, 2.0), s.est_repetitive(m, BASE, 0.0)
+    return {"repetitive_1x": one.mean, "repetitive_1x_lo": one.lo, "repetitive_1x_hi": one.hi, "repetitive_2x": two.mean,
+            "repetitive_base": base.mean}  # fmt: skip
+
+
+def _rep(r: dict) -> str:
+    if math.isnan(r["repetitive_1x"]):
+        return "not recorded"
+    return f"{_ci(r, 'repetitive_1x', '.2f')} / {r['repetitive_2x']:.2f} ({r['repetitive_base']:.2f})"
 
 
 def _count(k_of_n: str) -> str:

@@ -85,15 +85,33 @@ def trajectory(h: HeldOut) -> list[dict]:
     return out
 
 
+def distinct3(tokens: list[int]) -> float | str:
+    """Distinct token trigrams / trigrams of one rollout's valid tokens: 1 = no trigram repeats; "" (not defined) with
+    fewer than 3 tokens. Below 0.5 the rollout counts as repetitive (docs/decisions.md, "A degeneration measure")."""
+    grams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
+    return len(set(grams)) / len(grams) if grams else ""
+
+
 @measure("nll", "base NLL of the held-out rollouts")
 def nll(h: HeldOut) -> list[dict]:
+    """The base model's NLL of each held-out rollout (excess NLL, R3) and its distinct-3 (degeneration)."""
     ro, ids = h.generic, h.ids("heldout_generic")
     scores = ro.logp_base if ro.logp_base is not None else ro.logp  # the base model scores the tokens (alpha 0: its own)
     out = []
     for k in range(len(h.coeffs)):
         valid = ro.valid[ro.rows(k)].cpu()
+        toks = ro.tokens[ro.rows(k)].cpu()
         neg = -(scores[ro.rows(k)].cpu() * valid)
-        out += [h.row(k, prompt=pid, nll_sum=float(neg[i].sum()), n_tokens=int(valid[i].sum())) for i, pid in enumerate(ids)]
+        out += [
+            h.row(
+                k,
+                prompt=pid,
+                nll_sum=float(neg[i].sum()),
+                n_tokens=int(valid[i].sum()),
+                distinct3=distinct3(toks[i][valid[i]].tolist()),
+            )
+            for i, pid in enumerate(ids)
+        ]
     return out
 
 

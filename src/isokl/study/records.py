@@ -56,7 +56,7 @@ FILES: dict[str, dict[str, str]] = {
     },
     "history": {"eval": "i", "c": "f", "p95": "f", "complete": "b", "t": "i", "per_t_p95": "f", "per_t_max": "f"},
     "trajectory": {"alpha": "f", "c": "f", "prompt": "s", "t": "i", "kl": "f", "valid": "b"},
-    "nll": {"alpha": "f", "c": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i"},
+    "nll": {"alpha": "f", "c": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i", "distinct3": "f"},
     "pmass": {"alpha": "f", "c": "f", "prompt": "s", "fork_t": "i", "pmass": "f", "p_true": "f", "censored": "b"},
     "target": {"alpha": "f", "c": "f", "probe": "s", "target_logit": "f"},
     "examples": {"alpha": "f", "c": "f", "prompt": "s", "text": "s"},
@@ -68,7 +68,9 @@ COMPRESSED = {"trajectory"}  # written as NAME.csv.gz (gzip, no timestamp): the 
 OPTIONAL_EMPTY = {"seed", "window"}  # empty on the base rows
 ADDED = {  # columns added after a study ran: empty in older folders (not computed). `concept` (2026-12-01): empty
     # in v1/v2, whose rows are all of the built-in sentiment concept
-    name: {"concept"} | ({"c_star_lo", "c_star_hi", *HOLDOUT_COLUMNS} if name == "calibration" else set())
+    name: {"concept"}
+    | ({"c_star_lo", "c_star_hi", *HOLDOUT_COLUMNS} if name == "calibration" else set())
+    | ({"distinct3"} if name == "nll" else set())  # 2026-12-01 too; also empty where a rollout has < 3 tokens
     for name in FILES
 }
 SETTINGS = "settings.json"
