@@ -184,12 +184,12 @@ def rollout(
     base: the base twins' prompt prefill (`prefill_base` of the same seqs), reused across calls;
     without it the rollout builds one (n rows, shared by all k doses).
     """
-    return _decode(lm, seqs, T, vector, tuple(coeffs), score_base, stop_above, draft, base)[0]
+    return _decode(lm, seqs, T, vector, tuple(coeffs), score_base=score_base, stop_above=stop_above, draft=draft, base=base)[0]
 
 
 def fork_rollout(lm: LM, seqs: list[list[int]], T: int, vector: Vector | None, coeffs: tuple[float, ...]) -> Forks:
     """A steered greedy rollout (no base twins) kept open for branching off it (`Forks`)."""
-    ro, (cache, mask, width) = _decode(lm, seqs, T, vector, tuple(coeffs), False, None, None, None)
+    ro, (cache, mask, width) = _decode(lm, seqs, T, vector, tuple(coeffs), score_base=False)  # forks score no base
     return Forks(lm, vector, ro, cache, mask, width)
 
 
@@ -224,8 +224,21 @@ class Forks:
 
 
 @torch.no_grad()
-def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
-    """`rollout`'s loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`."""
+def _decode(
+    lm: LM,
+    seqs: list[list[int]],
+    T: int,
+    vector: Vector | None,
+    coeffs: tuple[float, ...],
+    *,
+    score_base: bool,
+    stop_above: float | None = None,
+    draft: torch.Tensor | None = None,
+    base: BasePrefill | None = None,
+):
+    """`rollout`'s loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`. The options are
+    keyword-only: score_base adds the base twins (KL, base NLL), stop_above the early stop of an overshooting dose,
+    draft the tokens of a nearby dose fed ahead, base a prefill of the twins' prompts to reuse."""
     check_length(lm, seqs, T)
     if vector is not None:
         vector.check_fits(lm.id, lm.n_layers, lm.d_model)
@@ -253,6 +266,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
     with steer(lm.model, vector, c_all[:r]):  # the prompts of the steered rows
         logits = forward(lm.model, ids[:r], mask[:r], pos[:r], cache, keep=1)[:, -1]
     if twins:  # base twins start from the shared base prefill
+        assert base is not None  # built just above
         _append_rows(cache, base, k)
         logits = torch.cat([logits, base.logits.repeat(k, 1)])
     d = draft[:, :n_draft].to(lm.device) if draft is not None else tokens[:, :0]  # [r n_draft]
@@ -267,7 +281,7 @@ def _decode(lm, seqs, T, vector, coeffs, score_base, stop_above, draft, base):
                 kl[:, t], logp_b[:, t] = kl_t, logq_t
             done = done | torch.isin(nxt, eos)
             decided = False
-            if need is not None and twins:
+            if need is not None and stop_above is not None and twins:
                 big = layout.split((kl[:, : t + 1] >= stop_above) & valid[:, : t + 1]).reshape(k, -1).sum(-1)  # [k]
                 decided = bool((big >= need).all())
             if t == T - 1 or bool(done.all()) or decided:
