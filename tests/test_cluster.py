@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import ray_pause
 from conftest import byte_tokenizer, tiny_model
 from isokl.study import records
-from isokl.study.cluster import PAUSE_ENV, run_sweep_ray
+from isokl.study.cluster import run_sweep_ray
 from isokl.study.sweep import SweepConfig, run_sweep
 from test_concept import write_concept
 
@@ -77,7 +78,8 @@ def test_a_worker_killed_mid_cell_still_yields_the_complete_grid(model_dir, seri
 
     pause = tmp_path / "pause"
     pause.mkdir()
-    monkeypatch.setenv(PAUSE_ENV, str(pause))
+    for k, v in ray_pause.env(pause).items():  # the workers this driver starts inherit the hook
+        monkeypatch.setenv(k, v)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=run_sweep_ray(_cfg(model_dir, tmp_path / "k"), "local")))
     t.start()
@@ -98,7 +100,7 @@ def test_a_second_driver_resumes_after_the_first_is_killed(model_dir, serial, tm
     pause.mkdir()
     cmd = [sys.executable, "-m", "isokl.cli", "sweep", "--models", str(model_dir), "--out", str(out), "--ray"]
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in GRID.items()] + ["--concept", _cfg(model_dir, out).concept]
-    env = {**os.environ, PAUSE_ENV: str(pause), "ISOKL_THREADS": "1"}
+    env = {**os.environ, **ray_pause.env(pause), "ISOKL_THREADS": "1"}
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
