@@ -146,17 +146,13 @@ def _span(layers: tuple[int, ...]) -> str:
 
 
 def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
-    """Every prompt plus T generated tokens fits the model's context: else one line naming the file, line and id."""
-    from .core.concept import line_of
+    """Every prompt plus T generated tokens fits the model's context: else one line naming the flag, file, line and id."""
+    from .core.concept import ConceptError, check_context
 
-    for p in prompts:
-        n = len(lm.encode([lm.format(p)])[0])
-        if n + T > lm.max_positions:
-            line = line_of(path, p.id)
-            raise ConfigError(
-                f"{flag}: {path} line {line} id {p.id!r}: {n} tokens plus {T} generated exceed {lm.id}'s context of {lm.max_positions} "
-                "positions; shorten it or lower the window"
-            )
+    try:
+        check_context(lm, prompts, T, path, path)
+    except ConceptError as e:
+        raise ConfigError(f"{flag}: {e}") from None
 
 
 def calibrated(path: str, flag: str):

@@ -403,21 +403,26 @@ class Concept:
         if self.probe_pool is not None:
             groups.append(("probes.jsonl", self.probes((sets or {}).get("heldout_sentiment")) or []))
         for fname, ps in groups:
+            own = fname in self.own or fname == "pairs.jsonl"
+            path = (self.pairs_file or Path(self.source) / fname) if own else None  # the library's files: no line
+            where = self.label(fname) if own else f"the library's {fname}"
             room = 0 if fname == "pairs.jsonl" else horizon  # pairs are read at their last token, not rolled out
-            for p in ps:
-                n = len(lm.encode([lm.format(p)])[0])
-                if n + room > lm.max_positions:
-                    own = fname in self.own or fname == "pairs.jsonl"
-                    where = self.label(fname) if own else f"the library's {fname}"
-                    line = (
-                        line_of(self.pairs_file or Path(self.source) / fname, p.id, pairs=fname == "pairs.jsonl") if own else None
-                    )
-                    raise ConceptError(
-                        f"{where}{f' line {line}' if line else ''} id {p.id!r}: {n} tokens plus {room} generated exceed {lm.id}'s context of "
-                        f"{lm.max_positions} positions; shorten it or lower the window"
-                    )
+            check_context(lm, ps, room, where, path, pairs=fname == "pairs.jsonl")
         if self.answer_words is not None:
             check_words(lm.tokenizer, self.answer_words, self.label("words.json"), lm.id)
+
+
+def check_context(lm, prompts: list[Prompt], room: int, where: str, path: str | Path | None, pairs: bool = False) -> None:
+    """Every prompt plus `room` generated tokens fits the model's context; else one ConceptError naming `where`, the
+    line of `path` that holds the prompt (when a file is given) and its id."""
+    for p in prompts:
+        n = len(lm.encode([lm.format(p)])[0])
+        if n + room > lm.max_positions:
+            line = line_of(path, p.id, pairs=pairs) if path is not None else None
+            raise ConceptError(
+                f"{where}{f' line {line}' if line else ''} id {p.id!r}: {n} tokens plus {room} generated exceed {lm.id}'s "
+                f"context of {lm.max_positions} positions; shorten it or lower the window"
+            )
 
 
 def check_words(tokenizer, words: dict[str, list[str]], where: str, model: str) -> None:

@@ -37,9 +37,10 @@ def blocks(model: Model) -> torch.nn.ModuleList:
 
 
 def default_layers(n_layers: int, band: tuple[float, float] = (0.25, 0.75)) -> tuple[int, ...]:
-    """The middle band of blocks, 25%..75% of depth (DESIGN.md section 2)."""
-    lo, hi = round(band[0] * n_layers), round(band[1] * n_layers)
-    return tuple(range(lo, max(hi, lo + 1)))
+    """Blocks round(lo x depth) .. round(hi x depth) - 1 of a band of depth; default the middle band, 25%..75% of depth
+    (DESIGN.md section 2). Always at least one block, always inside the model (a band reaching depth 1.0 included)."""
+    lo = min(round(band[0] * n_layers), n_layers - 1)
+    return tuple(range(lo, min(max(round(band[1] * n_layers), lo + 1), n_layers)))
 
 
 def _hidden(output):

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.concept import read_prompts
+from ..core.concept import SETS, read_prompts
 from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
 from .aggregate import Study
 from .claims import Claim, claims, claims_markdown, summary
@@ -37,7 +37,8 @@ def build(d: str | Path, expected_cells: int | None = None) -> Built:
     if not rows:
         raise RecordsError(f"{d}/calibration.csv has no cell that Table 1 can use")
     cl = claims(s, rows, expected_cells)
-    fig, fig2 = figure(s), figure2(s)
+    points = pmass_points(s)  # two-stage bootstraps per point: computed once, drawn and written
+    fig, fig2 = figure(s, points), figure2(s)
     proto = protocol(s, d)
     files = {
         "table1.md": table1_markdown(rows, table_title(s, proto)).encode(),
@@ -48,7 +49,6 @@ def build(d: str | Path, expected_cells: int | None = None) -> Built:
     }
     if fig2:
         files |= {"figure2.png": fig2["png"], "figure2.svg": fig2["svg"]}
-    points = pmass_points(s)
     if points:
         files["figure1_pmass.csv"] = csv_text(points).encode()
     ex = examples_markdown(s, d)
@@ -80,11 +80,7 @@ def protocol(s: Study, d: Path) -> str:
     if not recorded:
         return ""
     st = recorded[0]
-    n = (
-        st["n_heldout"]
-        if isinstance(st["n_heldout"], dict)
-        else dict.fromkeys(("heldout_generic", "heldout_truefalse", "heldout_sentiment"), st["n_heldout"])
-    )
+    n = st["n_heldout"] if isinstance(st["n_heldout"], dict) else dict.fromkeys(SETS, st["n_heldout"])
     doses = sorted({a for r in recorded for a in r.get("alphas", []) + r.get("dose_alphas", [])})
     probes = f"{n['heldout_sentiment']} probes" if n.get("heldout_sentiment") else "no probes (target axis not measured)"
     return (

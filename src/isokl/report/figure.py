@@ -9,8 +9,9 @@ a row with an outlying curve is drawn linear up to 1 nat and logarithmic above. 
 against the fork point at alpha 0, 1 (circles) and 2 (squares), with the two-stage bootstrap 95% bands of
 Table 1 (seeds, then questions) and the number of scored forks per point.
 
-Figure 2 (when the study has a dose-response): pooled p95 KL, mean KL per token, excess base NLL per token and
-delta target logit against alpha, per model, for the cells of the largest window and the control.
+Figure 2 (when the study has a dose-response): pooled p95 KL, mean KL per token, excess base NLL per token,
+delta target logit and, where the folder records it, the share of repetitive rollouts against alpha, per model, for
+the cells of the largest window and the control.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ CAPTION1 = (
 )
 
 
-def figure(s: Study) -> dict[str, bytes]:
-    """Figure 1 rendered in memory: {"png": ..., "svg": ...}."""
+def figure(s: Study, points: list[dict]) -> dict[str, bytes]:
+    """Figure 1 rendered in memory: {"png": ..., "svg": ...}; points: its pmass row (`pmass_points`, computed once by
+    the report, which also writes them as figure1_pmass.csv)."""
     plt = _setup()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import NullLocator
@@ -145,7 +147,6 @@ def figure(s: Study) -> dict[str, bytes]:
             ax.set_title(f"{m}, dose {alpha:g}x c*" + (" (log scale above 1 nat)" if far else ""), fontsize=10)
             ax.set_xlabel("generated token t")
             ax.set_ylabel("p95 KL (nats)")
-    points = pmass_points(s)
     for c, m in enumerate(s.models):
         ax = axes[-1][c]
         counts = []

@@ -29,14 +29,10 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .config import ConfigError, SweepConfig, need_ray
 from .progress import Progress, fmt_duration
 from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
-
-if TYPE_CHECKING:
-    pass
 
 RETRIES = 2  # restarts of a dead worker, each retrying its cell
 HOOK_ENV = "ISOKL_CELL_HOOK"  # "module:function" a worker calls with each cell's name before writing it (`_cell_hook`)

@@ -70,8 +70,9 @@ def layers(flag: str, spec: str, n_layers: int | None = None, model: str = "the 
             raise ConfigError(f"{flag}: {spec!r}: a band of depth needs 0 <= lo <= hi <= 1")
         if n_layers is None:
             return ()
-        first = min(round(lo * n_layers), n_layers - 1)  # a band of depth always holds at least one block
-        out = tuple(range(first, min(max(round(hi * n_layers), first + 1), n_layers)))
+        from ..core.hooks import default_layers  # the one band-of-depth rule (torch: only once a depth is known)
+
+        out = default_layers(n_layers, (lo, hi))
     else:
         picked: list[int] = []
         for part in s.split(","):
@@ -477,7 +478,7 @@ class SweepConfig:
                 raise ConfigError(f"--control: {self.control} is also in --methods; a control is run beside the methods")
         windows = ints("--windows", self.windows, 1) + self._windows("--control-windows", self.control_windows)
         self._windows("--dose-windows", self.dose_windows)
-        ints("--seeds", self.seeds, 0)
+        seeds = ints("--seeds", self.seeds, 0)
         if 1.0 not in floats("--alphas", self.alphas):
             raise ConfigError(f"--alphas: {self.alphas!r} lacks 1 (the calibrated dose c*, where held-out p95 is measured)")
         if self.dose_alphas:
@@ -485,7 +486,7 @@ class SweepConfig:
         at_least("--horizon", self.horizon, max(windows))
         concept = self.load_concept()
         try:
-            concept.check_seeds(ints("--seeds", self.seeds, 0))
+            concept.check_seeds(seeds)
         except ConceptError as e:
             raise ConfigError(str(e)) from None
         at_least("--n-calibration", self.n_calibration, 0)
