@@ -20,7 +20,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +28,7 @@ import torch
 from .methods import get_method
 from .models import LM
 from .prompts import Prompt, prompt_hash
-from .rollout import KLStats, prefill_base, rollout
+from .rollout import KLStats, NonFiniteKL, prefill_base, rollout_many
 from .statistic import P95, TARGET, TOL, Interval
 from .vector import Calibration, Vector
 
@@ -63,9 +63,31 @@ def solve(
     per_round > 1 evaluates that many doses per round around the same proposal, spread
     to bracket early (wide steps) and to land inside the tolerance late (tight steps).
     """
+    F = f if batched else (lambda cs: [f(c) for c in cs])
+    rounds = solver(target=target, tol=tol, c0=c0, c_max=c_max, c_min=c_min, max_evals=max_evals, slope0=slope0, per_round=per_round)
+    try:
+        cs = next(rounds)
+        while True:
+            cs = rounds.send([float(v) for v in F(cs)])
+    except StopIteration as end:
+        return end.value
+
+
+def solver(
+    *,
+    target: float = TARGET,
+    tol: float = TOL,
+    c0: float = 1.0,
+    c_max: float = 1e4,
+    c_min: float = 1e-8,
+    max_evals: int = 20,
+    slope0: float = 2.0,
+    per_round: int = 1,
+) -> Generator[list[float], list[float], Solve]:
+    """`solve` as a generator, so that one driver can run many solvers in lockstep (`calibrate_many`): it yields each
+    round's doses, is sent their values, and returns the Solve (StopIteration.value). Arguments as `solve`'s."""
     if not (c_min < c0 < c_max) or target <= 0 or tol <= 0 or per_round < 1:
         raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0, per_round >= 1 (got {c0=}, {target=}, {tol=})")
-    F = f if batched else (lambda cs: [f(c) for c in cs])
     hist: list[tuple[float, float]] = []
     pts: list[tuple[float, float]] = []  # (x, y) = (log c, log(f / target)); y = -inf where f = 0
     scale = {"lo": 1.0, "hi": 1.0}  # Illinois factors on the endpoint residuals
@@ -84,7 +106,7 @@ def solve(
         xs = sorted({round(v, 12) for v in xs if all(abs(v - px) > 1e-12 for px, _ in pts)})
         if not xs:
             return done("not_converged")  # never evaluate the same c twice
-        vals = [float(v) for v in F([math.exp(v) for v in xs])]
+        vals = yield [math.exp(v) for v in xs]
         for xv, v in zip(xs, vals, strict=True):
             if math.isnan(v):
                 raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
@@ -174,11 +196,32 @@ class CalibrationResult:
     c_star: float
     p95: float  # at c*
     converged: bool
-    status: str
+    status: str  # converged | unreachable | not_converged | non_finite (see `error`)
     evaluations: int
     history: tuple[KLStats, ...]  # every evaluation: c, pooled stats, per_t_p95 / per_t_max of length T
     seconds: float
     c_interval: Interval  # c* as a band from the prompts' sampling (`P95.crossing_interval`; no extra evaluation)
+    error: str = ""  # status non_finite: which vector, prompt, token and dose gave a non-finite KL
+
+
+@dataclass(frozen=True)
+class Round:
+    """One batched evaluation of a joint calibration: the vectors in it (by index), its doses, batch rows and time."""
+
+    vectors: tuple[int, ...]
+    doses: int
+    rows: int  # steered rows + their base twins
+    steps: int  # decode steps run (< T where every row ended or stopped early)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class JointCalibration:
+    """`calibrate_many`'s result: one CalibrationResult per input vector, in order, and the rounds that produced them."""
+
+    results: tuple[CalibrationResult, ...]
+    rounds: tuple[Round, ...]
+    seconds: float
 
 
 def calibrate_iso_kl(
@@ -210,76 +253,186 @@ def calibrate_iso_kl(
     set); None: a guess from the vector's activation scales. Speed only: the result is any
     c with |p95 - target| <= tol.
     progress: True prints a line per evaluation to stderr; a function f(stats, seconds) gets each instead.
+    Raises NonFiniteKL where the KL is not finite (`calibrate_many` reports it as a status instead).
+    """
+    report = (lambda _j, s, secs: progress(s, secs)) if callable(progress) else progress
+    res = calibrate_many(
+        lm,
+        [vector],
+        prompts,
+        T=T,
+        target=target,
+        tol=tol,
+        max_evals=max_evals,
+        c_max=c_max,
+        progress=report,
+        early_stop=early_stop,
+        per_round=per_round,
+        draft=draft,
+        start=start,
+    ).results[0]
+    if res.status == "non_finite":
+        raise NonFiniteKL(res.error)
+    return res
+
+
+def calibrate_many(
+    lm: LM,
+    vectors: Sequence[Vector],
+    prompts: list[Prompt],
+    *,
+    T: int = 20,
+    target: float = TARGET,
+    tol: float = TOL,
+    max_evals: int = 20,
+    c_max: float | None = None,
+    progress: bool | Callable[[int, KLStats, float], None] = True,
+    early_stop: bool = True,
+    per_round: int = 1,
+    draft: bool = True,
+    start: float | Sequence[float | None] | None = None,
+) -> JointCalibration:
+    """Calibrate several vectors (any methods, any layers) on the same prompts at once: each round rolls out, in one
+    batch, the next doses of every vector still solving (`rollout_many`), and a vector whose solver has finished
+    leaves the batch. Each vector runs its own solver (`solver`) with its own first guess, c_max, drafts and early
+    stop, so its result is that of `calibrate_iso_kl` alone (up to the float rounding of a larger batch; see
+    docs/calibration.md). Options as `calibrate_iso_kl`'s; start: one value for all or one per vector; progress: a
+    function f(vector index, stats, seconds). A non-finite KL ends that vector only (status non_finite, `error` names
+    it); the others go on.
     """
     if not prompts:
         raise ValueError("calibrate_iso_kl needs at least one calibration prompt (got none)")
     if T < 1:
         raise ValueError(f"the window T must be at least 1 generated token, got {T}")
-    vector.check_fits(lm.id, lm.n_layers, lm.d_model)
+    if not vectors:
+        raise ValueError("calibrate_many needs at least one vector (got none)")
+    starts = list(start) if isinstance(start, Sequence) else [start] * len(vectors)
+    if len(starts) != len(vectors):
+        raise ValueError(f"start: one value for all vectors or one per vector ({len(vectors)}), got {len(starts)}")
+    for v in vectors:
+        v.check_fits(lm.id, lm.n_layers, lm.d_model)
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
-    stats: dict[float, KLStats] = {}
-    base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation
-    tokens: dict[float, tuple[torch.Tensor, int]] = {}  # c -> (steered tokens [n T], steps generated)
+    base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation and for every vector
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
     # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
     stop = P95.stop_above(target, tol) if early_stop else None
-
-    def f(cs: list[float]) -> list[float]:
-        t1 = time.time()
-        guess = nearest_draft(tokens, cs) if draft else None
-        ro = rollout(lm, seqs, T, vector, tuple(cs), stop_above=stop, draft=guess, base=base)  # a round in one batch
-        out = [ro.stats(i) for i in range(len(cs))]
-        for i, c in enumerate(cs):
-            tokens[c] = (ro.tokens[ro.rows(i)], ro.steps)
-        for s in out:
-            stats[s.c] = s
-            if callable(progress):
-                progress(s, time.time() - t1)
-            elif progress:
-                print(
-                    f"  eval {len(stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({time.time() - t1:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        return [s.p95 for s in out]
-
-    c_max = c_max if c_max is not None else max(1e3, 100.0 * vector.resid_norm)
-    if start is not None:
-        if not (math.isfinite(start) and 0 < start < c_max):
-            raise ValueError(f"start must be a coefficient in (0, c_max = {c_max:g}), got {start!r}")
-        c0 = start
-    else:
-        c0 = get_method(vector.method).initial_coeff(vector)
-        c0 = min(max(c0, 1e-6), c_max / 10) if math.isfinite(c0) else 1.0  # a degenerate scale must not stop the solver
+    jobs = [_Job(v, _first_dose(v, s, c_max), _c_max(v, c_max)) for v, s in zip(vectors, starts, strict=True)]
+    for job in jobs:
+        job.start(target=target, tol=tol, max_evals=max_evals, per_round=per_round)
+    rounds: list[Round] = []
     with torch.inference_mode():
-        sol = solve(f, target=target, tol=tol, c0=c0, c_max=c_max, max_evals=max_evals, per_round=per_round, batched=True)
-    history = tuple(stats[c] for c, _ in sol.history)
-    band = P95.crossing_interval([(h.c, h.per_prompt if h.complete else None) for h in history], target)
-    cal = Calibration(
-        coeff=sol.c,
-        target=target,
-        statistic=P95.name,
-        window=T,
-        prompt_hash=prompt_hash(prompts),
-        converged=sol.converged,
-        status=sol.status,
-        p95=sol.value,
-        evaluations=len(sol.history),
-        n_prompts=len(prompts),
-        c_lo=band.lo,
-        c_hi=band.hi,
-        interval=band.describe(),
-        dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."),
-    )
-    return CalibrationResult(
-        vector=vector.calibrated(cal),
-        c_star=sol.c,
-        p95=sol.value,
-        converged=sol.converged,
-        status=sol.status,
-        evaluations=len(sol.history),
-        history=history,
-        seconds=time.time() - t0,
-        c_interval=band,
-    )
+        while live := [j for j, job in enumerate(jobs) if job.pending]:
+            t1 = time.time()
+            doses = [jobs[j].pending for j in live]
+            guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
+            guess = None
+            if all(g is not None for g in guesses):  # drafts feed a whole batch ahead: only when every row has one
+                width = min(g.shape[1] for g in guesses if g is not None)
+                guess = torch.cat([g[:, :width] for g in guesses if g is not None])
+            ro = rollout_many(
+                lm, seqs, T, [jobs[j].vector for j in live], doses, stop_above=stop, draft=guess, base=base, check_finite=False
+            )
+            secs = time.time() - t1
+            rounds.append(Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs))
+            for b, j in enumerate(live):
+                job = jobs[j]
+                bad = ro.nonfinite(b)
+                if bad is not None:
+                    job.fail(f"{job.vector.label}: {bad}")
+                    continue
+                out = [ro.stats(k) for k in ro.layout.doses(b)]
+                for k, s in zip(ro.layout.doses(b), out, strict=True):
+                    job.tokens[s.c] = (ro.tokens[ro.rows(k)], ro.steps)
+                    job.stats[s.c] = s
+                    if callable(progress):
+                        progress(j, s, secs)
+                    elif progress:
+                        who = f"[{j}] {job.vector.label}: " if len(jobs) > 1 else ""
+                        print(
+                            f"  {who}eval {len(job.stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({secs:.1f} s)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                job.tell([s.p95 for s in out])
+    results = tuple(job.result(lm, prompts, T, target, t0) for job in jobs)
+    return JointCalibration(results, tuple(rounds), time.time() - t0)
+
+
+def _c_max(vector: Vector, c_max: float | None) -> float:
+    return c_max if c_max is not None else max(1e3, 100.0 * vector.resid_norm)
+
+
+def _first_dose(vector: Vector, start: float | None, c_max: float | None) -> float:
+    top = _c_max(vector, c_max)
+    if start is not None:
+        if not (math.isfinite(start) and 0 < start < top):
+            raise ValueError(f"start must be a coefficient in (0, c_max = {top:g}), got {start!r}")
+        return start
+    c0 = get_method(vector.method).initial_coeff(vector)
+    return min(max(c0, 1e-6), top / 10) if math.isfinite(c0) else 1.0  # a degenerate scale must not stop the solver
+
+
+class _Job:
+    """One vector's solver inside `calibrate_many`: its pending doses, evaluated stats and rollouts (for drafts)."""
+
+    def __init__(self, vector: Vector, c0: float, c_max: float):
+        self.vector, self.c0, self.c_max = vector, c0, c_max
+        self.stats: dict[float, KLStats] = {}
+        self.tokens: dict[float, tuple[torch.Tensor, int]] = {}  # c -> (steered tokens [n T], steps generated)
+        self.pending: list[float] = []
+        self.solve: Solve | None = None
+        self.error = ""
+        self.finished = math.nan  # time.time() when its solver ended
+
+    def start(self, **options) -> None:
+        self._rounds = solver(c0=self.c0, c_max=self.c_max, **options)
+        self.pending = next(self._rounds)
+
+    def tell(self, values: list[float]) -> None:
+        try:
+            self.pending = self._rounds.send(values)
+        except StopIteration as end:
+            self.solve, self.pending, self.finished = end.value, [], time.time()
+
+    def fail(self, error: str) -> None:
+        self._rounds.close()
+        self.error, self.pending, self.finished = error, [], time.time()
+
+    def result(self, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float) -> CalibrationResult:
+        if self.solve is None:  # failed: the dose nearest the target so far, if any
+            hist = tuple(self.stats.values())
+            best = min(hist, key=lambda h: abs(h.p95 - target), default=None)
+            sol = Solve(best.c if best else math.nan, best.p95 if best else math.nan, "non_finite", tuple((h.c, h.p95) for h in hist))
+        else:
+            sol = self.solve
+        history = tuple(self.stats[c] for c, _ in sol.history)
+        band = P95.crossing_interval([(h.c, h.per_prompt if h.complete else None) for h in history], target)
+        cal = Calibration(
+            coeff=sol.c,
+            target=target,
+            statistic=P95.name,
+            window=T,
+            prompt_hash=prompt_hash(prompts),
+            converged=sol.converged,
+            status=sol.status,
+            p95=sol.value,
+            evaluations=len(sol.history),
+            n_prompts=len(prompts),
+            c_lo=band.lo,
+            c_hi=band.hi,
+            interval=band.describe(),
+            dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+        )
+        return CalibrationResult(
+            vector=self.vector.calibrated(cal),
+            c_star=sol.c,
+            p95=sol.value,
+            converged=sol.converged,
+            status=sol.status,
+            evaluations=len(sol.history),
+            history=history,
+            seconds=self.finished - t0,  # from the start of the joint calibration to this vector's last round
+            c_interval=band,
+            error=self.error,
+        )

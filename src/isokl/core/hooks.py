@@ -2,12 +2,14 @@
 
 Steering edits the output of each selected transformer block (the residual stream) at
 every position, prompt and generated. `c` is a float or a per-row tensor [b], so one
-batch can hold several coefficients (and c = 0 rows that are exactly the base model).
+batch can hold several coefficients (and c = 0 rows that are exactly the base model);
+`steer_rows` puts several vectors (any methods, any layers) in one batch, a block of rows each.
 Hooks never edit in place and are always removed in a `finally`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -58,34 +60,62 @@ def steer(model: Model, vector: Vector | None, c: float | torch.Tensor):
 
     vector None or c == 0 (a float): exactly the base model, no hook at all.
     """
+    if vector is None or (isinstance(c, (int, float)) and c == 0):
+        yield model
+        return
+    with steer_rows(model, [(vector, slice(None))], c):
+        yield model
+
+
+@contextmanager
+def steer_rows(model: Model, parts: Sequence[tuple[Vector, slice]], c: float | torch.Tensor):
+    """Several vectors in one batch: `parts` = (vector, its rows), rows disjoint and in ascending order (slice(None):
+    every row). A row steers only at the layers of its own vector's; rows outside every part (e.g. base twins) pass
+    through untouched. c: float, or tensor [b] (one c per batch row). The one runtime behind `steer`."""
     handles = []
     try:
-        if vector is None or (isinstance(c, (int, float)) and c == 0):
-            yield model
-            return
-        method = get_method(vector.method)
         layer_list = blocks(model)
         width = model.config.get_text_config().hidden_size
-        if max(vector.layers) >= len(layer_list) or vector.directions.shape[1] != width:
-            vector.check_shape(type(model).__name__, len(layer_list), width)  # raises, naming both shapes
         p = next(model.parameters())
         # moved and cast once here, not per layer per step (a host-to-device copy each call would sync the GPU)
         c_rows = torch.as_tensor(c, dtype=p.dtype).to(p.device)
         c_rows = c_rows.view(-1, 1, 1) if c_rows.ndim == 1 else c_rows  # [b 1 1] or a scalar
-        tensors = {"direction": vector.directions, **vector.extra}
-        tensors = {k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()}
+        if len(parts) > 1 and c_rows.ndim != 3:
+            raise ValueError("several vectors in one batch need one coefficient per row (a tensor [b])")
+        per_layer: dict[int, list] = {}
+        for vector, rows in parts:
+            if max(vector.layers) >= len(layer_list) or vector.directions.shape[1] != width:
+                vector.check_shape(type(model).__name__, len(layer_list), width)  # raises, naming both shapes
+            tensors = {"direction": vector.directions, **vector.extra}
+            tensors = {k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()}
+            method = get_method(vector.method)
+            for i, layer in enumerate(vector.layers):
+                state = {k: t[i] for k, t in tensors.items()}
+                per_layer.setdefault(layer, []).append((rows, method, state, vector.config))
 
-        def hook_for(state: dict[str, torch.Tensor]):
+        def hook_for(edits: list):
             def hook(_mod, _args, output):
                 h, rest = _hidden(output)
                 if c_rows.ndim == 3 and c_rows.shape[0] != h.shape[0]:
                     raise ValueError(f"{c_rows.shape[0]} coefficients for a batch of {h.shape[0]} rows")
-                return _join(method.apply(h, state, c_rows.to(h.dtype), vector.config), rest)
+                c_h = c_rows.to(h.dtype)
+                if len(edits) == 1 and edits[0][0] == slice(None):
+                    _, method, state, config = edits[0]
+                    return _join(method.apply(h, state, c_h, config), rest)
+                pieces, at = [], 0
+                for rows, method, state, config in edits:
+                    if rows.start > at:
+                        pieces.append(h[at : rows.start])  # rows no vector steers here
+                    pieces.append(method.apply(h[rows], state, c_h[rows], config))
+                    at = rows.stop
+                pieces.append(h[at:])
+                return _join(torch.cat(pieces), rest)
 
             return hook
 
-        for i, layer in enumerate(vector.layers):
-            handles.append(layer_list[layer].register_forward_hook(hook_for({k: t[i] for k, t in tensors.items()})))
+        for layer, edits in per_layer.items():
+            edits.sort(key=lambda e: e[0].start or 0)
+            handles.append(layer_list[layer].register_forward_hook(hook_for(edits)))
         yield model
     finally:
         for hd in handles:
@@ -94,15 +124,46 @@ def steer(model: Model, vector: Vector | None, c: float | torch.Tensor):
 
 @dataclass(frozen=True)
 class Layout:
-    """Batch rows for k coefficients x n prompts: row k*n + i is prompt i at coefficient coeffs[k].
-    The one owner of that rule: rollouts, forks and metrics lay out and split their rows through it."""
+    """Batch rows for vector blocks x doses x prompts: flat dose k (the doses of vector block 0 first, then block 1's, ...)
+    holds rows k*n .. k*n + n - 1, row k*n + i being prompt i at coefficient coeffs[k]. `sizes` = doses per vector block
+    (default: one block of all doses). The one owner of that rule: rollouts, forks and metrics lay out and split their
+    rows through it."""
 
     coeffs: tuple[float, ...]
     n: int
+    sizes: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.sizes and (sum(self.sizes) != len(self.coeffs) or min(self.sizes) < 1):
+            raise ValueError(f"vector blocks of {self.sizes} doses do not add up to the {len(self.coeffs)} coefficients")
 
     @property
     def k(self) -> int:
         return len(self.coeffs)
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Doses per vector block."""
+        return self.sizes or (self.k,)
+
+    def doses(self, j: int) -> range:
+        """The flat dose indices of vector block j."""
+        start = sum(self.blocks[:j])
+        return range(start, start + self.blocks[j])
+
+    def block_of(self, k: int) -> int:
+        """The vector block that flat dose k belongs to."""
+        at = 0
+        for j, size in enumerate(self.blocks):
+            at += size
+            if k < at:
+                return j
+        raise IndexError(f"dose {k} outside the layout's {self.k} doses")
+
+    def block(self, j: int) -> slice:
+        """The rows of vector block j."""
+        d = self.doses(j)
+        return slice(d.start * self.n, d.stop * self.n)
 
     def c_per_row(self) -> torch.Tensor:
         """[k*n] float64: the coefficient of each row (for `steer`)."""

@@ -17,12 +17,14 @@ emits EOS is scored, later steps are masked out (`valid`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .hooks import Layout, steer
+from .hooks import Layout, steer, steer_rows
 from .models import LM, forward, left_pad, new_cache, pad_id
 from .statistic import P95
 from .vector import Vector
@@ -68,14 +70,14 @@ def _append_rows(cache, base: BasePrefill, repeat: int) -> None:
 class Rollout:
     """Per steered row r = k*n + i (dose k, prompt i); t = generated position 0..T-1."""
 
-    layout: Layout  # row k*n + i = prompt i at coefficient k
+    layout: Layout  # row k*n + i = prompt i at coefficient k (doses grouped in vector blocks)
     tokens: torch.Tensor  # [r t] greedy tokens of the steered rows
-    valid: torch.Tensor  # [r t] bool, False after the row emitted EOS
+    valid: torch.Tensor  # [r t] bool, False after the row emitted EOS (or its block stopped early)
     kl: torch.Tensor | None  # [r t] KL(steered || base) per token, nats (None without base twins)
     logp: torch.Tensor  # [r t] log p_steered(chosen token)
     logp_base: torch.Tensor | None  # [r t] log p_base(chosen token): base NLL of the steered rollout
     steps: int  # tokens actually generated (< T when every row ended, or `stop_above` decided all doses)
-    stopped: bool = False  # True: cut short by `stop_above`; the KL of later tokens is unknown
+    stopped: tuple[bool, ...] = ()  # per vector block: cut short by `stop_above`; the KL of its later tokens is unknown
 
     @property
     def coeffs(self) -> tuple[float, ...]:
@@ -97,7 +99,24 @@ class Rollout:
         if self.kl is None:
             raise ValueError("this rollout has no base twins (score_base=False or every dose 0): no KL to pool")
         sl = self.rows(k)
-        return kl_stats(self.kl[sl, :T], self.valid[sl, :T], self.coeffs[k], stopped=self.stopped)
+        stopped = bool(self.stopped) and self.stopped[self.layout.block_of(k)]
+        return kl_stats(self.kl[sl, :T], self.valid[sl, :T], self.coeffs[k], stopped=stopped)
+
+    def nonfinite(self, j: int = 0) -> str | None:
+        """Where vector block j's KL is not finite (the first such token), or None."""
+        if self.kl is None:
+            return None
+        sl = self.layout.block(j)
+        bad = ~torch.isfinite(self.kl[sl]) & self.valid[sl]
+        if not bad.any():
+            return None
+        i, t = (int(x) for x in bad.nonzero()[0])
+        row = sl.start + i
+        return (
+            f"KL is {self.kl[row, t].item()} at prompt {row % self.layout.n}, token {t}, c = {self.coeffs[row // self.layout.n]:g}: "
+            "the steered model puts mass where the base model has none (or the model produced NaN); lower the dose or "
+            "check the model dtype"
+        )
 
 
 def check_length(lm: LM, seqs: list[list[int]], T: int) -> None:
@@ -184,12 +203,41 @@ def rollout(
     base: the base twins' prompt prefill (`prefill_base` of the same seqs), reused across calls;
     without it the rollout builds one (n rows, shared by all k doses).
     """
-    return _decode(lm, seqs, T, vector, tuple(coeffs), score_base=score_base, stop_above=stop_above, draft=draft, base=base)[0]
+    vectors = (vector,) if vector is not None else ()
+    layout = Layout(tuple(coeffs), len(seqs))
+    return _decode(lm, seqs, T, vectors, layout, score_base=score_base, stop_above=stop_above, draft=draft, base=base)[0]
+
+
+def rollout_many(
+    lm: LM,
+    seqs: list[list[int]],
+    T: int,
+    vectors: Sequence[Vector],
+    coeffs: Sequence[Sequence[float]],
+    *,
+    stop_above: float | None = None,
+    draft: torch.Tensor | None = None,
+    base: BasePrefill | None = None,
+    check_finite: bool = True,
+) -> Rollout:
+    """`rollout` of several vectors in one batch: vector j at its doses coeffs[j] (any methods, any layers), each
+    steered row with its base twin. Row layout: `Layout` with one block per vector. With stop_above, each vector's
+    block stops on its own (its later tokens unscored, as in its own rollout; the batch runs until every block has
+    stopped or ended). check_finite=False leaves a non-finite KL for the caller (`Rollout.nonfinite(j)`), so one
+    vector's failure does not discard the others' rows."""
+    if len(vectors) != len(coeffs) or not vectors:
+        raise ValueError(f"one tuple of doses per vector: got {len(vectors)} vectors and {len(coeffs)} dose tuples")
+    layout = Layout(tuple(float(c) for cs in coeffs for c in cs), len(seqs), tuple(len(cs) for cs in coeffs))
+    ro, _ = _decode(
+        lm, seqs, T, tuple(vectors), layout, score_base=True, stop_above=stop_above, draft=draft, base=base, check_finite=check_finite
+    )
+    return ro
 
 
 def fork_rollout(lm: LM, seqs: list[list[int]], T: int, vector: Vector | None, coeffs: tuple[float, ...]) -> Forks:
     """A steered greedy rollout (no base twins) kept open for branching off it (`Forks`)."""
-    ro, (cache, mask, width) = _decode(lm, seqs, T, vector, tuple(coeffs), score_base=False)  # forks score no base
+    vectors = (vector,) if vector is not None else ()
+    ro, (cache, mask, width) = _decode(lm, seqs, T, vectors, Layout(tuple(coeffs), len(seqs)), score_base=False)  # no base
     return Forks(lm, vector, ro, cache, mask, width)
 
 
@@ -228,26 +276,30 @@ def _decode(
     lm: LM,
     seqs: list[list[int]],
     T: int,
-    vector: Vector | None,
-    coeffs: tuple[float, ...],
+    vectors: tuple[Vector, ...],
+    layout: Layout,
     *,
     score_base: bool,
     stop_above: float | None = None,
     draft: torch.Tensor | None = None,
     base: BasePrefill | None = None,
+    check_finite: bool = True,
 ):
-    """`rollout`'s loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`. The options are
-    keyword-only: score_base adds the base twins (KL, base NLL), stop_above the early stop of an overshooting dose,
-    draft the tokens of a nearby dose fed ahead, base a prefill of the twins' prompts to reuse."""
+    """`rollout`'s loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`. vectors: none (the
+    base model), one (steering every row), or one per block of `layout`. The options are keyword-only: score_base adds
+    the base twins (KL, base NLL), stop_above the early stop of an overshooting block, draft the tokens of a nearby dose
+    fed ahead, base a prefill of the twins' prompts to reuse, check_finite raises NonFiniteKL on a non-finite KL."""
     check_length(lm, seqs, T)
-    if vector is not None:
-        vector.check_fits(lm.id, lm.n_layers, lm.d_model)
-    layout = Layout(coeffs, len(seqs))
+    for v in vectors:
+        v.check_fits(lm.id, lm.n_layers, lm.d_model)
+    if len(vectors) > 1 and len(vectors) != len(layout.blocks):
+        raise ValueError(f"{len(vectors)} vectors for a layout of {len(layout.blocks)} blocks")
     n, k = layout.n, layout.k
-    twins = score_base and vector is not None and any(c != 0 for c in coeffs)
+    twins = score_base and bool(vectors) and any(c != 0 for c in layout.coeffs)
     row_c = layout.c_per_row()  # [k*n]
     r = len(row_c)
     c_all = torch.cat([row_c, torch.zeros(r, dtype=torch.float64)]) if twins else row_c  # twins: c = 0
+    parts = _parts(vectors, layout, torch.arange(r))
     ids, mask, pos = left_pad(layout.repeat(seqs) * (2 if twins else 1), pad_id(lm), lm.device)
     eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
     tokens = torch.zeros((r, T), dtype=torch.long, device=lm.device)
@@ -255,15 +307,16 @@ def _decode(
     kl = torch.zeros((r, T), dtype=torch.float32, device=lm.device)  # filled with twins only
     logp = torch.zeros((r, T), dtype=torch.float32, device=lm.device)
     logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device)  # filled with twins only
-    done = torch.zeros(r, dtype=torch.bool, device=lm.device)
-    need = P95.must_exceed(n * T) if stop_above is not None else None
+    done = torch.zeros(r, dtype=torch.bool, device=lm.device)  # ended (EOS) or its block stopped: not scored later
+    need = P95.must_exceed(n * T) if stop_above is not None and twins else None
+    stopped = [False] * len(layout.blocks)
     steps = T
     cache = new_cache(lm.model)
     width = ids.shape[1]
     n_draft = draft_length(lm, draft, r, width, T) if draft is not None else 0
     if twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
         base = prefill_base(lm, seqs)
-    with steer(lm.model, vector, c_all[:r]):  # the prompts of the steered rows
+    with steer_rows(lm.model, parts, c_all[:r]):  # the prompts of the steered rows
         logits = forward(lm.model, ids[:r], mask[:r], pos[:r], cache, keep=1)[:, -1]
     if twins:  # base twins start from the shared base prefill
         assert base is not None  # built just above
@@ -272,24 +325,40 @@ def _decode(
     d = draft[:, :n_draft].to(lm.device) if draft is not None else tokens[:, :0]  # [r n_draft]
     p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
     fed, buf, chunk = 0, None, 4  # generated tokens in the cache; logits of positions ahead from a drafted pass
-    with steer(lm.model, vector, c_all):
+    # Several vectors: rows that have ended (EOS, or their block stopped early) leave the batch, so a batch costs what
+    # its live rows cost. `act` = the steered rows still in the batch, ascending; their twins follow in the same order.
+    shrink = len(vectors) > 1
+    act = torch.arange(r, device=lm.device)
+    with ExitStack() as steering:
+        steering.enter_context(steer_rows(lm.model, parts, c_all))
         for t in range(T):
-            nxt, logp[:, t], kl_t, logq_t = score_step(logits, r, twins)  # greedy = argmax
-            tokens[:, t] = nxt
+            nxt, lp, kl_t, logq_t = score_step(logits, len(act), twins)  # greedy = argmax
+            tokens[act, t], logp[act, t] = nxt, lp
             valid[:, t] = ~done
             if kl_t is not None and logq_t is not None:  # with twins
-                kl[:, t], logp_b[:, t] = kl_t, logq_t
-            done = done | torch.isin(nxt, eos)
-            decided = False
-            if need is not None and stop_above is not None and twins:
+                kl[act, t], logp_b[act, t] = kl_t, logq_t
+            done[act] = done[act] | torch.isin(nxt, eos)
+            if need is not None and stop_above is not None:
                 big = layout.split((kl[:, : t + 1] >= stop_above) & valid[:, : t + 1]).reshape(k, -1).sum(-1)  # [k]
-                decided = bool((big >= need).all())
-            if t == T - 1 or bool(done.all()) or decided:
+                for j in range(len(stopped)):
+                    if not stopped[j] and bool((big[layout.doses(j).start : layout.doses(j).stop] >= need).all()):
+                        stopped[j] = True  # this block's doses all overshoot: its later tokens are not scored
+                        done[layout.block(j)] = True
+            if t == T - 1 or bool(done.all()):
                 valid[:, t + 1 :] = False
                 steps = t + 1
                 break
+            if shrink and bool(done[act].any()):
+                keep = (~done[act]).nonzero()[:, 0]  # positions in the batch of the steered rows that stay
+                sel = torch.cat([keep, keep + len(act)]) if twins else keep
+                act, nxt = act[keep], nxt[keep]
+                cache.batch_select_indices(sel)
+                mask, p0, buf = mask[sel], p0[sel], (buf[sel] if buf is not None else None)
+                steering.close()
+                c_act = torch.cat([row_c[act.cpu()], torch.zeros(len(act), dtype=torch.float64)]) if twins else row_c[act.cpu()]
+                steering.enter_context(steer_rows(lm.model, _parts(vectors, layout, act), c_act))
             # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
-            hit = n_draft > t and bool((nxt == d[:, t])[valid[:, t]].all())
+            hit = n_draft > t and bool((nxt == d[act, t])[valid[act, t]].all())
             if buf is not None:  # the cache already holds draft[t], fed ahead, and buf the logits after it
                 if hit:
                     logits, buf = buf[:, 0], (buf[:, 1:] if buf.shape[1] > 1 else None)
@@ -298,9 +367,9 @@ def _decode(
                 mask, fed, buf = mask[:, : width + t], t, None
             if not hit:
                 n_draft = 0  # the draft left the greedy path: decode step by step from here on
-            size = min(chunk, n_draft - t, max(2, 2**28 // (len(c_all) * logits.shape[-1])))
+            size = min(chunk, n_draft - t, max(2, 2**28 // ((2 if twins else 1) * len(act) * logits.shape[-1])))
             if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
-                step_ids = torch.cat([nxt[:, None], d[:, t + 1 : t + size]], dim=-1)
+                step_ids = torch.cat([nxt[:, None], d[act, t + 1 : t + size]], dim=-1)
                 chunk *= 2
             else:
                 step_ids = nxt[:, None]
@@ -313,16 +382,28 @@ def _decode(
         if fed > steps - 1:  # drafted tokens fed beyond the last step: the cache holds tokens 0..steps-2
             cache.crop(-(fed - (steps - 1)))
             mask = mask[:, : width + steps - 1]
-    if twins:
-        bad = ~torch.isfinite(kl) & valid
-        if bad.any():
-            i, t = (int(x) for x in bad.nonzero()[0])
-            raise NonFiniteKL(
-                f"KL is {kl[i, t].item()} at prompt {i % n}, token {t}, c = {float(row_c[i]):g}: the steered model puts mass "
-                "where the base model has none (or the model produced NaN); lower the dose or check the model dtype"
-            )
-    ro = Rollout(layout, tokens, valid, kl if twins else None, logp, logp_b if twins else None, steps, decided)
+    ro = Rollout(layout, tokens, valid, kl if twins else None, logp, logp_b if twins else None, steps, tuple(stopped))
+    if twins and check_finite:
+        for j in range(len(layout.blocks)):
+            msg = ro.nonfinite(j)
+            if msg is not None:
+                raise NonFiniteKL(f"{vectors[j].label}: {msg}" if len(vectors) > 1 else msg)
     return ro, (cache, mask, width)
+
+
+def _parts(vectors: tuple[Vector, ...], layout: Layout, act: torch.Tensor) -> list[tuple[Vector, slice]]:
+    """Which batch rows each vector steers, the batch holding the steered rows `act` (ascending) first: one vector steers
+    every row (its base twins at c = 0), several a block of rows each (twins untouched)."""
+    if len(vectors) <= 1:
+        return [(vectors[0], slice(None))] if vectors else []
+    parts, at = [], 0
+    for j, v in enumerate(vectors):
+        sl = layout.block(j)
+        m = int(((act >= sl.start) & (act < sl.stop)).sum())
+        if m:
+            parts.append((v, slice(at, at + m)))
+        at += m
+    return parts
 
 
 def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int:

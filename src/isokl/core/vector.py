@@ -69,6 +69,13 @@ class Vector:
             raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
         return self.calibration.coeff
 
+    @property
+    def label(self) -> str:
+        """method and layers, e.g. "pca at layers 7-22" (how messages and grid tables name a vector)."""
+        ls = self.layers
+        span = f"{ls[0]}-{ls[-1]}" if len(ls) > 1 and list(ls) == list(range(ls[0], ls[-1] + 1)) else ",".join(map(str, ls))
+        return f"{self.method} at layer{'s' if len(ls) > 1 else ''} {span}"
+
     def calibrated(self, cal: Calibration) -> Vector:
         return dataclasses.replace(self, calibration=cal)
 
