@@ -64,7 +64,9 @@ def solve(
     to bracket early (wide steps) and to land inside the tolerance late (tight steps).
     """
     F = f if batched else (lambda cs: [f(c) for c in cs])
-    rounds = solver(target=target, tol=tol, c0=c0, c_max=c_max, c_min=c_min, max_evals=max_evals, slope0=slope0, per_round=per_round)
+    rounds = solver(
+        target=target, tol=tol, c0=c0, c_max=c_max, c_min=c_min, max_evals=max_evals, slope0=slope0, per_round=per_round
+    )
     try:
         cs = next(rounds)
         while True:
@@ -403,7 +405,9 @@ class _Job:
         if self.solve is None:  # failed: the dose nearest the target so far, if any
             hist = tuple(self.stats.values())
             best = min(hist, key=lambda h: abs(h.p95 - target), default=None)
-            sol = Solve(best.c if best else math.nan, best.p95 if best else math.nan, "non_finite", tuple((h.c, h.p95) for h in hist))
+            sol = Solve(
+                best.c if best else math.nan, best.p95 if best else math.nan, "non_finite", tuple((h.c, h.p95) for h in hist)
+            )
         else:
             sol = self.solve
         history = tuple(self.stats[c] for c, _ in sol.history)

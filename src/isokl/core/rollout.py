@@ -155,7 +155,7 @@ def score_step(logits: torch.Tensor, r: int, twins: bool):
     is O(chunk x V) and each chunk stays in cache.
 
     KL = sum p (x - y) - lse(x) + lse(y) for logits x (steered) and y (base). Where that is not finite
-    (a logit of -inf in both rows gives -inf - -inf; or NaN logits), the chunk is redone term by term with
+    (a logit of -inf in both rows gives -inf - -inf; or NaN logits), those rows are redone term by term with
     `kl_rows`, which counts p = 0 terms as 0 and keeps NaN as NaN.
     """
     step = chunk_rows(logits.shape[-1], logits.device)
@@ -171,8 +171,9 @@ def score_step(logits: torch.Tensor, r: int, twins: bool):
             y = logits[r + a : r + b].float()
             ly = torch.logsumexp(y, -1)
             k = torch.linalg.vecdot(torch.exp(x - lx[:, None]), x - y) - lx + ly
-            if not bool(torch.isfinite(k).all()):
-                k = kl_rows(x - lx[:, None], y - ly[:, None])
+            odd = ~torch.isfinite(k)
+            if bool(odd.any()):  # only those rows: the others keep their formula (and rounding) whatever shares the chunk
+                k[odd] = kl_rows(x[odd] - lx[odd, None], y[odd] - ly[odd, None])
             kl[a:b], logq[a:b] = k, y.gather(-1, n[:, None])[:, 0] - ly
     return nxt, logp, (kl if twins else None), (logq if twins else None)
 
@@ -229,7 +230,16 @@ def rollout_many(
         raise ValueError(f"one tuple of doses per vector: got {len(vectors)} vectors and {len(coeffs)} dose tuples")
     layout = Layout(tuple(float(c) for cs in coeffs for c in cs), len(seqs), tuple(len(cs) for cs in coeffs))
     ro, _ = _decode(
-        lm, seqs, T, tuple(vectors), layout, score_base=True, stop_above=stop_above, draft=draft, base=base, check_finite=check_finite
+        lm,
+        seqs,
+        T,
+        tuple(vectors),
+        layout,
+        score_base=True,
+        stop_above=stop_above,
+        draft=draft,
+        base=base,
+        check_finite=check_finite,
     )
     return ro
 
