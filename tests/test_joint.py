@@ -152,3 +152,61 @@ def test_layout_blocks_and_bad_input(llama_lm):
         calibrate_many(llama_lm, [vec, vec], cal, start=[1.0])
     with pytest.raises(ValueError, match="one tuple of doses per vector"):
         rollout_many(llama_lm, [[1, 2]], 4, [vec], [(1.0,), (2.0,)])
+
+
+# ---- the CLI grid --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models") / "tiny-grid"
+    tiny_model("llama", dtype=torch.float32, seed=3, layers=6).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
+def test_calibrate_a_grid_writes_a_vector_each_and_a_table(model_dir, tmp_path, capsys, monkeypatch):
+    import csv
+
+    from isokl import cli
+    from isokl.core.vector import Vector
+
+    monkeypatch.chdir(tmp_path)
+    args = ["calibrate", "--model", str(model_dir), "--method", "mean_diff,directional_ablation", "--layers", "1-2/3"]
+    code = cli.main([*args, "--window", "6", "--n-prompts", "4"])
+    out = capsys.readouterr().out
+    assert code in (0, 2)
+    rows = list(csv.DictReader((tmp_path / "grid" / "grid.csv").read_text().splitlines()))
+    assert [(r["method"], r["layers"]) for r in rows] == [
+        ("mean_diff", "1..2"),
+        ("mean_diff", "3"),
+        ("directional_ablation", "1..2"),
+        ("directional_ablation", "3"),
+    ]
+    for r in rows:
+        v = Vector.load(tmp_path / "grid" / r["file"])
+        assert v.method == r["method"] and v.calibration.n_prompts == 4 and v.calibration.window == 6
+        assert float(r["c_star"]) == pytest.approx(v.coeff, rel=1e-5)  # printed with 6 significant digits
+        assert r["status"] == v.calibration.status and int(r["evaluations"]) == v.calibration.evaluations
+        assert f"| {r['method']} | {r['layers']} | {r['c_star']} |" in out
+    assert (code == 0) == all(r["status"] == "converged" for r in rows)
+    assert (tmp_path / "grid" / "grid.md").read_text().count("\n| ") == 2 + len(rows)  # header, rule, one line per vector
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--method", "pca,pca"], ("--method/--layers", "repeats")),
+        (["--method", "pca,mean_diff", "--out", "g.safetensors"], ("--out", "folder")),
+        (["--method", "pca", "--layers", "1-2/x"], ("--layers", "'x'")),
+        (["--method", "pca,mean_diff", "--vector", "v.safetensors"], ("--method", "vector file")),
+    ],
+)
+def test_bad_grid_flags_fail_in_one_line_before_a_model_loads(extra, words, tmp_path, capsys, no_load, monkeypatch):
+    from isokl import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["calibrate", *extra]) == 1
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+    assert not (tmp_path / "grid").exists()

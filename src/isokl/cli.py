@@ -90,15 +90,19 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
 
     shape = model_shape(cfg.model) if cfg.layers else None
     if shape:  # the depth is known before the weights load
-        layers("--layers", cfg.layers, shape[0], cfg.model)
+        for spec in cfg.layer_sets():
+            if spec:
+                layers("--layers", spec, shape[0], cfg.model)
     concept = cfg.load_concept()
     cal = cfg.calibration_prompts()
     t0 = time.time()
     lm = load(cfg.model, device=cfg.device, dtype=cfg.torch_dtype())
-    picked = layers("--layers", cfg.layers, lm.n_layers, lm.id) if cfg.layers else None
     concept.check_for(lm, cfg.window)
     if cfg.prompts:
         check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
+    if len(cfg.grid()) > 1:
+        return calibrate_grid(cfg, lm, cal, t0, threads)
+    picked = layers("--layers", cfg.layers, lm.n_layers, lm.id) if cfg.layers else None
     vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
     source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
     print(
@@ -125,13 +129,95 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
     print(f"saved {path}")
     if not res.converged:
-        why = {
-            "unreachable": "even the largest coefficient tried stays below the target: this method cannot move the model that far",
-            "not_converged": "p95 jumps across the target (a greedy token flips) or the solver ran out of evaluations",
-        }[res.status]
-        print(f"[isokl] NOT CONVERGED: {why}; the saved vector records status {res.status!r}", file=sys.stderr)
+        print(f"[isokl] NOT CONVERGED: {WHY[res.status]}; the saved vector records status {res.status!r}", file=sys.stderr)
         return 2
     return 0
+
+
+WHY = {
+    "unreachable": "even the largest coefficient tried stays below the target: this method cannot move the model that far",
+    "not_converged": "p95 jumps across the target (a greedy token flips) or the solver ran out of evaluations",
+    "non_finite": "the KL is not finite (NaN or inf logits)",
+}
+
+GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
+
+
+def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> int:
+    """Every (method, layer set) of the grid calibrated jointly (`calibrate_many`): one vector file each in the --out
+    folder, and the comparison as grid.md and grid.csv there."""
+    import csv
+
+    from .core.activations import extract
+    from .core.calibrate import calibrate_many
+    from .study.config import layers
+
+    concept = cfg.load_concept()
+    pairs = concept.pairs(cfg.seed)
+    vecs = [
+        extract(lm, pairs, method, layers=layers("--layers", spec, lm.n_layers, lm.id) if spec else None)
+        for method, spec in cfg.grid()
+    ]
+    print(
+        f"[isokl] calibrating {len(vecs)} vectors jointly on {cfg.model} ({', '.join(v.label for v in vecs)}), "
+        f"T = {cfg.window}, pairs of {concept.name} seed {cfg.seed}, {len(cal)} calibration prompts",
+        file=sys.stderr,
+    )
+    joint = calibrate_many(
+        lm, vecs, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round, start=cfg.start or None
+    )
+    out = cfg.out_dir()
+    rows = []
+    for res in joint.results:
+        v = res.vector
+        name = f"{v.method}_L{_span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
+        res.vector.save(out / name)
+        band = res.c_interval
+        rows.append(
+            {
+                "method": v.method,
+                "layers": _span(v.layers),
+                "c_star": f"{res.c_star:.6g}",
+                "c_lo": f"{band.lo:.4g}",
+                "c_hi": f"{band.hi:.4g}",
+                "p95": f"{res.p95:.4f}",
+                "status": res.status,
+                "evaluations": res.evaluations,
+                "file": name,
+            }
+        )
+    md = [
+        f"# Calibrated grid: {cfg.model}, concept {concept.name} seed {cfg.seed}, T = {cfg.window}, {len(cal)} prompts",
+        "",
+        f"Target p95 = {cfg.target} +- {cfg.tol} nats; c* with its 95% interval from the calibration prompts "
+        "(docs/calibration.md). Calibrated jointly: one batch per solver round.",
+        "",
+        "| method | layers | c* | interval | p95 | status | evaluations | file |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: | --- |",
+        *(
+            f"| {r['method']} | {r['layers']} | {r['c_star']} | [{r['c_lo']}, {r['c_hi']}] | {r['p95']} | {r['status']} | "
+            f"{r['evaluations']} | {r['file']} |"
+            for r in rows
+        ),
+    ]
+    (out / "grid.md.part").write_text("\n".join(md) + "\n")
+    with open(out / "grid.csv.part", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=GRID_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    for name in ("grid.md", "grid.csv"):
+        (out / f"{name}.part").replace(out / name)
+    print("\n".join(md[4:]))
+    rows_run = sum(r.rows for r in joint.rounds)
+    print(
+        f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()}); "
+        f"{len(joint.rounds)} batched rounds, {rows_run} rows in all"
+    )
+    print(f"saved {len(rows)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
+    failed = [r for r in joint.results if not r.converged]
+    for r in failed:
+        print(f"[isokl] NOT CONVERGED: {r.vector.label}: {r.error or WHY[r.status]}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _span(layers: tuple[int, ...]) -> str:

@@ -149,7 +149,10 @@ class CalibrateConfig:
     from a file (--vector)."""
 
     model: str = field(default="smollm2-135m", metadata={"help": "bundled id, local folder or Hugging Face id"})
-    method: str = field(default="mean_diff", metadata={"help": "steering method (see `isokl methods`)"})
+    method: str = field(
+        default="mean_diff",
+        metadata={"help": "steering method (see `isokl methods`); several, comma-separated, calibrate a grid jointly"},
+    )
     window: int = field(default=20, metadata={"help": "T, generated tokens per calibration rollout"})
     seed: int = field(default=0, metadata={"help": "draws the 4 contrast pairs and the calibration prompts"})
     n_prompts: int = field(
@@ -157,7 +160,12 @@ class CalibrateConfig:
     )
     target: float = field(default=TARGET, metadata={"help": "p95 per-token KL target, nats"})
     tol: float = field(default=TOL, metadata={"help": "converged when |p95 - target| <= tol"})
-    out: str = field(default="vector.safetensors", metadata={"help": "where to save the calibrated vector"})
+    out: str = field(
+        default="vector.safetensors",
+        metadata={
+            "help": "where to save the calibrated vector; a grid (several methods or layer sets): a folder (default grid/)"
+        },
+    )
     vector: str = field(
         default="",
         metadata={
@@ -185,7 +193,10 @@ class CalibrateConfig:
     )
     layers: str = field(
         default="",
-        metadata={"help": "steered layers: 10-20 (inclusive), 10,12,14, or a band of depth 0.25-0.75 (default: 0.25-0.75)"},
+        metadata={
+            "help": "steered layers: 10-20 (inclusive), 10,12,14, or a band of depth 0.25-0.75 (default: 0.25-0.75); "
+            "several sets separated by / (e.g. 6-11/12-17/18-23) calibrate a grid jointly"
+        },
     )
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
@@ -225,6 +236,22 @@ class CalibrateConfig:
         pool = len(self.load_concept().calibration_pool)
         return min(self.n_prompts, pool) if self.n_prompts == default and pool >= 2 else self.n_prompts
 
+    def methods(self) -> list[str]:
+        return split(self.method)
+
+    def layer_sets(self) -> list[str]:
+        """--layers split into its sets ('' = the default band)."""
+        return [x.strip() for x in self.layers.replace(";", "/").split("/")] if self.layers else [""]
+
+    def grid(self) -> list[tuple[str, str]]:
+        """(method, layer spec) of every vector to calibrate, methods outer."""
+        return [(m, spec) for m in self.methods() for spec in self.layer_sets()]
+
+    def out_dir(self) -> Path:
+        """A grid's folder: --out, or grid/ where --out is left at its default file name."""
+        default = type(self).__dataclass_fields__["out"].default
+        return Path("grid" if self.out == default else self.out).expanduser()
+
     def torch_dtype(self):
         import torch
 
@@ -234,17 +261,22 @@ class CalibrateConfig:
     def check(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"--dtype: {self.dtype!r}; valid: auto, float32, bfloat16")
-        check_methods("--method", [self.method])
+        check_methods("--method", self.methods())
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
+        if len(set(self.grid())) != len(self.grid()):
+            raise ConfigError(f"--method/--layers: a grid point repeats ({self.method} x {self.layers})")
         if self.concept and self.pairs:
             raise ConfigError("--pairs: give either --concept DIR or --pairs FILE, not both")
         if self.vector and (self.concept or self.pairs):
             raise ConfigError("--vector: a vector file brings its own direction; drop --concept/--pairs (keep --prompts)")
+        if self.vector and len(self.methods()) > 1:
+            raise ConfigError("--method: a vector file brings its own method; give one vector file and no method list")
         if self.layers:
             if self.vector:
                 raise ConfigError("--layers: a vector file brings its own layers; drop --layers")
-            layers("--layers", self.layers)
+            for spec in self.layer_sets():
+                layers("--layers", spec)
         concept = self.load_concept()
         pool = len(concept.calibration_pool)
         if not self.prompts and not 2 <= self.n_calibration_prompts() <= pool:
@@ -257,7 +289,14 @@ class CalibrateConfig:
             raise ConfigError(f"--tol: {self.tol} must be smaller than --target {self.target}")
         if self.start < 0:
             raise ConfigError(f"--start: {self.start} is negative; give a coefficient > 0, or 0 to let isokl guess")
-        check_output_file("--out", self.out)
+        if len(self.grid()) > 1:
+            if self.out_dir().suffix == ".safetensors":
+                raise ConfigError(
+                    f"--out: a grid of {len(self.grid())} vectors is written to a folder; give --out DIR, not {self.out}"
+                )
+            check_output_dir("--out", str(self.out_dir()))
+        else:
+            check_output_file("--out", self.out)
         if self.vector:
             check_vector_file("--vector", self.vector)
         check_common("--model", [self.model], self.device, self.threads)
