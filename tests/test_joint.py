@@ -210,3 +210,37 @@ def test_bad_grid_flags_fail_in_one_line_before_a_model_loads(extra, words, tmp_
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert len(err) == 1 and all(w in err[0] for w in words), err
     assert not (tmp_path / "grid").exists()
+
+
+# ---- the sweep calibrates a (model, seed, window)'s methods and its control together --------------------------------
+
+
+def test_a_sweep_calibrates_a_seeds_methods_and_control_jointly(tmp_path):
+    import io
+
+    from isokl.study import records
+    from isokl.study.progress import Progress
+    from isokl.study.sweep import SweepConfig, cell_prompts, cell_vector, run_sweep
+
+    def loader(model_id, device="cpu"):
+        return from_module(tiny_model("llama", seed=7), byte_tokenizer(), id=model_id)
+
+    cfg = SweepConfig(
+        models="tiny-a", methods="mean_diff,directional_ablation", control="random_direction", seeds="0", windows="6"
+    )
+    cfg = dataclasses.replace(cfg, n_heldout="3", horizon=10, out=str(tmp_path / "s"))
+    phases: list[str] = []
+
+    class Spy(Progress):
+        def phase(self, cell, label):
+            phases.append(label)
+
+    run_sweep(cfg, loader=loader, progress=Spy(3, 0, stream=io.StringIO()))
+    assert any(p.startswith("calibrating 3 methods jointly") for p in phases)
+    assert not any(p == "calibrating" for p in phases)  # no cell calibrated alone
+    got = {r["method"]: r for r in records.load(tmp_path / "s")["calibration"]}
+    lm = loader("tiny-a")
+    methods = ["mean_diff", "directional_ablation", "random_direction"]
+    joint = calibrate_many(lm, [cell_vector(lm, m, 0, cfg) for m in methods], cell_prompts(cfg, 0), T=6, progress=False)
+    for m, res in zip(methods, joint.results, strict=True):
+        assert float(got[m]["c_star"]) == res.c_star and int(got[m]["evaluations"]) == res.evaluations

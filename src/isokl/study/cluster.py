@@ -6,7 +6,8 @@ The driver (this process) does what the serial sweep does before and after the c
 serial run. The cells run in `Worker` actors, one per `--cpus-per-cell` (and
 `--gpus-per-cell`) slot of the cluster. A worker keeps one model loaded and is given
 that model's cells while any are left (a model loads once per worker, not once per
-cell); each model's base cell is one task. A worker writes each finished cell itself,
+cell), and the rest of its last cell's calibration group (a worker calibrates a group's methods
+jointly, `sweep.CellRunner`); each model's base cell is one task. A worker writes each finished cell itself,
 atomically (`records.write_cell`), into the output folder, which must be on a filesystem
 every node shares.
 
@@ -145,6 +146,8 @@ def _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_
     pool = [actor.remote(spec, expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
     queue = deque(cells)
     loaded: dict[int, str] = {}
+    held: dict[int, tuple] = {}  # worker -> the (model, seed, window) group of its last cell
+    group = lambda c: (c[0], c[2], c[3])
     running: dict = {}
     failed: dict[str, str] = {}
     t0, finished = time.time(), 0
@@ -152,11 +155,15 @@ def _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_
     def give(i: int) -> None:
         if not queue:
             return
-        pick = next((c for c in queue if c[0] == loaded.get(i)), None)  # keep the worker's model while it has cells
-        if pick is None:
-            pick = next((c for c in queue if c[0] not in loaded.values()), queue[0])  # else an unloaded model first
+        # the rest of the worker's calibration group first (calibrated jointly there, `CellRunner`), then a group no
+        # other worker holds on the worker's model, then an unloaded model, then anything
+        others = {held[j] for j in held if j != i}
+        pick = next((c for c in queue if c[1] != BASE and group(c) == held.get(i)), None)
+        pick = pick or next((c for c in queue if c[0] == loaded.get(i) and group(c) not in others), None)
+        pick = pick or next((c for c in queue if c[0] == loaded.get(i)), None)
+        pick = pick or next((c for c in queue if c[0] not in loaded.values()), queue[0])
         queue.remove(pick)
-        loaded[i] = pick[0]
+        loaded[i], held[i] = pick[0], group(pick)
         running[pool[i].run.remote(pick)] = (i, pick)
 
     for i in range(n):

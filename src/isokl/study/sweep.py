@@ -4,7 +4,9 @@ Each cell (model, method, seed, window) extracts a vector from the seed's 4 cont
 pairs, calibrates it on the seed's 4 calibration prompts, then measures on the fixed
 held-out sets at alpha = 1 and 2 (c = alpha x c*): per-token KL trajectories (50 tokens), base
 NLL of the steered rollouts, branch_pmass at forks, target-axis logits. Dose 0 (the
-base model) depends only on the model and is computed once per model.
+base model) depends only on the model and is computed once per model. The serial sweep
+calibrates the methods (and the control) of one (model, seed, window) together, one batch
+per solver round (`CellRunner`); each cell still writes only its own rows.
 
 Files: every cell writes its rows into OUT/cells/<cell>/ through a temporary folder that
 is renamed when the cell is complete, so a killed sweep loses at most the running cell
@@ -26,10 +28,11 @@ import time
 from pathlib import Path
 
 from ..core.activations import extract
-from ..core.calibrate import calibrate_iso_kl
+from ..core.calibrate import CalibrationResult, calibrate_iso_kl, calibrate_many
 from ..core.concept import Concept
 from ..core.methods import get_method
 from ..core.models import LM, load
+from ..core.rollout import NonFiniteKL
 from .config import SweepConfig
 from .measures import MEASURES, HeldOut
 from .metrics import FORKS, SUFFIX
@@ -120,7 +123,19 @@ def cell_vector(lm: LM, method: str, seed: int, cfg: SweepConfig):
     return extract(lm, cfg.load_concept().pairs(seed), method, **seeded)
 
 
-def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConfig, version: str, phase=lambda s: None):
+def run_cell(
+    lm: LM,
+    vector,
+    method: str,
+    seed: int,
+    window: int,
+    cfg: SweepConfig,
+    version: str,
+    phase=lambda s: None,
+    calibrated: tuple[CalibrationResult, float] | None = None,
+):
+    """A cell's rows: calibrate `vector` (or take `calibrated` = its result from a joint calibration and this cell's
+    share of that calibration's seconds), then every measure at the cell's doses."""
     t0 = time.time()
     concept = cfg.load_concept()
     prov = {
@@ -132,7 +147,6 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
         "code_version": version,
         "time": _now(),
     }
-    phase("calibrating")
 
     def on_eval(s, secs):
         phase(
@@ -142,8 +156,14 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
         evals.append(s)
 
     evals: list = []
-    cal = concept.calibration(seed, cfg.calibration_n())
-    res = calibrate_iso_kl(lm, vector, cal, T=window, target=TARGET, tol=TOL, progress=on_eval)
+    if calibrated is None:
+        phase("calibrating")
+        res, shared = (
+            calibrate_iso_kl(lm, vector, cell_prompts(cfg, seed), T=window, target=TARGET, tol=TOL, progress=on_eval),
+            0.0,
+        )
+    else:
+        res, shared = calibrated
     alphas = cfg.alpha_values(window)
     rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
@@ -176,10 +196,15 @@ def run_cell(lm: LM, vector, method: str, seed: int, window: int, cfg: SweepConf
             "holdout_p95": holdout,
             **holdout_columns(at_1x),
             "evaluations": res.evaluations,
-            "seconds": round(time.time() - t0, 1),
+            "seconds": round(time.time() - t0 + shared, 1),
         }
     ]
     return rows
+
+
+def cell_prompts(cfg: SweepConfig, seed: int) -> list:
+    """A cell's calibration prompts: the seed's draw from the concept (the same for every method of that seed)."""
+    return cfg.load_concept().calibration(seed, cfg.calibration_n())
 
 
 def run_base(lm: LM, cfg: SweepConfig, version: str, phase=lambda s: None) -> dict[str, list[dict]]:
@@ -270,30 +295,67 @@ def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple],
 
 class CellRunner:
     """Runs cells of one sweep, the serial loop's and each Ray worker's alike: keeps one model loaded (checking the
-    concept against it when it loads) and each (method, seed)'s fitted vector, and returns a cell's rows."""
+    concept against it when it loads) and each (method, seed)'s fitted vector, and returns a cell's rows.
+
+    The methods of one (model, seed, window) of the grid (the control included) are calibrated jointly
+    (`calibrate_many`, one batch per solver round) when the first of their cells runs here; each cell then takes its
+    own result and writes its rows as before, so cells stay atomic and resumable. The group is always the grid's
+    whole group, finished cells included, so a cell's result does not depend on which cells a resumed run or a Ray
+    worker still had to do (the finished cells' results are recomputed and dropped)."""
 
     def __init__(self, cfg: SweepConfig, version: str, loader=load):
         self.cfg, self.version, self.loader = cfg, version, loader
         self.lm: LM | None = None
         self.vectors: dict[tuple[str, int], object] = {}
+        self.groups: dict[tuple, list[str]] = {}  # (model, seed, window) -> the methods calibrated together
+        for model_id, method, seed, window in cfg.grid():
+            self.groups.setdefault((model_id, seed, window), []).append(method)
+        self.joint: dict[tuple, tuple[CalibrationResult, float]] = {}  # cell -> (its result, its share of the seconds)
 
     def model(self, model_id: str) -> LM:
         if self.lm is None or self.lm.id != model_id:
-            self.lm, self.vectors = None, {}  # one model in memory at a time
+            self.lm, self.vectors, self.joint = None, {}, {}  # one model in memory at a time
             lm = self.loader(model_id, device=self.cfg.device)
             self.cfg.load_concept().check_for(lm, self.cfg.horizon, self.cfg.n_sets())
             self.lm = lm
         return self.lm
+
+    def vector(self, lm: LM, method: str, seed: int, phase=lambda s: None):
+        if (method, seed) not in self.vectors:
+            phase("extracting the vector")
+            self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.cfg)
+        return self.vectors[(method, seed)]
 
     def run(self, model_id: str, method: str, seed, window, phase=lambda s: None) -> dict[str, list[dict]]:
         """The rows of cell (model, method, seed, window); method BASE: the model's base cell."""
         lm = self.model(model_id)
         if method == BASE:
             return run_base(lm, self.cfg, self.version, phase)
-        if (method, seed) not in self.vectors:
-            phase("extracting the vector")
-            self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.cfg)
-        return run_cell(lm, self.vectors[(method, seed)], method, seed, window, self.cfg, self.version, phase)
+        key = (model_id, method, seed, window)
+        group = self.groups.get((model_id, seed, window), [])
+        if len(group) > 1 and method in group and key not in self.joint:
+            self.calibrate_jointly(lm, model_id, group, seed, window, phase)
+        calibrated = self.joint.pop(key, None)
+        if calibrated is not None and calibrated[0].status == "non_finite":
+            raise NonFiniteKL(calibrated[0].error)  # as its own calibration would (the other methods' cells are unaffected)
+        vec = self.vector(lm, method, seed, phase)
+        return run_cell(lm, vec, method, seed, window, self.cfg, self.version, phase, calibrated)
+
+    def calibrate_jointly(self, lm: LM, model_id: str, methods: list[str], seed: int, window: int, phase) -> None:
+        vecs = [self.vector(lm, m, seed, phase) for m in methods]
+        done: dict[int, int] = {}
+
+        def on_eval(j, s, secs):
+            done[j] = done.get(j, 0) + 1
+            phase(
+                f"calibrating {len(methods)} methods jointly: {methods[j]} evaluation {done[j]} (round took {secs:.0f} s) "
+                f"gave p95 {'=' if s.complete else '>'} {s.p95:.3f} at c = {s.c:.4g}"
+            )
+
+        joint = calibrate_many(lm, vecs, cell_prompts(self.cfg, seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
+        share = joint.seconds / len(methods)  # each cell's `seconds` carries its share of the joint calibration
+        for m, res in zip(methods, joint.results, strict=True):
+            self.joint[(model_id, m, seed, window)] = (res, share)
 
 
 def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, progress: Progress | None = None) -> Path:
