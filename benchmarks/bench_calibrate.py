@@ -10,6 +10,17 @@ isolates the per-evaluation and solver gains from the first-guess gain. Prints w
 the ratios, the evaluation counts, and calibration time over one batched evaluation.
 isokl also runs without drafts (each solver step's rollout decoded step by step instead of
 verifying the nearest evaluated dose's tokens): same c*, the difference is the drafts' gain.
+
+    .venv/bin/python benchmarks/bench_calibrate.py --joint [--windows 20 50] [--n-prompts 4 16]
+
+--joint: joint calibration (`calibrate_many`, one batch per solver round) against the same vectors
+calibrated one after another with the single-vector solver (model loaded once, side by side in one
+run). Cases: 9 vectors (mean_diff, pca, directional_ablation x layer bands 0.2-0.4, 0.4-0.6, 0.6-0.8
+of depth), and the study's group (its 3 methods at the default band + the random_direction control;
+the study's calibration phase before = sequential, after = joint) and its 3 methods alone. Prints the
+machine's row-cost curve (one full evaluation of k doses, no early stop), both times, their ratio,
+the ratio the curve predicts for the rounds actually run (joint rounds' costs over the sequential
+evaluations' costs, from the curve), doses per round and evaluations per vector.
 """
 
 import argparse
@@ -41,8 +52,12 @@ def main():
         action="store_true",
         help="also time one evaluation of 1, 2 and 4 doses, and calibrations with 1, 2 and 4 doses per solver round",
     )
+    ap.add_argument("--joint", action="store_true", help="joint vs sequential calibration of several vectors (see above)")
+    ap.add_argument("--n-prompts", type=int, nargs="+", default=[4, 16], help="--joint: calibration prompt counts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.joint:
+        return joint(args)
     lm = load(args.model)
     lm16 = load(args.model, dtype=torch.bfloat16) if args.bf16 else None
     vec = extract(lm, concept.extraction_pairs(0), args.method)
@@ -101,6 +116,58 @@ def main():
             f"T={T}: speedup {tr / tf:.1f}x over the reference started at {lab} ({tr / tp:.1f}x without drafts); "
             f"calibration = {tf / t1:.2f}x one batched evaluation ({t1:.1f} s)"
         )
+
+
+def joint(args) -> None:
+    import numpy as np
+
+    from isokl.core.calibrate import calibrate_many
+    from isokl.core.hooks import default_layers
+
+    lm = load(args.model)
+    pairs = concept.extraction_pairs(0)
+    bands = ((0.2, 0.4), (0.4, 0.6), (0.6, 0.8))
+    study = ("mean_diff", "pca", "directional_ablation")
+    grid = [extract(lm, pairs, m, layers=default_layers(lm.n_layers, b)) for m in study for b in bands]
+    group = [extract(lm, pairs, m) for m in study] + [extract(lm, pairs, "random_direction", seed=0)]
+    cases = [("9 vectors (3 methods x 3 bands)", grid), ("study group (3 methods + control)", group), ("3 methods", group[:3])]
+    ks = (1, 2, 3, 5, 9)
+    lines = []
+    for n in args.n_prompts:
+        cal = prompts.calibration_prompts(0, k=n)
+        seqs = lm.encode([lm.format(p) for p in cal])
+        for T in args.windows:
+            evaluate(lm, seqs, grid[0], (5.0,), T)  # warm-up
+            curve = {}
+            for k in ks:
+                t0 = time.perf_counter()
+                evaluate(lm, seqs, grid[0], tuple(5.0 * (1 + 0.01 * i) for i in range(k)), T)
+                curve[k] = time.perf_counter() - t0
+            cost = lambda k: float(np.interp(k, ks, [curve[x] for x in ks]))
+            print(f"N = {n}, T = {T}: one evaluation of k doses: " + ", ".join(f"{k}: {curve[k]:.2f} s" for k in ks), flush=True)
+            for name, vecs in cases:
+                t0 = time.perf_counter()
+                single = [calibrate_iso_kl(lm, v, cal, T=T, progress=False) for v in vecs]
+                t_seq = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                res = calibrate_many(lm, vecs, cal, T=T, progress=False)
+                t_joint = time.perf_counter() - t0
+                predicted = sum(cost(r.doses) for r in res.rounds) / sum(cost(1) * s.evaluations for s in single)
+                same = all(a.status == b.status for a, b in zip(res.results, single, strict=True))
+                drift = max(abs(a.c_star / b.c_star - 1) for a, b in zip(res.results, single, strict=True))
+                lines.append(
+                    f"| {name} | {n} | {T} | {t_seq:.1f} | {t_joint:.1f} | {t_joint / t_seq:.2f} | {predicted:.2f} | "
+                    f"{' '.join(str(r.doses) for r in res.rounds)} | {' '.join(str(r.evaluations) for r in res.results)} | "
+                    f"{' '.join(str(s.evaluations) for s in single)} | {'yes' if same else 'NO'}, {drift:.1e} |"
+                )
+                print(lines[-1], flush=True)
+    print(f"\nmodel {args.model}, {args.threads} threads, torch {torch.__version__}; times in seconds")
+    print(
+        "| vectors | N | T | sequential | joint | ratio | curve predicts | doses per round | evaluations (joint) | "
+        "evaluations (single) | same status, max c* drift |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
     import isokl.core.calibrate as cal_mod
 
     vec = extract(smol, concept.extraction_pairs(0), "directional_ablation")
-    runs, real_rollout = {}, cal_mod.rollout
+    runs, real_rollout = {}, cal_mod.rollout_many
     for draft in (True, False):
         calls, tokens = [], []
 
@@ -64,7 +64,7 @@ def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
             tokens.append(ro.tokens[ro.valid])
             return ro
 
-        monkeypatch.setattr(cal_mod, "rollout", recording)
+        monkeypatch.setattr(cal_mod, "rollout_many", recording)
         hook = smol.model.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         try:
             res = calibrate_iso_kl(smol, vec, prompts.calibration_prompts(0), T=20, progress=False, draft=draft)
