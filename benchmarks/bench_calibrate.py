@@ -19,8 +19,9 @@ run). Cases: 9 vectors (mean_diff, pca, directional_ablation x layer bands 0.2-0
 of depth), and the study's group (its 3 methods at the default band + the random_direction control;
 the study's calibration phase before = sequential, after = joint) and its 3 methods alone. Prints the
 machine's row-cost curve (one full evaluation of k doses, no early stop), both times, their ratio,
-the ratio the curve predicts for the rounds actually run (joint rounds' costs over the sequential
-evaluations' costs, from the curve), doses per round and evaluations per vector.
+the ratio the curve predicts for the rounds actually run (joint batches' costs over the sequential
+evaluations' costs, from the curve, without the drafts' and early stops' savings on either side), the
+doses of each batch (d: fed from drafts) and evaluations per vector.
 """
 
 import argparse
@@ -157,7 +158,7 @@ def joint(args) -> None:
                 drift = max(abs(a.c_star / b.c_star - 1) for a, b in zip(res.results, single, strict=True))
                 lines.append(
                     f"| {name} | {n} | {T} | {t_seq:.1f} | {t_joint:.1f} | {t_joint / t_seq:.2f} | {predicted:.2f} | "
-                    f"{' '.join(str(r.doses) for r in res.rounds)} | {' '.join(str(r.evaluations) for r in res.results)} | "
+                    f"{' '.join(str(r.doses) + ('d' if r.drafted else '') for r in res.rounds)} | {' '.join(str(r.evaluations) for r in res.results)} | "
                     f"{' '.join(str(s.evaluations) for s in single)} | {'yes' if same else 'NO'}, {drift:.1e} |"
                 )
                 print(lines[-1], flush=True)

@@ -215,6 +215,7 @@ class Round:
     rows: int  # steered rows + their base twins
     steps: int  # decode steps run (< T where every row ended or stopped early)
     seconds: float
+    drafted: bool = False  # fed from the nearest evaluated doses' tokens (`rollout`, draft=)
 
 
 @dataclass(frozen=True)
@@ -329,36 +330,43 @@ def calibrate_many(
             doses = [jobs[j].pending for j in live]
             guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
             guess = None
-            if all(g is not None for g in guesses):  # drafts feed a whole batch ahead: only when every row has one
-                width = min(g.shape[1] for g in guesses if g is not None)
+            # A draft feeds the whole batch ahead only while every row holds to it: used when every vector has one.
+            # (Two batches, drafted and not, measured slower on CPU: docs/decisions.md.)
+            if all(g is not None for g in guesses):
+                width = min(int(g.shape[1]) for g in guesses if g is not None)
                 guess = torch.cat([g[:, :width] for g in guesses if g is not None])
-            ro = rollout_many(
-                lm, seqs, T, [jobs[j].vector for j in live], doses, stop_above=stop, draft=guess, base=base, check_finite=False
-            )
+            vecs = [jobs[j].vector for j in live]
+            ro = rollout_many(lm, seqs, T, vecs, doses, stop_above=stop, draft=guess, base=base, check_finite=False)
             secs = time.time() - t1
-            rounds.append(Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs))
+            rounds.append(
+                Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
+            )
             for b, j in enumerate(live):
-                job = jobs[j]
-                bad = ro.nonfinite(b)
-                if bad is not None:
-                    job.fail(f"{job.vector.label}: {bad}")
-                    continue
-                out = [ro.stats(k) for k in ro.layout.doses(b)]
-                for k, s in zip(ro.layout.doses(b), out, strict=True):
-                    job.tokens[s.c] = (ro.tokens[ro.rows(k)], ro.steps)
-                    job.stats[s.c] = s
-                    if callable(progress):
-                        progress(j, s, secs)
-                    elif progress:
-                        who = f"[{j}] {job.vector.label}: " if len(jobs) > 1 else ""
-                        print(
-                            f"  {who}eval {len(job.stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({secs:.1f} s)",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                job.tell([s.p95 for s in out])
+                _take(jobs[j], j, ro, b, secs, progress, len(jobs) > 1)
     results = tuple(job.result(lm, prompts, T, target, t0) for job in jobs)
     return JointCalibration(results, tuple(rounds), time.time() - t0)
+
+
+def _take(job: _Job, j: int, ro, b: int, secs: float, progress, several: bool) -> None:
+    """Vector j's doses (block b of the rollout) -> its stats, tokens for drafts, progress lines; its solver's next round."""
+    bad = ro.nonfinite(b)
+    if bad is not None:
+        job.fail(f"{job.vector.label}: {bad}")
+        return
+    out = [ro.stats(k) for k in ro.layout.doses(b)]
+    for k, s in zip(ro.layout.doses(b), out, strict=True):
+        job.tokens[s.c] = (ro.tokens[ro.rows(k)], ro.steps)
+        job.stats[s.c] = s
+        if callable(progress):
+            progress(j, s, secs)
+        elif progress:
+            who = f"[{j}] {job.vector.label}: " if several else ""
+            print(
+                f"  {who}eval {len(job.stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({secs:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    job.tell([s.p95 for s in out])
 
 
 def _c_max(vector: Vector, c_max: float | None) -> float:
