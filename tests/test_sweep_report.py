@@ -11,8 +11,8 @@ import pytest
 
 from conftest import byte_tokenizer, tiny_model
 from isokl.core.models import from_module
-from isokl.report.aggregate import Study
 from isokl.report.claims import claims
+from isokl.report.index import Study
 from isokl.report.table import table1
 from isokl.study import records
 from isokl.study.records import FILES, columns

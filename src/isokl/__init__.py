@@ -5,10 +5,11 @@
     vec = isokl.extract(lm, concept.pairs(seed=0), "mean_diff")
     res = isokl.calibrate_iso_kl(lm, vec, concept.calibration(seed=0, n=16), T=20)
     with isokl.steer(lm.model, res.vector, res.c_star): ...
+    grid = isokl.calibrate_many(lm, [vec_a, vec_b, ...], prompts, T=20)   # one batch per solver round
 
 Layers (imports only go down): `core` (models, hooks, rollout, statistic, calibrate, vector,
 methods, activations, prompts, concepts) -> `study` (config, measures, metrics, sweep, cluster,
-records) -> `report` (aggregate, inference, table, claims, figure, build: no torch) -> `cli`.
+records) -> `report` (index, estimate, inference, table, claims, figure, build: no torch) -> `cli`.
 docs/architecture.md has the picture.
 Attributes load lazily, so `isokl.report` runs where torch is not installed.
 """
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
     "core.activations": ("extract",),
-    "core.calibrate": ("CalibrationResult", "calibrate_iso_kl", "solve"),
+    "core.calibrate": ("CalibrationResult", "JointCalibration", "calibrate_iso_kl", "calibrate_many", "solve"),
     "core.concept": ("Concept",),
     "core.hooks": ("steer",),
     "core.methods": ("METHODS", "get_method"),

@@ -2,7 +2,7 @@
 
 Imports no torch: files are the only interface between compute and presentation, and
 everything here is rebuilt from the CSVs alone (`isokl report DIR`): `records` reads and
-checks them, `aggregate` computes, `table`, `claims` and `figure` render.
+checks them, `index` parses and indexes them once, `estimate` computes, `table`, `claims` and `figure` render.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ..core.concept import SETS, read_prompts
 from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
-from .aggregate import Study
+from . import estimate as est
 from .claims import Claim, claims, claims_markdown, summary
 from .figure import figure, figure2, pmass_points
+from .index import Study, base_key, key
 from .table import csv_text, table1, table1_markdown
 
 
@@ -110,12 +111,12 @@ def prompt_texts(s: Study, d: Path) -> dict[str, str]:
 def examples_markdown(s: Study, d: Path) -> str | None:
     """The decoded continuations of the example prompts (the first 3 held-out generic prompts: a fixed rule) for
     every model and method at alpha 0, 1 and 2, seed 0, cells of the largest window; None without examples rows."""
-    rows = s.data.get("examples", [])
+    rows = s.examples
     if not rows or not s.windows:
         return None
     texts = prompt_texts(s, d)  # in pool order
-    big, seed = str(max(s.windows)), str(min(s.seeds))
-    got = {(r["model"], r["method"], r["seed"], r["window"], float(r["alpha"]), r["prompt"]): r["text"] for r in rows}
+    big, seed = max(s.windows), min(s.seeds)
+    got = {(*key(r), r["alpha"], r["prompt"]): r["text"] for r in rows}
     shown = {r["prompt"] for r in rows}
     ids = [pid for pid in texts if pid in shown]
     out = [
@@ -132,14 +133,14 @@ def examples_markdown(s: Study, d: Path) -> str | None:
                 "",
                 f"### {pid}: {texts.get(pid, '')}",
                 "",
-                f"**alpha 0 (base):** {_quote(got.get((m, BASE, '', '', 0.0, pid)))}",
+                f"**alpha 0 (base):** {_quote(got.get((*base_key(m), 0.0, pid)))}",
             ]
             for meth in s.methods + s.controls:
                 for a in EXAMPLE_ALPHAS[1:]:
                     text = got.get((m, meth, seed, big, a, pid))
                     if text is None:
                         continue
-                    p95 = s.prompt_p95((m, meth, seed, big), a, pid)
+                    p95 = est.prompt_p95(s, (m, meth, seed, big), a, pid)
                     out += ["", f"**{meth}, alpha {a:g}** (p95 KL {p95:.2f}): {_quote(text)}"]
     return "\n".join(out) + "\n"
 

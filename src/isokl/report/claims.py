@@ -1,4 +1,4 @@
-"""Claims: a `Study` and Table 1's rows -> R1..R6 of the spec, each PASS, FAIL or MISSING with the numbers
+"""Claims: a `Study` (index.py) and Table 1's rows -> R1..R6 of the spec, each PASS, FAIL or MISSING with the numbers
 behind it, and claims.md (no torch).
 
 One function per requirement, each reading only the aggregates it needs. Thresholds are
@@ -13,7 +13,8 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from ..study.records import BASE, TARGET, TOL
-from .aggregate import Study, _f
+from . import estimate as est
+from .index import Study
 from .table import count_in_band, count_overlapping
 from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, R6_SPREAD, in_band
 
@@ -23,18 +24,16 @@ NOT_MEASURABLE = "NOT MEASURABLE"  # the concept lacks what the requirement meas
 
 def r1_ok(cells: list[dict]) -> bool:
     """Every cell converged (|calib p95 - target| <= tol) and its held-out p95 lies in the band."""
-    return all(
-        c["converged"] == "1" and abs(_f(c["calib_p95"]) - TARGET) <= TOL + 1e-12 and in_band(_f(c["holdout_p95"])) for c in cells
-    )
+    return all(c["converged"] and abs(c["calib_p95"] - TARGET) <= TOL + 1e-12 and in_band(c["holdout_p95"]) for c in cells)
 
 
 def r1(s: Study, rows: list[dict]) -> Claim:
     lo, hi = HOLDOUT_BAND
     cells = s.cells()
     bad = [c for c in cells if not r1_ok([c])]
-    conv = sum(c["converged"] == "1" for c in cells)
+    conv = sum(c["converged"] for c in cells)
     inband = count_in_band(cells, "holdout_p95")[0]
-    hp = [_f(c["holdout_p95"]) for c in cells]
+    hp = [c["holdout_p95"] for c in cells]
     detail = (
         f"{conv}/{len(cells)} cells converged (|calib p95 - 1| <= {TOL}); holdout p95 in [{lo}, {hi}] in {inband}/{len(cells)} "
         f"(range {min(hp):.2f}-{max(hp):.2f})."
@@ -53,7 +52,7 @@ def r1(s: Study, rows: list[dict]) -> Claim:
         detail += (
             " Failing cells: "
             + "; ".join(
-                f"{c['model']} {c['method']} s{c['seed']} T{c['window']} ({c['status']}, calib {_f(c['calib_p95']):.2f}, holdout {_f(c['holdout_p95']):.2f})"
+                f"{c['model']} {c['method']} s{c['seed']} T{c['window']} ({c['status']}, calib {c['calib_p95']:.2f}, holdout {c['holdout_p95']:.2f})"
                 for c in bad[:12]
             )
             + (" ..." if len(bad) > 12 else "")
@@ -174,8 +173,8 @@ def r4(s: Study, rows: list[dict]) -> Claim:
         return ("R4", "MISSING", "no branch_pmass rows")
     # the means rest on the forks whose rollout was still running: say how many
     scored = " | ".join(
-        f"{m}: {s.pmass_counts(m, BASE, 0.0)} | "
-        + ", ".join(f"{meth} {s.pmass_counts(m, meth, 1.0)} / {s.pmass_counts(m, meth, 2.0)}" for meth in s.methods)
+        f"{m}: {est.pmass_counts(s, m, BASE, 0.0)} | "
+        + ", ".join(f"{meth} {est.pmass_counts(s, m, meth, 1.0)} / {est.pmass_counts(s, m, meth, 2.0)}" for meth in s.methods)
         for m in s.models
     )
     paired = "; ".join(
@@ -200,7 +199,7 @@ def r5(s: Study, rows: list[dict]) -> Claim:
     if len(s.methods) < 2:
         return ("R5", "MISSING", f"R5 needs >= 2 methods; this grid has {len(s.methods)} method(s)")
     need = min(2, len(s.models))  # the spec's 2 of 3 models; a one-model study is read on its one model
-    p1, p2 = s.per_t_p95(1.0), s.per_t_p95(2.0)
+    p1, p2 = est.per_t_p95(s, 1.0), est.per_t_p95(s, 2.0)
 
     def peak(curves, m, meth) -> float:
         cs = [curves[k] for k in curves if k[0] == m and k[1] == meth]
@@ -237,14 +236,14 @@ def r5(s: Study, rows: list[dict]) -> Claim:
 
 
 def r6(s: Study, rows: list[dict]) -> Claim:
-    p1 = s.per_t_p95(1.0)
+    p1 = est.per_t_p95(s, 1.0)
     subsets = [("seed", x, s.cells(seed=x)) for x in s.seeds] + [("window", x, s.cells(window=x)) for x in s.windows]
     same = {f"{k}={v}": r1_ok(c) for k, v, c in subsets}
     spreads = []
     for m in s.models:
         for meth in s.methods:
             for w in s.windows:
-                curves = [p1[k] for k in p1 if k[0] == m and k[1] == meth and int(k[3]) == w]
+                curves = [p1[k] for k in p1 if k[0] == m and k[1] == meth and k[3] == w]
                 if len(curves) >= 2:
                     n_t = min(len(c) for c in curves)
                     arr = np.vstack([c[:n_t] for c in curves])
@@ -312,7 +311,7 @@ def provenance(s: Study) -> str:
     versions = Counter(r["code_version"] for r in s.cal)
     secs: dict[str, float] = defaultdict(float)
     for r in s.cal:
-        secs[r["model"]] += _f(r["seconds"])
+        secs[r["model"]] += r["seconds"]
     times = sorted(r["time"] for r in s.cal)
     return (
         "Provenance (from calibration.csv): code versions "

@@ -22,7 +22,8 @@ import textwrap
 import numpy as np
 
 from ..study.records import BASE
-from .aggregate import CONTROLS, Study
+from . import estimate as est
+from .index import CONTROLS, Study
 
 OKABE_ITO = {
     "mean_diff": "#0072B2",  # blue
@@ -106,7 +107,7 @@ def figure(s: Study, points: list[dict]) -> dict[str, bytes]:
     big = max(s.windows)
     shown = s.methods + s.controls
     for r, alpha in enumerate(alphas):
-        per_t = s.per_t_p95(alpha)
+        per_t = est.per_t_p95(s, alpha)
         lines = []  # (ax, t, y, style...) drawn after the row's y-limit is known
         for c, m in enumerate(s.models):
             for meth in shown:
@@ -114,7 +115,7 @@ def figure(s: Study, points: list[dict]) -> dict[str, bytes]:
                     keys = s.keys(m, meth, window=w)
                     if not keys:
                         continue
-                    cum = [s.cumulative_p95(k, alpha) for k in keys]
+                    cum = [est.cumulative_p95(s, k, alpha) for k in keys]
                     cum = [x for x in cum if len(x)]
                     if not cum:
                         continue
@@ -200,8 +201,8 @@ def pmass_points(s: Study) -> list[dict]:
     rows = []
     for m in s.models:
         for meth, alpha in [(BASE, 0.0)] + [(meth, a) for a in (1.0, 2.0) for meth in s.methods]:
-            for t in sorted(s.pmass_curve(m, meth, alpha)):
-                e, n = s.est_pmass_at(m, meth, alpha, t)
+            for t in sorted(est.pmass_curve(s, m, meth, alpha)):
+                e, n = est.pmass_at(s, m, meth, alpha, t)
                 rows.append(
                     {"model": m, "method": meth, "alpha": alpha, "fork_t": t, "mean": e.mean, "lo": e.lo, "hi": e.hi, "n": n}
                 )
@@ -238,18 +239,20 @@ def figure2(s: Study) -> dict[str, bytes] | None:
                 ests = []
                 for a in doses:
                     if what == "p95":
-                        mean, lo, hi = s.seed_range(m, meth, big, lambda ks, a=a: np.mean([s.pooled_p95(k, a) for k in ks]))
+                        mean, lo, hi = est.seed_range(
+                            s, m, meth, big, lambda ks, a=a: np.mean([est.pooled_p95(s, k, a) for k in ks])
+                        )
                     else:
                         fn = {
-                            "mean_kl": s.est_mean_kl,
-                            "nll": s.est_excess_nll,
-                            "logit": s.est_delta_logit,
-                            "rep": s.est_repetitive,
+                            "mean_kl": est.mean_kl,
+                            "nll": est.excess_nll,
+                            "logit": est.delta_logit,
+                            "rep": est.repetitive,
                         }[what]
-                        e = fn(m, meth, a, window=big)
+                        e = fn(s, m, meth, a, window=big)
                         mean, lo, hi = e.mean, e.lo, e.hi
                     ests.append((mean, lo, hi))
-                b = s.est_repetitive(m, BASE, 0.0) if what == "rep" else None  # at alpha 0: the base model's own share
+                b = est.repetitive(s, m, BASE, 0.0) if what == "rep" else None  # at alpha 0: the base model's own share
                 y = np.array([(b.mean, b.lo, b.hi) if b else (0.0, 0.0, 0.0), *ests])
                 ax = axes[r][c]
                 ax.plot(x, y[:, 0], "-o", color=col, lw=1.5, ms=3)

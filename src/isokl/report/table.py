@@ -13,13 +13,14 @@ import math
 import numpy as np
 
 from ..study.records import BASE
-from .aggregate import REPETITIVE, Study, _f
-from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, in_band
+from . import estimate as est
+from .index import Study, key
+from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, REPETITIVE, in_band
 
 
 def count_in_band(cells, col) -> tuple[int, int]:
     """Cells (with a value in col) whose value lies in the R1 band, and how many have a value."""
-    vals = [_f(c[col]) for c in cells if c.get(col, "") != ""]
+    vals = [c[col] for c in cells if not math.isnan(c.get(col, math.nan))]
     return sum(in_band(v) for v in vals), len(vals)
 
 
@@ -28,15 +29,15 @@ def count_overlapping(cells) -> tuple[int, int]:
     lo, hi = HOLDOUT_BAND
     n = k = 0
     for c in cells:
-        a, b = c.get(f"holdout_p95_t{c['window']}_lo", ""), c.get(f"holdout_p95_t{c['window']}_hi", "")
-        if a != "" and b != "":
+        a, b = c.get(f"holdout_p95_t{c['window']}_lo", math.nan), c.get(f"holdout_p95_t{c['window']}_hi", math.nan)
+        if not (math.isnan(a) or math.isnan(b)):
             n += 1
-            k += _f(a) <= hi and _f(b) >= lo
+            k += a <= hi and b >= lo
     return k, n
 
 
 def table1(s: Study) -> list[dict]:
-    nll1, nll2 = s.nll_ratio(1.0), s.nll_ratio(2.0)
+    nll1, nll2 = est.cell_nll_ratios(s, 1.0), est.cell_nll_ratios(s, 2.0)
     rows = []
     for m in s.models:
         ctrl = s.controls[0] if s.controls else None
@@ -44,16 +45,16 @@ def table1(s: Study) -> list[dict]:
             cells = s.cells(m, meth)
             if not cells:
                 continue
-            keys = [Study._key(c) for c in cells]
-            cs = np.array([_f(c["c_star"]) for c in cells])
-            d = s.est_delta_logit(m, meth, 1.0)
-            vs = s.est_delta_vs_control(m, meth, ctrl) if ctrl and meth != ctrl else None
-            n1, n2 = s.est_nll_ratio(m, meth, 1.0), s.est_nll_ratio(m, meth, 2.0)
-            p1, p2 = s.est_pmass_change(m, meth, 1.0), s.est_pmass_change(m, meth, 2.0)
-            q1, q2 = s.est_pmass_paired(m, meth, 1.0), s.est_pmass_paired(m, meth, 2.0)
-            cell_d = [s.cell_delta_logit(k, 1.0) for k in keys]
-            pc1 = [s.pmass_change(k, 1.0) for k in keys]
-            pc2 = [s.pmass_change(k, 2.0) for k in keys]
+            keys = [key(c) for c in cells]
+            cs = np.array([c["c_star"] for c in cells])
+            d = est.delta_logit(s, m, meth, 1.0)
+            vs = est.delta_vs_control(s, m, meth, ctrl) if ctrl and meth != ctrl else None
+            n1, n2 = est.nll_ratio(s, m, meth, 1.0), est.nll_ratio(s, m, meth, 2.0)
+            p1, p2 = est.pmass_change(s, m, meth, 1.0), est.pmass_change(s, m, meth, 2.0)
+            q1, q2 = est.pmass_paired(s, m, meth, 1.0), est.pmass_paired(s, m, meth, 2.0)
+            cell_d = [est.cell_delta_logit(s, k, 1.0) for k in keys]
+            pc1 = [est.cell_pmass_change(s, k, 1.0) for k in keys]
+            pc2 = [est.cell_pmass_change(s, k, 2.0) for k in keys]
             rows.append(
                 {
                     "model": m,
@@ -63,10 +64,10 @@ def table1(s: Study) -> list[dict]:
                     "converged": sum(int(c["converged"]) for c in cells),
                     "c_star_mean": cs.mean(),
                     "c_star_sd": cs.std(ddof=1) if len(cs) > 1 else 0.0,
-                    "calib_p95": np.mean([_f(c["calib_p95"]) for c in cells]),
-                    "holdout_p95": np.mean([_f(c["holdout_p95"]) for c in cells]),
-                    "holdout_p95_min": min(_f(c["holdout_p95"]) for c in cells),
-                    "holdout_p95_max": max(_f(c["holdout_p95"]) for c in cells),
+                    "calib_p95": np.mean([c["calib_p95"] for c in cells]),
+                    "holdout_p95": np.mean([c["holdout_p95"] for c in cells]),
+                    "holdout_p95_min": min(c["holdout_p95"] for c in cells),
+                    "holdout_p95_max": max(c["holdout_p95"] for c in cells),
                     "r1_in_band": count_in_band(cells, "holdout_p95")[0],
                     "t20_in_band": "{}/{}".format(*count_in_band(cells, "holdout_p95_t20")),
                     "t50_in_band": "{}/{}".format(*count_in_band(cells, "holdout_p95_t50")),
@@ -88,9 +89,9 @@ def table1(s: Study) -> list[dict]:
                     "base_nll_ratio_2x_lo": n2.lo,
                     "base_nll_ratio_2x_hi": n2.hi,
                     "nll_cells_hot_2x": sum(nll2[k] > NLL_HOT for k in keys if k in nll2),
-                    "excess_nll_1x": s.est_excess_nll(m, meth, 1.0).mean,
-                    "excess_nll_2x": s.est_excess_nll(m, meth, 2.0).mean,
-                    "pmass_base": s.base_pmass(m),
+                    "excess_nll_1x": est.excess_nll(s, m, meth, 1.0).mean,
+                    "excess_nll_2x": est.excess_nll(s, m, meth, 2.0).mean,
+                    "pmass_base": est.base_pmass(s, m),
                     "pmass_change_1x": p1.mean,
                     "pmass_change_1x_lo": p1.lo,
                     "pmass_change_1x_hi": p1.hi,
@@ -150,7 +151,7 @@ def table1_markdown(rows: list[dict], title: str = "") -> str:
 
 def _repetitive(s: Study, m: str, meth: str) -> dict:
     """Table 1's degeneration columns: share of repetitive held-out rollouts at 1x [CI] and 2x, and the base model's."""
-    one, two, base = s.est_repetitive(m, meth, 1.0), s.est_repetitive(m, meth, 2.0), s.est_repetitive(m, BASE, 0.0)
+    one, two, base = est.repetitive(s, m, meth, 1.0), est.repetitive(s, m, meth, 2.0), est.repetitive(s, m, BASE, 0.0)
     return {"repetitive_1x": one.mean, "repetitive_1x_lo": one.lo, "repetitive_1x_hi": one.hi, "repetitive_2x": two.mean,
             "repetitive_base": base.mean}  # fmt: skip
 

@@ -17,7 +17,9 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +106,23 @@ class RecordsError(ValueError):
 
 def columns(name: str) -> list[str]:
     return list(PROVENANCE) + list(FILES[name])
+
+
+def typed(name: str, rows: list[dict]) -> list[dict]:
+    """Rows of file `name` as read (text) -> the same rows with typed values, parsed once for the report: f -> float
+    (NaN where empty: not computed), i -> int (None where empty: the base rows' seed and window), b -> bool, s -> str.
+    Columns outside the schema stay as they are."""
+    types = {**PROVENANCE, **FILES[name]}
+    conv: dict[str, Callable[[str], Any]] = {
+        "f": lambda v: float(v) if v != "" else float("nan"),
+        "i": lambda v: int(v) if v != "" else None,
+        "b": lambda v: v == "1",
+        "s": str,
+    }
+    out = []
+    for r in rows:
+        out.append({k: conv[types[k]](v) if k in types and isinstance(v, str) else v for k, v in r.items()})
+    return out
 
 
 def _parse(kind: str, v: str) -> None:

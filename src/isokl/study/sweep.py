@@ -358,11 +358,14 @@ class CellRunner:
             self.joint[(model_id, m, seed, window)] = (res, share)
 
 
-def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=load, progress: Progress | None = None) -> Path:
-    """Run every unfinished cell; `stop_after` (tests) stops after that many new cells, as a kill would."""
+def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=None, progress: Progress | None = None) -> Path:
+    """Run every unfinished cell; `stop_after` stops after that many new cells, as a kill would. loader: a function
+    (model id, device=) -> LM for ids `models.load` does not know (a model already in memory, a tiny test model);
+    None: `models.load`, and --models is checked against the ids it knows before anything runs."""
     import torch
 
-    cfg.check(models=loader is load)  # a caller's own loader (tests, benchmarks) knows its ids
+    cfg.check(models=loader is None)
+    loader = loader or load
     out, now, expected, grid, todo = prepare(cfg)
     bar = progress or Progress(len(grid), len(grid) - len(todo))
     bar.note(
