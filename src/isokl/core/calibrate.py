@@ -45,28 +45,16 @@ class Solve:
         return self.status == "converged"
 
 
-def solve(
-    f: Callable,
-    target: float = TARGET,
-    tol: float = TOL,
-    c0: float = 1.0,
-    c_max: float = 1e4,
-    c_min: float = 1e-8,
-    max_evals: int = 20,
-    slope0: float = 2.0,
-    per_round: int = 1,
-    batched: bool = False,
-) -> Solve:
+def solve(f: Callable, *, batched: bool = False, **options) -> Solve:
     """Find c > 0 with |f(c) - target| <= tol for an increasing-ish f with f(0) = 0.
 
     f: c -> value, or (batched=True) a list of doses -> list of values, one round per call.
-    per_round > 1 evaluates that many doses per round around the same proposal, spread
-    to bracket early (wide steps) and to land inside the tolerance late (tight steps).
+    options: `solver`'s (target, tol, c0, c_max, c_min, max_evals, slope0, per_round). per_round > 1
+    evaluates that many doses per round around the same proposal, spread to bracket early (wide
+    steps) and to land inside the tolerance late (tight steps).
     """
     F = f if batched else (lambda cs: [f(c) for c in cs])
-    rounds = solver(
-        target=target, tol=tol, c0=c0, c_max=c_max, c_min=c_min, max_evals=max_evals, slope0=slope0, per_round=per_round
-    )
+    rounds = solver(**options)
     try:
         cs = next(rounds)
         while True:
@@ -86,8 +74,10 @@ def solver(
     slope0: float = 2.0,
     per_round: int = 1,
 ) -> Generator[list[float], list[float], Solve]:
-    """`solve` as a generator, so that one driver can run many solvers in lockstep (`calibrate_many`): it yields each
-    round's doses, is sent their values, and returns the Solve (StopIteration.value). Arguments as `solve`'s."""
+    """The solver as a generator, so that one driver can run many in lockstep (`calibrate_many`) and one can run
+    alone (`solve`): it yields each round's doses, is sent their values, and returns the Solve (StopIteration.value).
+    c0: the first dose; c_min, c_max: the range searched; max_evals: evaluations at most; slope0: the assumed slope
+    of log f on log c before there are two points; per_round: doses per round."""
     if not (c_min < c0 < c_max) or target <= 0 or tol <= 0 or per_round < 1:
         raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0, per_round >= 1 (got {c0=}, {target=}, {tol=})")
     hist: list[tuple[float, float]] = []
