@@ -304,101 +304,148 @@ def _decode(
         v.check_fits(lm.id, lm.n_layers, lm.d_model)
     if len(vectors) > 1 and len(vectors) != len(layout.blocks):
         raise ValueError(f"{len(vectors)} vectors for a layout of {len(layout.blocks)} blocks")
-    n, k = layout.n, layout.k
-    twins = score_base and bool(vectors) and any(c != 0 for c in layout.coeffs)
-    row_c = layout.c_per_row()  # [k*n]
-    r = len(row_c)
-    c_all = torch.cat([row_c, torch.zeros(r, dtype=torch.float64)]) if twins else row_c  # twins: c = 0
-    parts = _parts(vectors, layout, torch.arange(r))
-    ids, mask, pos = left_pad(layout.repeat(seqs) * (2 if twins else 1), pad_id(lm), lm.device)
-    eos = torch.tensor(lm.eos_ids or [-1], device=lm.device)
-    tokens = torch.zeros((r, T), dtype=torch.long, device=lm.device)
-    valid = torch.ones((r, T), dtype=torch.bool, device=lm.device)
-    kl = torch.zeros((r, T), dtype=torch.float32, device=lm.device)  # filled with twins only
-    logp = torch.zeros((r, T), dtype=torch.float32, device=lm.device)
-    logp_b = torch.zeros((r, T), dtype=torch.float32, device=lm.device)  # filled with twins only
-    done = torch.zeros(r, dtype=torch.bool, device=lm.device)  # ended (EOS) or its block stopped: not scored later
-    need = P95.must_exceed(n * T) if stop_above is not None and twins else None
-    stopped = [False] * len(layout.blocks)
-    steps = T
-    cache = new_cache(lm.model)
-    width = ids.shape[1]
-    n_draft = draft_length(lm, draft, r, width, T) if draft is not None else 0
-    if twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
-        base = prefill_base(lm, seqs)
-    with steer_rows(lm.model, parts, c_all[:r]):  # the prompts of the steered rows
-        logits = forward(lm.model, ids[:r], mask[:r], pos[:r], cache, keep=1)[:, -1]
-    if twins:  # base twins start from the shared base prefill
-        assert base is not None  # built just above
-        _append_rows(cache, base, k)
-        logits = torch.cat([logits, base.logits.repeat(k, 1)])
-    d = draft[:, :n_draft].to(lm.device) if draft is not None else tokens[:, :0]  # [r n_draft]
-    p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
-    fed, buf, chunk = 0, None, 4  # generated tokens in the cache; logits of positions ahead from a drafted pass
-    # Several vectors: rows that have ended (EOS, or their block stopped early) leave the batch, so a batch costs what
-    # its live rows cost. `act` = the steered rows still in the batch, ascending; their twins follow in the same order.
-    shrink = len(vectors) > 1
-    act = torch.arange(r, device=lm.device)
-    with ExitStack() as steering:
-        steering.enter_context(steer_rows(lm.model, parts, c_all))
+    dec = _Decoder(lm, seqs, T, vectors, layout, score_base=score_base, stop_above=stop_above, draft=draft, base=base)
+    with dec.steering:
         for t in range(T):
-            nxt, lp, kl_t, logq_t = score_step(logits, len(act), twins)  # greedy = argmax
-            tokens[act, t], logp[act, t] = nxt, lp
-            valid[:, t] = ~done
-            if kl_t is not None and logq_t is not None:  # with twins
-                kl[act, t], logp_b[act, t] = kl_t, logq_t
-            done[act] = done[act] | torch.isin(nxt, eos)
-            if need is not None and stop_above is not None:
-                big = layout.split((kl[:, : t + 1] >= stop_above) & valid[:, : t + 1]).reshape(k, -1).sum(-1)  # [k]
-                for j in range(len(stopped)):
-                    if not stopped[j] and bool((big[layout.doses(j).start : layout.doses(j).stop] >= need).all()):
-                        stopped[j] = True  # this block's doses all overshoot: its later tokens are not scored
-                        done[layout.block(j)] = True
-            if t == T - 1 or bool(done.all()):
-                valid[:, t + 1 :] = False
-                steps = t + 1
+            if dec.score(t):
                 break
-            if shrink and bool(done[act].any()):
-                keep = (~done[act]).nonzero()[:, 0]  # positions in the batch of the steered rows that stay
-                sel = torch.cat([keep, keep + len(act)]) if twins else keep
-                act, nxt = act[keep], nxt[keep]
-                cache.batch_select_indices(sel)
-                mask, p0, buf = mask[sel], p0[sel], (buf[sel] if buf is not None else None)
-                steering.close()
-                c_act = torch.cat([row_c[act.cpu()], torch.zeros(len(act), dtype=torch.float64)]) if twins else row_c[act.cpu()]
-                steering.enter_context(steer_rows(lm.model, _parts(vectors, layout, act), c_act))
-            # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
-            hit = n_draft > t and bool((nxt == d[act, t])[valid[act, t]].all())
-            if buf is not None:  # the cache already holds draft[t], fed ahead, and buf the logits after it
-                if hit:
-                    logits, buf = buf[:, 0], (buf[:, 1:] if buf.shape[1] > 1 else None)
-                    continue
-                cache.crop(-(fed - t))  # drop draft[t:] from the cache: it holds tokens 0..t-1 again
-                mask, fed, buf = mask[:, : width + t], t, None
-            if not hit:
-                n_draft = 0  # the draft left the greedy path: decode step by step from here on
-            size = min(chunk, n_draft - t, max(2, 2**28 // ((2 if twins else 1) * len(act) * logits.shape[-1])))
-            if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
-                step_ids = torch.cat([nxt[:, None], d[act, t + 1 : t + size]], dim=-1)
-                chunk *= 2
-            else:
-                step_ids = nxt[:, None]
-            feed = torch.cat([step_ids, step_ids]) if twins else step_ids  # base twins are teacher-forced
-            m = feed.shape[1]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :m])], dim=-1)
-            out = forward(lm.model, feed, mask, p0 + 1 + t + torch.arange(m, device=p0.device), cache, keep=m)
-            fed = t + m
-            logits, buf = out[:, 0], (out[:, 1:] if m > 1 else None)
-        if fed > steps - 1:  # drafted tokens fed beyond the last step: the cache holds tokens 0..steps-2
-            cache.crop(-(fed - (steps - 1)))
-            mask = mask[:, : width + steps - 1]
-    ro = Rollout(layout, tokens, valid, kl if twins else None, logp, logp_b if twins else None, steps, tuple(stopped))
-    if twins and check_finite:
+            dec.feed(t)
+    ro = dec.rollout()
+    if ro.kl is not None and check_finite:
         for j in range(len(layout.blocks)):
             msg = ro.nonfinite(j)
             if msg is not None:
                 raise NonFiniteKL(f"{vectors[j].label}: {msg}" if len(vectors) > 1 else msg)
-    return ro, (cache, mask, width)
+    return ro, (dec.cache, dec.mask, dec.width)
+
+
+class _Decoder:
+    """One batched greedy decode (`_decode`): the steered rows (layout order) and, with twins, their base twins below
+    them, in one KV cache. `score(t)` turns the logits of step t into tokens, KL and log-probs; `feed(t)` runs the
+    forward that gives step t + 1's logits, several drafted tokens at once while the draft holds. With several
+    vectors, rows that have ended (EOS, or their block stopped early) leave the batch (`_drop_ended`)."""
+
+    def __init__(self, lm: LM, seqs, T: int, vectors, layout: Layout, *, score_base, stop_above, draft, base):
+        self.lm, self.T, self.vectors, self.layout = lm, T, vectors, layout
+        n, k = layout.n, layout.k
+        self.twins = score_base and bool(vectors) and any(c != 0 for c in layout.coeffs)
+        self.row_c = layout.c_per_row()  # [k*n]
+        r = self.r = len(self.row_c)
+        c_all = torch.cat([self.row_c, torch.zeros(r, dtype=torch.float64)]) if self.twins else self.row_c  # twins: c = 0
+        ids, self.mask, pos = left_pad(layout.repeat(seqs) * (2 if self.twins else 1), pad_id(lm), lm.device)
+        dev = lm.device
+        self.eos = torch.tensor(lm.eos_ids or [-1], device=dev)
+        self.tokens = torch.zeros((r, T), dtype=torch.long, device=dev)
+        self.valid = torch.ones((r, T), dtype=torch.bool, device=dev)
+        self.kl = torch.zeros((r, T), dtype=torch.float32, device=dev)  # filled with twins only
+        self.logp = torch.zeros((r, T), dtype=torch.float32, device=dev)
+        self.logp_b = torch.zeros((r, T), dtype=torch.float32, device=dev)  # filled with twins only
+        self.done = torch.zeros(r, dtype=torch.bool, device=dev)  # ended (EOS) or its block stopped: not scored later
+        self.stop_above = stop_above
+        self.need = P95.must_exceed(n * T) if stop_above is not None and self.twins else None
+        self.stopped = [False] * len(layout.blocks)
+        self.steps = T
+        self.cache = new_cache(lm.model)
+        self.width = ids.shape[1]
+        self.n_draft = draft_length(lm, draft, r, self.width, T) if draft is not None else 0
+        if self.twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
+            base = prefill_base(lm, seqs)
+        self.act = torch.arange(r, device=dev)  # the steered rows still in the batch, ascending; twins follow alike
+        self.shrink = len(vectors) > 1
+        with steer_rows(lm.model, _parts(vectors, layout, self.act), c_all[:r]):  # the prompts of the steered rows
+            logits = forward(lm.model, ids[:r], self.mask[:r], pos[:r], self.cache, keep=1)[:, -1]
+        if self.twins:  # base twins start from the shared base prefill
+            assert base is not None  # built just above
+            _append_rows(self.cache, base, k)
+            logits = torch.cat([logits, base.logits.repeat(k, 1)])
+        self.logits = logits
+        self.d = draft[:, : self.n_draft].to(dev) if draft is not None else self.tokens[:, :0]  # [r n_draft]
+        self.p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
+        self.fed, self.buf, self.chunk = 0, None, 4  # tokens in the cache; logits ahead from a drafted pass; its size
+        self.nxt = self.tokens[:, 0]
+        self.steering = ExitStack()
+        self.steering.enter_context(steer_rows(lm.model, _parts(vectors, layout, self.act), c_all))
+
+    def score(self, t: int) -> bool:
+        """Step t's tokens and scores from the current logits; True when decoding ends here."""
+        act = self.act
+        nxt, lp, kl_t, logq_t = score_step(self.logits, len(act), self.twins)  # greedy = argmax
+        self.tokens[act, t], self.logp[act, t] = nxt, lp
+        self.valid[:, t] = ~self.done
+        if kl_t is not None and logq_t is not None:  # with twins
+            self.kl[act, t], self.logp_b[act, t] = kl_t, logq_t
+        self.done[act] = self.done[act] | torch.isin(nxt, self.eos)
+        self.nxt = nxt
+        if self.need is not None and self.stop_above is not None:
+            self._stop_blocks(t, self.stop_above, self.need)
+        if t == self.T - 1 or bool(self.done.all()):
+            self.valid[:, t + 1 :] = False
+            self.steps = t + 1
+            if self.fed > self.steps - 1:  # drafted tokens fed beyond the last step: the cache holds tokens 0..steps-2
+                self.cache.crop(-(self.fed - (self.steps - 1)))
+                self.mask = self.mask[:, : self.width + self.steps - 1]
+            return True
+        if self.shrink and bool(self.done[act].any()):
+            self._drop_ended()
+        return False
+
+    def _stop_blocks(self, t: int, stop_above: float, need: int) -> None:
+        """A block whose doses all have `need` KL values >= stop_above (they overshoot) stops: its later tokens are
+        not scored."""
+        lay = self.layout
+        big = lay.split((self.kl[:, : t + 1] >= stop_above) & self.valid[:, : t + 1]).reshape(lay.k, -1).sum(-1)
+        for j in range(len(self.stopped)):
+            if not self.stopped[j] and bool((big[lay.doses(j).start : lay.doses(j).stop] >= need).all()):
+                self.stopped[j] = True
+                self.done[lay.block(j)] = True
+
+    def _drop_ended(self) -> None:
+        """Rows that have ended leave the batch: their cache rows, mask, positions and pending logits; the hooks are
+        set again for the rows that stay."""
+        keep = (~self.done[self.act]).nonzero()[:, 0]  # positions in the batch of the steered rows that stay
+        sel = torch.cat([keep, keep + len(self.act)]) if self.twins else keep
+        self.act, self.nxt = self.act[keep], self.nxt[keep]
+        self.cache.batch_select_indices(sel)
+        self.mask, self.p0 = self.mask[sel], self.p0[sel]
+        self.buf = self.buf[sel] if self.buf is not None else None
+        c = self.row_c[self.act.cpu()]
+        c = torch.cat([c, torch.zeros(len(c), dtype=torch.float64)]) if self.twins else c
+        self.steering.close()
+        self.steering.enter_context(steer_rows(self.lm.model, _parts(self.vectors, self.layout, self.act), c))
+
+    def feed(self, t: int) -> None:
+        """The logits of step t + 1: from a drafted pass already run while the draft holds, else one forward of token t
+        (plus, while a draft holds, the next drafted tokens)."""
+        act, nxt = self.act, self.nxt
+        # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
+        hit = self.n_draft > t and bool((nxt == self.d[act, t])[self.valid[act, t]].all())
+        if self.buf is not None:  # the cache already holds draft[t], fed ahead, and buf the logits after it
+            if hit:
+                self.logits, self.buf = self.buf[:, 0], (self.buf[:, 1:] if self.buf.shape[1] > 1 else None)
+                return
+            self.cache.crop(-(self.fed - t))  # drop draft[t:] from the cache: it holds tokens 0..t-1 again
+            self.mask, self.fed, self.buf = self.mask[:, : self.width + t], t, None
+        if not hit:
+            self.n_draft = 0  # the draft left the greedy path: decode step by step from here on
+        rows = (2 if self.twins else 1) * len(act)
+        size = min(self.chunk, self.n_draft - t, max(2, 2**28 // (rows * self.logits.shape[-1])))
+        if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
+            step_ids = torch.cat([nxt[:, None], self.d[act, t + 1 : t + size]], dim=-1)
+            self.chunk *= 2
+        else:
+            step_ids = nxt[:, None]
+        feed = torch.cat([step_ids, step_ids]) if self.twins else step_ids  # base twins are teacher-forced
+        m = feed.shape[1]
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :m])], dim=-1)
+        out = forward(
+            self.lm.model, feed, self.mask, self.p0 + 1 + t + torch.arange(m, device=self.p0.device), self.cache, keep=m
+        )
+        self.fed = t + m
+        self.logits, self.buf = out[:, 0], (out[:, 1:] if m > 1 else None)
+
+    def rollout(self) -> Rollout:
+        kl, logp_b = (self.kl, self.logp_b) if self.twins else (None, None)
+        return Rollout(self.layout, self.tokens, self.valid, kl, self.logp, logp_b, self.steps, tuple(self.stopped))
 
 
 def _parts(vectors: tuple[Vector, ...], layout: Layout, act: torch.Tensor) -> list[tuple[Vector, slice]]:
