@@ -5,6 +5,8 @@
 Runs `isokl study --concept C --models smollm2-135m --quick --out TMP` as a fresh process (the model load, the
 base rows, every cell and the report included) into a temporary folder, and prints the wall time, its ratio to
 the 600 s budget, the per-cell seconds from calibration.csv and the CPU. Nothing else should run meanwhile.
+--compare DIR (e.g. results/refusal, the committed run of the same command): each cell's c* against that
+folder's, the statuses, and the R1-R6 verdicts of both claims.md files.
 """
 
 import argparse
@@ -30,6 +32,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concept", default="examples/concepts/refusal")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", default="", help="a folder of the same study to compare c*, statuses and verdicts with")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "quick"
@@ -39,12 +42,37 @@ def main():
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.time() - t0
         cells = list(csv.DictReader((out / "calibration.csv").open()))
+        if args.compare:
+            compare(out, Path(args.compare))
     secs = sorted(float(r["seconds"]) for r in cells)
     print(
         f"quick study of {args.concept} on smollm2-135m: {len(cells)} cells, {wall:.0f} s wall ({args.threads} threads, {cpu()})"
     )
     print(f"per-cell seconds: min {secs[0]:.0f}, median {secs[len(secs) // 2]:.0f}, max {secs[-1]:.0f}, sum {sum(secs):.0f}")
     print(f"wall / budget ({BUDGET:.0f} s) = {wall / BUDGET:.2f}")
+
+
+def compare(out: Path, ref: Path) -> None:
+    def cal(d):
+        return {(r["method"], r["seed"], r["window"]): r for r in csv.DictReader((d / "calibration.csv").open())}
+
+    def verdicts(d):
+        return [
+            line.split(":")[0] + ":" + line.split(":")[1]
+            for line in (d / "claims.md").read_text().splitlines()
+            if line.startswith("- **R")
+        ]
+
+    a, b = cal(out), cal(ref)
+    both = sorted(set(a) & set(b))
+    drift = [abs(float(a[k]["c_star"]) / float(b[k]["c_star"]) - 1) for k in both]
+    same = sum(a[k]["status"] == b[k]["status"] for k in both)
+    print(
+        f"against {ref}: {len(both)} cells in both; c* relative difference max {max(drift):.2g}, median "
+        f"{sorted(drift)[len(drift) // 2]:.2g}; same status in {same}/{len(both)}"
+    )
+    print(f"verdicts here: {'; '.join(verdicts(out))}")
+    print(f"verdicts there: {'; '.join(verdicts(ref))}")
 
 
 if __name__ == "__main__":
