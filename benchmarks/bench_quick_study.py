@@ -57,11 +57,8 @@ def compare(out: Path, ref: Path) -> None:
         return {(r["method"], r["seed"], r["window"]): r for r in csv.DictReader((d / "calibration.csv").open())}
 
     def verdicts(d):
-        return [
-            line.split(":")[0] + ":" + line.split(":")[1]
-            for line in (d / "claims.md").read_text().splitlines()
-            if line.startswith("- **R")
-        ]
+        lines = (d / "claims.md").read_text().splitlines()
+        return [x.removeprefix("- **").split(".**")[0] for x in lines if x.startswith("- **R")]
 
     a, b = cal(out), cal(ref)
     both = sorted(set(a) & set(b))
