@@ -200,6 +200,7 @@ def test_calibrate_a_grid_writes_a_vector_each_and_a_table(model_dir, tmp_path, 
         (["--method", "pca,mean_diff", "--out", "g.safetensors"], ("--out", "folder")),
         (["--method", "pca", "--layers", "1-2/x"], ("--layers", "'x'")),
         (["--method", "pca,mean_diff", "--vector", "v.safetensors"], ("--method", "vector file")),
+        (["--method", "pca,mean_diff", "--start", "2"], ("--start", "own scales")),
     ],
 )
 def test_bad_grid_flags_fail_in_one_line_before_a_model_loads(extra, words, tmp_path, capsys, no_load, monkeypatch):

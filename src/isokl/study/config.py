@@ -290,6 +290,8 @@ class CalibrateConfig:
         if self.start < 0:
             raise ConfigError(f"--start: {self.start} is negative; give a coefficient > 0, or 0 to let isokl guess")
         if len(self.grid()) > 1:
+            if self.start:
+                raise ConfigError("--start: the vectors of a grid have their own scales; drop --start (each guesses its own)")
             if self.out_dir().suffix == ".safetensors":
                 raise ConfigError(
                     f"--out: a grid of {len(self.grid())} vectors is written to a folder; give --out DIR, not {self.out}"
