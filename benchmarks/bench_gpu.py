@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py --out docs/bench/gpu.md          # on a CUDA machine
     python benchmarks/bench_gpu.py --smoke                           # tiny shapes on CPU, checks the script
+    python benchmarks/bench_gpu.py --joint --out docs/bench/gpu-joint.md   # joint vs one-by-one calibration only
 
 Shapes: Qwen2.5-0.5B, 1.5B and 7B configs (written out below), bfloat16, random
 weights, prompts of 48 random tokens, rollouts forced to exactly T tokens (no EOS).
@@ -11,6 +12,11 @@ reference evaluation (`generate` + two full forwards per prompt). Then full cali
 of the 7B shape at N = 4, T = 50 with 1 and with 4 doses per solver round. A random model
 has no concept direction, so the vector is a random unit direction; calibration still
 has a well-defined p95(c) curve to solve.
+
+--joint (issue 22): on the 7B shape only (the smoke shape with --smoke), 9 random vectors (additive
+and ablation rules, 3 layer bands of depth) calibrated one after another with `calibrate_iso_kl` and
+together with `calibrate_many`, N = 4 and 16, T = 50: seconds, the ratio, rounds and evaluations; the
+goal is 9 vectors in the time of 2 single calibrations.
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vo
 
 
 class _Tok:
+    """Token ids written out as text ("101 7 4096"), so that prompts of random ids go through `LM.encode`."""
+
     pad_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [int(x) for x in text.split()]}
 
 
 def build(shape: str, device: str, dtype: torch.dtype) -> LM:
@@ -76,6 +87,48 @@ def random_vector(lm: LM) -> Vector:
     return Vector("mean_diff", layers, d, lm.id, resid_norm=1.0, diff_norm=1.0, proj_mean=1.0)
 
 
+def grid_vectors(lm: LM) -> list[Vector]:
+    """9 random unit directions: 3 rules (additive, additive, ablation) x 3 bands of depth."""
+    out = []
+    for i, method in enumerate(("mean_diff", "pca", "directional_ablation")):
+        for j, band in enumerate(((0.2, 0.4), (0.4, 0.6), (0.6, 0.8))):
+            layers = default_layers(lm.n_layers, band)
+            g = torch.Generator().manual_seed(10 + 3 * i + j)
+            d = torch.nn.functional.normalize(torch.randn(len(layers), lm.d_model, generator=g), dim=-1)
+            out.append(Vector(method, layers, d, lm.id, resid_norm=1.0, diff_norm=1.0, proj_mean=1.0))
+    return out
+
+
+def joint_rows(lm: LM, seqs_all: list[list[int]], device: str, Ns: list[int], T: int) -> list[dict]:
+    from isokl.core.calibrate import calibrate_iso_kl, calibrate_many
+    from isokl.core.prompts import Prompt
+
+    vecs = grid_vectors(lm)
+    rows = []
+    for N in Ns:
+        prompts = [Prompt(user="", text=" ".join(map(str, s)), id=f"r{i}") for i, s in enumerate(seqs_all[:N])]
+        single, t_s, _ = timed(lambda: [calibrate_iso_kl(lm, v, prompts, T=T, progress=False) for v in vecs], device)
+        joint, t_j, m_j = timed(lambda: calibrate_many(lm, vecs, prompts, T=T, progress=False), device)
+        one = sum(r.seconds for r in single) / len(single)
+        rows.append(
+            dict(
+                N=N,
+                T=T,
+                sequential_s=t_s,
+                joint_s=t_j,
+                ratio=t_j / t_s,
+                joint_in_singles=t_j / one,
+                gib=m_j,
+                rounds=" ".join(str(r.doses) for r in joint.rounds),
+                evaluations=" ".join(str(r.evaluations) for r in joint.results),
+                statuses=" ".join(sorted({r.status for r in joint.results})),
+                same_status=all(a.status == b.status for a, b in zip(joint.results, single, strict=True)),
+            )
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def timed(fn, device: str):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -93,6 +146,7 @@ def main():
     ap.add_argument("--out", default=None, help="markdown file for the table (default: print only)")
     ap.add_argument("--smoke", action="store_true", help="tiny shape on CPU: checks the script runs")
     ap.add_argument("--ns", default=None, help="comma-separated N to time (default 4,16,64)")
+    ap.add_argument("--joint", action="store_true", help="only the joint calibration of 9 vectors against one by one")
     ap.add_argument(
         "--warm",
         action="store_true",
@@ -109,6 +163,8 @@ def main():
         Ns = [int(x) for x in args.ns.split(",")]
     rows, calib = [], []
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    if args.joint:
+        return joint_main(args, device, dtype, gpu)
     for shape in shapes:
         lm = build(shape, device, dtype)
         vec = random_vector(lm)
@@ -196,6 +252,38 @@ def main():
     for c in calib:
         lines.append(
             f"| {c['shape']} | {c['per_round']} | {c['seconds']:.2f} | {c['gib']:.1f} | {c['rounds']} | {c['evaluations']} | {c['status']} | {c['p95']:.3f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+def joint_main(args, device: str, dtype: torch.dtype, gpu: str) -> None:
+    shape = "smoke" if args.smoke else "qwen2.5-7b"
+    lm = build(shape, device, dtype)
+    g = torch.Generator().manual_seed(2)
+    seqs_all = torch.randint(100, SHAPES[shape][5] - 100, (16, 48), generator=g).tolist()
+    evaluate(lm, seqs_all[:4], random_vector(lm), (1.0,), 4)  # warm-up (kernels)
+    rows = joint_rows(lm, seqs_all, device, [int(x) for x in (args.ns or "4,16").split(",")], 50)
+    lines = [
+        f"# Joint calibration on a GPU, {datetime.date.today()}, {gpu}",
+        "",
+        f"torch {torch.__version__}; random-initialised {shape} in {str(dtype).replace('torch.', '')}; 9 random vectors",
+        "(additive, additive, ablation x bands 0.2-0.4, 0.4-0.6, 0.6-0.8 of depth); prompts of 48 random tokens; T = 50.",
+        "Sequential: `calibrate_iso_kl` one vector after another; joint: `calibrate_many`. 'in singles': the joint time",
+        "over the mean single calibration (the goal: about 2). Command: `python benchmarks/bench_gpu.py "
+        + " ".join(sys.argv[1:])
+        + "`.",
+        "",
+        "| N | sequential s | joint s | ratio | joint in singles | GiB | doses per round | evaluations | statuses (same) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['N']} | {r['sequential_s']:.1f} | {r['joint_s']:.1f} | {r['ratio']:.2f} | {r['joint_in_singles']:.1f} | "
+            f"{r['gib']:.1f} | {r['rounds']} | {r['evaluations']} | {r['statuses']} ({r['same_status']}) |"
         )
     text = "\n".join(lines) + "\n"
     print(text)
