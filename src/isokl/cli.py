@@ -2,6 +2,7 @@
 typed config dataclass (`isokl.study.config`); report, methods and models take a folder or nothing.
 
   isokl calibrate --concept examples/concepts/refusal --method pca --window 20 --out v.safetensors
+  isokl calibrate --method mean_diff,pca --layers 6-11/12-17 --out grid   # a grid, calibrated jointly
   isokl check v.safetensors --prompts my_prompts.txt     # held-out p95 on your prompts, R1's verdict
   isokl generate --vector v.safetensors --prompt "Tell me about your weekend."
   isokl study --out results/v2       # the study: sweep + Figures 1-2, Table 1, claims.md
