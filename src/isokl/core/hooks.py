@@ -70,7 +70,7 @@ def steer(model: Model, vector: Vector | None, c: float | torch.Tensor):
 @contextmanager
 def steer_rows(model: Model, parts: Sequence[tuple[Vector, slice]], c: float | torch.Tensor):
     """Several vectors in one batch: `parts` = (vector, its rows), rows disjoint and in ascending order (slice(None):
-    every row). A row steers only at the layers of its own vector's; rows outside every part (e.g. base twins) pass
+    every row). A row is steered only at its own vector's layers; rows outside every part (e.g. base twins) pass
     through untouched. c: float, or tensor [b] (one c per batch row). The one runtime behind `steer`."""
     handles = []
     try:
