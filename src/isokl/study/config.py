@@ -405,7 +405,8 @@ class SweepConfig:
         default="", metadata={"help": "windows whose cells get --dose-alphas: '' every window, 'max' the largest, or a list"}
     )
     control: str = field(
-        default="", metadata={"help": "a control method run per model and seed beside --methods, e.g. random_direction"}
+        default="",
+        metadata={"help": "a control method run per model and seed beside --methods, e.g. random_direction ('' for none)"},
     )
     control_windows: str = field(
         default="", metadata={"help": "windows of the control cells: '' every window, 'max' the largest, or a list"}
@@ -546,29 +547,21 @@ class SweepConfig:
                 raise ConfigError(f"--gpus-per-cell: {self.gpus_per_cell} is negative")
 
 
+def _sweep_field(name: str, default: str):
+    """A SweepConfig field with the study's default: the same flag and the same help (declared once, in SweepConfig)."""
+    return field(default=default, metadata=SweepConfig.__dataclass_fields__[name].metadata)
+
+
 @dataclass
 class StudyConfig(SweepConfig):
     """The study (Study v2, docs/decisions.md): the sweep with the larger held-out sets, the dose-response on the T = 50
     cells and a random-direction control, then Figure 1, Figure 2, Table 1 and claims.md."""
 
-    n_heldout: str = field(
-        default="64,32,32",
-        metadata={"help": "prompts per held-out set: N for all three, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)"},
-    )
-    dose_alphas: str = field(
-        default="0.25,0.5,1.5,3,4",
-        metadata={"help": "further doses for the dose-response (KL, base NLL, target logit; not pmass)"},
-    )
-    dose_windows: str = field(
-        default="max", metadata={"help": "windows whose cells get --dose-alphas: '' every window, 'max' the largest, or a list"}
-    )
-    control: str = field(
-        default="random_direction",
-        metadata={"help": "a control method run per model and seed beside --methods ('' for none)"},
-    )
-    control_windows: str = field(
-        default="max", metadata={"help": "windows of the control cells: '' every window, 'max' the largest, or a list"}
-    )
+    n_heldout: str = _sweep_field("n_heldout", "64,32,32")
+    dose_alphas: str = _sweep_field("dose_alphas", "0.25,0.5,1.5,3,4")
+    dose_windows: str = _sweep_field("dose_windows", "max")
+    control: str = _sweep_field("control", "random_direction")
+    control_windows: str = _sweep_field("control_windows", "max")
     quick: bool = field(
         default=False,
         metadata={
