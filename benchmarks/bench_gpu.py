@@ -129,6 +129,15 @@ def joint_rows(lm: LM, seqs_all: list[list[int]], device: str, Ns: list[int], T:
     return rows
 
 
+def report(lines: list[str], out: str | None) -> None:
+    """Print the markdown and write it to --out when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+
+
 def timed(fn, device: str):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -253,11 +262,7 @@ def main():
         lines.append(
             f"| {c['shape']} | {c['per_round']} | {c['seconds']:.2f} | {c['gib']:.1f} | {c['rounds']} | {c['evaluations']} | {c['status']} | {c['p95']:.3f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    report(lines, args.out)
 
 
 def joint_main(args, device: str, dtype: torch.dtype, gpu: str) -> None:
@@ -285,11 +290,7 @@ def joint_main(args, device: str, dtype: torch.dtype, gpu: str) -> None:
             f"| {r['N']} | {r['sequential_s']:.1f} | {r['joint_s']:.1f} | {r['ratio']:.2f} | {r['joint_in_singles']:.1f} | "
             f"{r['gib']:.1f} | {r['rounds']} | {r['evaluations']} | {r['statuses']} ({r['same_status']}) |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -352,7 +352,8 @@ class _Decoder:
             base = prefill_base(lm, seqs)
         self.act = torch.arange(r, device=dev)  # the steered rows still in the batch, ascending; twins follow alike
         self.shrink = len(vectors) > 1
-        with steer_rows(lm.model, _parts(vectors, layout, self.act), c_all[:r]):  # the prompts of the steered rows
+        parts = _parts(vectors, layout, self.act)
+        with steer_rows(lm.model, parts, c_all[:r]):  # the prompts of the steered rows
             logits = forward(lm.model, ids[:r], self.mask[:r], pos[:r], self.cache, keep=1)[:, -1]
         if self.twins:  # base twins start from the shared base prefill
             assert base is not None  # built just above
@@ -364,7 +365,7 @@ class _Decoder:
         self.fed, self.buf, self.chunk = 0, None, 4  # tokens in the cache; logits ahead from a drafted pass; its size
         self.nxt = self.tokens[:, 0]
         self.steering = ExitStack()
-        self.steering.enter_context(steer_rows(lm.model, _parts(vectors, layout, self.act), c_all))
+        self.steering.enter_context(steer_rows(lm.model, parts, c_all))
 
     def score(self, t: int) -> bool:
         """Step t's tokens and scores from the current logits; True when decoding ends here."""
