@@ -164,9 +164,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> in
         f"T = {cfg.window}, pairs of {concept.name} seed {cfg.seed}, {len(cal)} calibration prompts",
         file=sys.stderr,
     )
-    joint = calibrate_many(
-        lm, vecs, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round, start=cfg.start or None
-    )
+    joint = calibrate_many(lm, vecs, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round)  # no --start
     out = cfg.out_dir()
     rows = []
     for res in joint.results:
