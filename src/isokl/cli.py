@@ -85,7 +85,6 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     cfg.check()
     threads = _threads(cfg.threads)
     from .core.activations import extract
-    from .core.calibrate import calibrate_iso_kl
     from .core.models import load, model_shape
     from .study.config import layers
 
@@ -98,7 +97,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     cal = cfg.calibration_prompts()
     t0 = time.time()
     lm = load(cfg.model, device=cfg.device, dtype=cfg.torch_dtype())
-    concept.check_for(lm, cfg.window)
+    concept.check_for(lm, max(cfg.window, cfg.horizon if cfg.judging() else 0))
     if cfg.prompts:
         check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
     if len(cfg.grid()) > 1:
@@ -108,19 +107,15 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
     print(
         f"[isokl] calibrating {vec.method} on {cfg.model}, layers {_span(vec.layers)}, T = {cfg.window}{source}, "
-        f"{len(cal)} calibration prompts",
+        f"{len(cal)} calibration prompts" + (" (and its random-direction control, jointly)" if cfg.judging() else ""),
         file=sys.stderr,
     )
-    res = calibrate_iso_kl(
-        lm,
-        vec,
-        cal,
-        T=cfg.window,
-        target=cfg.target,
-        tol=cfg.tol,
-        per_round=cfg.per_round,
-        start=cfg.start or None,
-    )
+    joint, controls = _calibrate(cfg, lm, [vec], cal, start=cfg.start or None)
+    res = joint.results[0]
+    if res.status == "non_finite":
+        from .core.rollout import NonFiniteKL
+
+        raise NonFiniteKL(res.error)
     path = res.vector.save(cfg.out)
     band = res.c_interval
     print(f"c* = {res.c_star:.6g}  [{band.lo:.4g}, {band.hi:.4g}]: {band.describe()}")
@@ -129,6 +124,9 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"evaluations = {res.evaluations}")
     print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
     print(f"saved {path}")
+    if cfg.judging():
+        _, board, secs = _judge(cfg, lm, [res], controls, concept)
+        _print_board(board, secs, threads)
     if not res.converged:
         print(f"[isokl] NOT CONVERGED: {WHY[res.status]}; the saved vector records status {res.status!r}", file=sys.stderr)
         return 2
@@ -141,17 +139,50 @@ WHY = {
     "non_finite": "the KL is not finite (NaN or inf logits)",
 }
 
-GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
+
+def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, start=None):
+    """The vectors and (judging) one random-direction control per layer set, calibrated jointly -> (the joint result
+    of the vectors alone, {layers: the control's result})."""
+    import dataclasses
+
+    from .core.calibrate import calibrate_many
+    from .study.judge import control_vectors
+
+    ctrl = control_vectors(lm, vecs, cfg.load_concept().pairs(cfg.seed), cfg.seed) if cfg.judging() else {}
+    every = [*vecs, *ctrl.values()]
+    starts = [start] * len(vecs) + [None] * len(ctrl)
+    joint = calibrate_many(lm, every, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round, start=starts)
+    controls = dict(zip(ctrl, joint.results[len(vecs) :], strict=True))
+    return dataclasses.replace(joint, results=joint.results[: len(vecs)]), controls
+
+
+def _judge(cfg: CalibrateConfig, lm, results, controls, concept):
+    """The judge's rows (`study.judge`) and their ranked Board (`report.leaderboard`)."""
+    from .report.leaderboard import board
+    from .study.judge import judge
+
+    print(f"[isokl] judging {len(results)} vectors and {len(controls)} controls on held-out prompts", file=sys.stderr)
+    alphas = floats("--alphas", cfg.alphas)
+    judged = judge(lm, results, concept, alphas=alphas, controls=controls, horizon=cfg.horizon, pmass=cfg.pmass, seed=cfg.seed)
+    return judged, board(judged.rows, {**judged.settings, "seconds": judged.seconds}), judged.seconds
+
+
+def _print_board(board, secs: float, threads: int) -> None:
+    from .report.leaderboard import lines
+
+    print("\n".join(lines(board)))
+    print(f"judged in {secs:.1f} s ({threads} threads; held-out prompts, model load not included)")
 
 
 def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> int:
-    """Every (method, layer set) of the grid calibrated jointly (`calibrate_many`): one vector file each in the --out
-    folder, and the comparison as grid.md and grid.csv there."""
-    import csv
-
+    """Every (method, layer set) of the grid calibrated jointly (`calibrate_many`, with a random-direction control per
+    layer set when judging): one vector file each in the --out folder, then the judge's rows (OUT/judge/) and the
+    leaderboard as grid.md, grid.csv and grid.svg/png there (written last: an interrupted grid leaves its finished
+    vectors and no table)."""
     from .core.activations import extract
-    from .core.calibrate import calibrate_many
+    from .report import leaderboard
     from .study.config import layers
+    from .study.judge import write
 
     concept = cfg.load_concept()
     pairs = concept.pairs(cfg.seed)
@@ -161,62 +192,58 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> in
     ]
     print(
         f"[isokl] calibrating {len(vecs)} vectors jointly on {cfg.model} ({', '.join(v.label for v in vecs)}), "
-        f"T = {cfg.window}, pairs of {concept.name} seed {cfg.seed}, {len(cal)} calibration prompts",
+        f"T = {cfg.window}, pairs of {concept.name} seed {cfg.seed}, {len(cal)} calibration prompts"
+        + (", with a random-direction control per layer set" if cfg.judging() else ""),
         file=sys.stderr,
     )
-    joint = calibrate_many(lm, vecs, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round)  # no --start
+    joint, controls = _calibrate(cfg, lm, vecs, cal)
     out = cfg.out_dir()
-    rows = []
-    for res in joint.results:
+    every = [*joint.results, *controls.values()]
+    files = []
+    for res in every:
         v = res.vector
-        name = f"{v.method}_L{_span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
-        res.vector.save(out / name)
-        band = res.c_interval
-        rows.append(
-            {
-                "method": v.method,
-                "layers": _span(v.layers),
-                "c_star": f"{res.c_star:.6g}",
-                "c_lo": f"{band.lo:.4g}",
-                "c_hi": f"{band.hi:.4g}",
-                "p95": f"{res.p95:.4f}",
-                "status": res.status,
-                "evaluations": res.evaluations,
-                "file": name,
-            }
-        )
-    md = [
-        f"# Calibrated grid: {cfg.model}, concept {concept.name} seed {cfg.seed}, T = {cfg.window}, {len(cal)} prompts",
-        "",
-        f"Target p95 = {cfg.target} +- {cfg.tol} nats; c* with its 95% interval from the calibration prompts "
-        "(docs/calibration.md). Calibrated jointly: one batch per solver round.",
-        "",
-        "| method | layers | c* | interval | p95 | status | evaluations | file |",
-        "| --- | --- | ---: | --- | ---: | --- | ---: | --- |",
-        *(
-            f"| {r['method']} | {r['layers']} | {r['c_star']} | [{r['c_lo']}, {r['c_hi']}] | {r['p95']} | {r['status']} | "
-            f"{r['evaluations']} | {r['file']} |"
-            for r in rows
-        ),
-    ]
-    (out / "grid.md.part").write_text("\n".join(md) + "\n")
-    with open(out / "grid.csv.part", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=GRID_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    for name in ("grid.md", "grid.csv"):
-        (out / f"{name}.part").replace(out / name)
-    print("\n".join(md[4:]))
+        fname = f"{v.method}_L{_span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
+        res.vector.save(out / fname)
+        files.append(fname)
+    secs_cal = time.time() - t0
     rows_run = sum(r.rows for r in joint.rounds)
+    title = f"# Calibrated grid: {cfg.model}, concept {concept.name} seed {cfg.seed}, T = {cfg.window}, {len(cal)} prompts"
+    if cfg.judging():
+        from .study.judge import name
+
+        judged, board, secs = _judge(cfg, lm, joint.results, controls, concept)
+        write(out, judged)
+        by_name = {name(r.vector): f for r, f in zip(every, files, strict=True)}
+        leaderboard.write_grid(out, board, title, by_name)
+        _print_board(board, secs, threads)
+    else:
+        rows = [_grid_row(r, f) for r, f in zip(joint.results, files, strict=True)]
+        leaderboard.write_calibration_grid(out, rows, title)
+        print("\n".join(leaderboard.calibration_lines(rows)))
     print(
-        f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()}); "
+        f"seconds = {secs_cal:.1f} to calibrate (model load included; {threads} threads; {cfg.torch_dtype()}); "
         f"{len(joint.rounds)} batched rounds, {rows_run} rows in all"
     )
-    print(f"saved {len(rows)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
+    print(f"saved {len(files)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
     failed = [r for r in joint.results if not r.converged]
     for r in failed:
         print(f"[isokl] NOT CONVERGED: {r.vector.label}: {r.error or WHY[r.status]}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _grid_row(res, fname: str) -> dict:
+    v, band = res.vector, res.c_interval
+    return {
+        "method": v.method,
+        "layers": _span(v.layers),
+        "c_star": f"{res.c_star:.6g}",
+        "c_lo": f"{band.lo:.4g}",
+        "c_hi": f"{band.hi:.4g}",
+        "p95": f"{res.p95:.4f}",
+        "status": res.status,
+        "evaluations": res.evaluations,
+        "file": fname,
+    }
 
 
 def _span(layers: tuple[int, ...]) -> str:

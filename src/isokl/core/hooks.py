@@ -165,6 +165,14 @@ class Layout:
         d = self.doses(j)
         return slice(d.start * self.n, d.stop * self.n)
 
+    def parts(self, vectors: Sequence[Vector]) -> list[tuple[Vector, slice]]:
+        """`steer_rows`'s parts for every row of this layout: one vector steers all rows, several their own blocks."""
+        if len(vectors) == 1:
+            return [(vectors[0], slice(None))]
+        if len(vectors) != len(self.blocks):
+            raise ValueError(f"{len(vectors)} vectors for a layout of {len(self.blocks)} blocks")
+        return [(v, self.block(j)) for j, v in enumerate(vectors)]
+
     def c_per_row(self) -> torch.Tensor:
         """[k*n] float64: the coefficient of each row (for `steer`)."""
         return torch.tensor([c for c in self.coeffs for _ in range(self.n)], dtype=torch.float64)

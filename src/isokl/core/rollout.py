@@ -102,6 +102,18 @@ class Rollout:
         stopped = bool(self.stopped) and self.stopped[self.layout.block_of(k)]
         return kl_stats(self.kl[sl, :T], self.valid[sl, :T], self.coeffs[k], stopped=stopped)
 
+    def part(self, j: int) -> Rollout:
+        """Vector block j of a joint rollout (`rollout_many`) as the rollout of that vector alone: its doses' rows, in
+        its own layout (rows k*n + i for its doses k)."""
+        lay = self.layout
+        sl = lay.block(j)
+        pick = lambda x: None if x is None else x[sl]
+        sub = Layout(tuple(lay.coeffs[k] for k in lay.doses(j)), lay.n)
+        stopped = (self.stopped[j],) if self.stopped else ()
+        return Rollout(
+            sub, self.tokens[sl], self.valid[sl], pick(self.kl), self.logp[sl], pick(self.logp_base), self.steps, stopped
+        )
+
     def nonfinite(self, j: int = 0) -> str | None:
         """Where vector block j's KL is not finite (the first such token), or None."""
         if self.kl is None:

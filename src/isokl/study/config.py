@@ -200,6 +200,13 @@ class CalibrateConfig:
     )
     start: float = field(default=0.0, metadata={"help": "first coefficient to try, e.g. a c* from another window (0: guess)"})
     per_round: int = field(default=1, metadata={"help": "coefficients per batched solver round (1 on CPU; 4 pays on a GPU)"})
+    no_judge: bool = field(
+        default=False,
+        metadata={"help": "skip the judge (held-out effect, damage and a random-direction floor of every vector)"},
+    )
+    alphas: str = field(default="1", metadata={"help": "the judge's doses alpha = c / c*, comma-separated"})
+    pmass: bool = field(default=False, metadata={"help": "the judge also measures branch_pmass (its forks are the slowest)"})
+    horizon: int = field(default=30, metadata={"help": "the judge's held-out rollout length (at least --window)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
     dtype: str = field(
         default="auto",
@@ -238,6 +245,10 @@ class CalibrateConfig:
 
     def methods(self) -> list[str]:
         return split(self.method)
+
+    def judging(self) -> bool:
+        """The judge runs unless --no-judge; a vector file (--vector) has no concept to judge it against."""
+        return not self.no_judge and not self.vector
 
     def layer_sets(self) -> list[str]:
         """--layers split into its sets ('' = the default band)."""
@@ -283,6 +294,13 @@ class CalibrateConfig:
             raise ConfigError(f"--n-prompts: {self.n_prompts} is outside 2..{pool} (the calibration prompts of {concept.source})")
         self.calibration_prompts()
         at_least("--per-round", self.per_round, 1)
+        if self.judging():
+            floats("--alphas", self.alphas)
+            at_least("--horizon", self.horizon, self.window)
+            if "random_direction" in self.methods():
+                raise ConfigError(
+                    "--method: random_direction is the judge's control (one per layer set); drop it, or add --no-judge"
+                )
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))
         if self.tol >= self.target:

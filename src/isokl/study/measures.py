@@ -9,16 +9,18 @@ cell, and for the base model (vector None, alpha 0). Adding a metric = its funct
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+
+import torch
 
 from ..core.concept import Concept
 from ..core.models import LM
 from ..core.prompts import Prompt
-from ..core.rollout import Rollout, rollout
+from ..core.rollout import Rollout, rollout, rollout_many
 from ..core.vector import Vector
-from .metrics import FORKS, branch_pmass, target_logit
+from .metrics import FORKS, branch_pmass, target_logit, target_logit_many
 from .records import FILES
 
 
@@ -35,6 +37,7 @@ class HeldOut:
     prov: dict = field(default_factory=dict)  # provenance columns of every row
     pmass_alphas: tuple[float, ...] | None = None  # the doses pmass is measured at (its forks cost most); None: all
     concept: Concept = field(default_factory=Concept.builtin_default)  # whose held-out prompts, probes and words
+    joint: dict = field(default_factory=dict)  # passes computed in one batch with other vectors (`held_out_many`)
 
     def prompts(self, pool: str) -> list[Prompt]:
         """The first n prompts of a held-out set (`concept.SETS`)."""
@@ -57,7 +60,49 @@ class HeldOut:
     @cached_property
     def generic(self) -> Rollout:
         """The held-out generic prompts' greedy rollouts (with base twins): trajectories, NLL, held-out p95."""
+        if "generic" in self.joint:
+            return self.joint["generic"]
         return rollout(self.lm, self.seqs("heldout_generic"), self.horizon, self.vector, self.coeffs)
+
+    @cached_property
+    def axis(self) -> torch.Tensor | None:
+        """[k n] the target-axis logit of each probe at each dose; None: the concept has no probes."""
+        words = self.concept.words()
+        if words is None or not self.n["heldout_sentiment"]:
+            return None
+        if "axis" in self.joint:
+            return self.joint["axis"]
+        return target_logit(
+            self.lm, self.seqs("heldout_sentiment"), self.vector, self.coeffs, words["positive"], words["negative"]
+        )
+
+
+def held_out_many(
+    lm: LM,
+    items: Sequence[tuple[Vector, tuple[float, ...], tuple[float, ...], dict]],
+    n: dict[str, int],
+    horizon: int,
+    concept: Concept,
+    pmass_alphas: tuple[float, ...] | None = None,
+) -> list[HeldOut]:
+    """One `HeldOut` per (vector, coeffs, alphas, prov), their generic rollouts and target-axis forwards run in one
+    batch for all vectors (`rollout_many`, `target_logit_many`); each HeldOut then sees its own block, so every
+    measure reads it as it reads a vector's own rollout. pmass stays one vector at a time (its forks keep every
+    row's KV cache; `metrics.branch_pmass`)."""
+    helds = [HeldOut(lm, v, cs, al, n, horizon, prov, pmass_alphas=pmass_alphas, concept=concept) for v, cs, al, prov in items]
+    if len(items) < 2:
+        return helds
+    vectors, coeffs = [v for v, *_ in items], [cs for _, cs, *_ in items]
+    generic = rollout_many(lm, helds[0].seqs("heldout_generic"), horizon, vectors, coeffs)
+    words = concept.words()
+    axis = None
+    if words is not None and n["heldout_sentiment"]:
+        axis = target_logit_many(lm, helds[0].seqs("heldout_sentiment"), vectors, coeffs, words["positive"], words["negative"])
+    for j, h in enumerate(helds):
+        h.joint["generic"] = generic.part(j)
+        if axis is not None:
+            h.joint["axis"] = axis[generic.layout.doses(j).start : generic.layout.doses(j).stop]
+    return helds
 
 
 Measure = Callable[[HeldOut], list[dict]]
@@ -138,10 +183,9 @@ def pmass(h: HeldOut) -> list[dict]:
 
 @measure("target", "target-axis logits (the concept's probes)")
 def target(h: HeldOut) -> list[dict]:
-    words = h.concept.words()
-    if words is None or not h.n["heldout_sentiment"]:  # no probes: not measured (no rows), never a silent 0
+    axis = h.axis
+    if axis is None:  # no probes: not measured (no rows), never a silent 0
         return []
-    axis = target_logit(h.lm, h.seqs("heldout_sentiment"), h.vector, h.coeffs, words["positive"], words["negative"])
     return [
         h.row(k, probe=pid, target_logit=float(axis[k, i]))
         for k in range(len(h.coeffs))

@@ -6,16 +6,21 @@
   rollout's KV cache (cropped back to the fork), so each costs only the suffix tokens.
 - `target_logit`: at the first answer position of a sentiment probe,
   target_logit = logsumexp(logits[positive words]) - logsumexp(logits[negative words]).
+- `concept_axis` + `text_projection`: the judge's concept score, read from the text by the unsteered base model
+  (docs/decisions.md, "The judge").
 - base NLL and per-token KL come from `rollout.rollout` (base twins): see `isokl.study.sweep`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from ..core.hooks import Layout, steer
+from ..core.activations import last_token
+from ..core.hooks import Layout, capture, steer_rows
 from ..core.models import LM, forward, left_pad, pad_id
 from ..core.prompts import word_variants
 from ..core.rollout import fork_rollout
@@ -96,14 +101,73 @@ def target_logit(
     lm: LM, seqs: list[list[int]], vector: Vector | None, coeffs: tuple[float, ...], pos_words, neg_words
 ) -> torch.Tensor:
     """logsumexp(logits[positive]) - logsumexp(logits[negative]) at the next position: [k n]."""
-    if vector is not None:
-        vector.check_fits(lm.id, lm.n_layers, lm.d_model)
+    if vector is None:
+        return target_logit_many(lm, seqs, [], [coeffs], pos_words, neg_words)
+    return target_logit_many(lm, seqs, [vector], [coeffs], pos_words, neg_words)
+
+
+@torch.no_grad()
+def target_logit_many(
+    lm: LM, seqs: list[list[int]], vectors: Sequence[Vector], coeffs: Sequence[Sequence[float]], pos_words, neg_words
+) -> torch.Tensor:
+    """`target_logit` of several vectors in one forward, vector j at its doses coeffs[j] (no vector: the base model at
+    coeffs[0]) -> [flat dose n], doses grouped by vector (`Layout` blocks)."""
+    for v in vectors:
+        v.check_fits(lm.id, lm.n_layers, lm.d_model)
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)
     shared = pos_ids & neg_ids  # a word piece common to both lists says nothing about sentiment
     pos_list, neg_list = sorted(pos_ids - shared), sorted(neg_ids - shared)
-    layout = Layout(tuple(coeffs), len(seqs))
+    sizes = tuple(len(cs) for cs in coeffs)
+    layout = Layout(tuple(float(c) for cs in coeffs for c in cs), len(seqs), sizes if len(sizes) > 1 else ())
     ids, mask, pos = left_pad(layout.repeat(seqs), pad_id(lm), lm.device)
-    with steer(lm.model, vector, layout.c_per_row()):
+    parts = layout.parts(vectors) if vectors else []
+    with steer_rows(lm.model, parts, layout.c_per_row()) if parts else nullcontext():
         logits = forward(lm.model, ids, mask, pos, keep=1)[:, -1].double()
     axis = torch.logsumexp(logits[:, pos_list], -1) - torch.logsumexp(logits[:, neg_list], -1)
     return layout.split(axis).cpu()
+
+
+# ---- the concept score (the judge; docs/decisions.md, "The judge") ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConceptAxis:
+    """The concept's direction at some layers: u [l d] the unit mean difference of the contrast pairs' last-token block
+    outputs (positive minus negative), scale [l] the pairs' own separation along it."""
+
+    layers: tuple[int, ...]
+    u: torch.Tensor
+    scale: torch.Tensor
+
+
+@torch.no_grad()
+def concept_axis(lm: LM, pairs, layers: tuple[int, ...]) -> ConceptAxis:
+    """The base model's block outputs at the last token of every pair -> the concept's axis at `layers`."""
+    acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], layers).double()  # [l 2n d]
+    diff = acts[:, : len(pairs)] - acts[:, len(pairs) :]
+    u = diff.mean(1)
+    u = u / u.norm(dim=-1, keepdim=True)
+    return ConceptAxis(tuple(layers), u, (diff * u[:, None]).sum(-1).mean(1))
+
+
+@torch.no_grad()
+def text_projection(lm: LM, seqs: list[list[int]], conts: list[list[int]], axis: ConceptAxis, batch: int = 64) -> torch.Tensor:
+    """Each prompt followed by its continuation, read by the unsteered base model -> [n l]: the mean over the
+    continuation's positions of the block outputs projected on the axis, in units of the pairs' separation."""
+    out = torch.full((len(seqs), len(axis.layers)), float("nan"), dtype=torch.float64)
+    u = axis.u.to(lm.device)
+    for a in range(0, len(seqs), batch):
+        rows = list(range(a, min(a + batch, len(seqs))))
+        full = [list(seqs[i]) + list(conts[i]) for i in rows]
+        ids, mask, pos = left_pad(full, pad_id(lm), lm.device)
+        with capture(lm.model, axis.layers) as store:
+            forward(lm.model, ids, mask, pos, keep=1)
+        width = ids.shape[1]
+        for b, i in enumerate(rows):
+            m = len(conts[i])
+            if m == 0:
+                continue
+            for j, layer in enumerate(axis.layers):
+                h = store[layer][b, width - m :].double()  # left padding: the continuation is the last m positions
+                out[i, j] = (h @ u[j]).mean().cpu() / axis.scale[j].cpu()
+    return out

@@ -63,6 +63,11 @@ FILES: dict[str, dict[str, str]] = {
     "target": {"alpha": "f", "c": "f", "probe": "s", "target_logit": "f"},
     "examples": {"alpha": "f", "c": "f", "prompt": "s", "text": "s"},
 }
+# The judge's own file (`study.judge`; docs/decisions.md, "The judge"): not a sweep file, so a sweep folder never has it.
+JUDGE_FILES: dict[str, dict[str, str]] = {
+    "concept_score": {"alpha": "f", "c": "f", "prompt": "s", "steered": "f", "base": "f", "score": "f"},
+}
+SCHEMAS = {**FILES, **JUDGE_FILES}
 HOLDOUT_WINDOWS = (20, 50)  # held-out p95 over the first 20 and all 50 tokens of every cell, same rollouts (v2)
 HOLDOUT_LEVEL = 0.90  # their prompt-bootstrap intervals
 HOLDOUT_COLUMNS = tuple(f"holdout_p95_t{w}{s}" for w in HOLDOUT_WINDOWS for s in ("", "_lo", "_hi"))
@@ -105,14 +110,14 @@ class RecordsError(ValueError):
 
 
 def columns(name: str) -> list[str]:
-    return list(PROVENANCE) + list(FILES[name])
+    return list(PROVENANCE) + list(SCHEMAS[name])
 
 
 def typed(name: str, rows: list[dict]) -> list[dict]:
     """Rows of file `name` as read (text) -> the same rows with typed values, parsed once for the report: f -> float
     (NaN where empty: not computed), i -> int (None where empty: the base rows' seed and window), b -> bool, s -> str.
     Columns outside the schema stay as they are."""
-    types = {**PROVENANCE, **FILES[name]}
+    types = {**PROVENANCE, **SCHEMAS[name]}
     conv: dict[str, Callable[[str], Any]] = {
         "f": lambda v: float(v) if v != "" else float("nan"),
         "i": lambda v: int(v) if v != "" else None,
@@ -166,7 +171,7 @@ def read(path: Path, name: str) -> list[dict]:
     """Rows of a file (OUT/<name>.csv or .csv.gz), checked against the schema; [] when the file does not exist."""
     if not path.exists():
         return []
-    types = {**PROVENANCE, **FILES[name]}
+    types = {**PROVENANCE, **SCHEMAS[name]}
     try:
         with _open_text(path) as f:
             reader = csv.DictReader(f)

@@ -33,8 +33,9 @@ from ..core.concept import Concept
 from ..core.methods import get_method
 from ..core.models import LM, load
 from ..core.rollout import NonFiniteKL
+from ..core.vector import Vector
 from .config import SweepConfig
-from .measures import MEASURES, HeldOut
+from .measures import MEASURES, HeldOut, held_out_many
 from .metrics import FORKS, SUFFIX
 from .progress import Progress
 from .records import (
@@ -100,11 +101,21 @@ def settings(cfg: SweepConfig, window: int | None = None) -> dict:
 
 
 def measure(
-    lm: LM, vector, coeffs: tuple[float, ...], alphas: tuple[float, ...], cfg: SweepConfig, prov: dict, phase=lambda s: None
+    lm: LM,
+    vector,
+    coeffs: tuple[float, ...],
+    alphas: tuple[float, ...],
+    cfg: SweepConfig,
+    prov: dict,
+    phase=lambda s: None,
+    held: HeldOut | None = None,
 ) -> tuple[dict[str, list[dict]], HeldOut]:
-    """Every registered measure (`measures.MEASURES`) at c = alpha x c* -> (rows per file, the shared HeldOut)."""
+    """Every registered measure (`measures.MEASURES`) at c = alpha x c* -> (rows per file, the shared HeldOut); held: one
+    prepared in a joint batch with other cells' vectors (`measures.held_out_many`)."""
     pm = cfg.pmass_alphas() if vector is not None else (0.0,)
-    held = HeldOut(lm, vector, coeffs, alphas, cfg.n_sets(), cfg.horizon, prov, pmass_alphas=pm, concept=cfg.load_concept())
+    if held is None:
+        held = HeldOut(lm, vector, coeffs, alphas, cfg.n_sets(), cfg.horizon, prov, pmass_alphas=pm, concept=cfg.load_concept())
+    held.prov = prov
     rows = {}
     for file, (label, fn) in MEASURES.items():
         phase(label)
@@ -133,9 +144,11 @@ def run_cell(
     version: str,
     phase=lambda s: None,
     calibrated: tuple[CalibrationResult, float] | None = None,
+    held: HeldOut | None = None,
 ):
     """A cell's rows: calibrate `vector` (or take `calibrated` = its result from a joint calibration and this cell's
-    share of that calibration's seconds), then every measure at the cell's doses."""
+    share of that calibration's and its held-out batch's seconds), then every measure at the cell's doses (held: the
+    cell's HeldOut from that joint batch)."""
     t0 = time.time()
     concept = cfg.load_concept()
     prov = {
@@ -163,7 +176,7 @@ def run_cell(
     else:
         res, shared = calibrated
     alphas = cfg.alpha_values(window)
-    rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase)
+    rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase, held)
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
     at_1x = held.generic.stats(alphas.index(1.0)).per_prompt  # [prompt t] all `horizon` tokens: every held-out window
     assert at_1x is not None
@@ -308,7 +321,7 @@ class CellRunner:
         self.groups: dict[tuple, list[str]] = {}  # (model, seed, window) -> the methods calibrated together
         for model_id, method, seed, window in cfg.grid():
             self.groups.setdefault((model_id, seed, window), []).append(method)
-        self.joint: dict[tuple, tuple[CalibrationResult, float]] = {}  # cell -> (its result, its share of the seconds)
+        self.joint: dict[tuple, tuple[CalibrationResult, float, HeldOut]] = {}  # cell -> (result, seconds share, HeldOut)
 
     def model(self, model_id: str) -> LM:
         if self.lm is None or self.lm.id != model_id:
@@ -333,11 +346,12 @@ class CellRunner:
         group = self.groups.get((model_id, seed, window), [])
         if len(group) > 1 and method in group and key not in self.joint:
             self.calibrate_jointly(lm, model_id, group, seed, window, phase)
-        calibrated = self.joint.pop(key, None)
-        if calibrated is not None and calibrated[0].status == "non_finite":
-            raise NonFiniteKL(calibrated[0].error)  # as its own calibration would (the other methods' cells are unaffected)
+        joint = self.joint.pop(key, None)
+        if joint is not None and joint[0].status == "non_finite":
+            raise NonFiniteKL(joint[0].error)  # as its own calibration would (the other methods' cells are unaffected)
         vec = self.vector(lm, method, seed, phase)
-        return run_cell(lm, vec, method, seed, window, self.cfg, self.version, phase, calibrated)
+        calibrated, held = (joint[:2], joint[2]) if joint is not None else (None, None)
+        return run_cell(lm, vec, method, seed, window, self.cfg, self.version, phase, calibrated, held)
 
     def calibrate_jointly(self, lm: LM, model_id: str, methods: list[str], seed: int, window: int, phase) -> None:
         vecs = [self.vector(lm, m, seed, phase) for m in methods]
@@ -351,9 +365,23 @@ class CellRunner:
             )
 
         joint = calibrate_many(lm, vecs, cell_prompts(self.cfg, seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
-        share = joint.seconds / len(methods)  # each cell's `seconds` carries its share of the joint calibration
+        # The held-out rollouts and probe forwards of the group's calibrated vectors in one batch too (a non-finite
+        # vector is left out: its cell raises, as its own calibration would)
+        t1 = time.time()
+        alphas = self.cfg.alpha_values(window)
+        ok = [(m, r) for m, r in zip(methods, joint.results, strict=True) if r.status != "non_finite"]
+        phase(f"held-out rollouts of {len(ok)} methods in one batch")
+        items: list[tuple[Vector, tuple[float, ...], tuple[float, ...], dict]] = [
+            (r.vector, tuple(a * r.c_star for a in alphas), alphas, {}) for _, r in ok
+        ]
+        cfg = self.cfg
+        helds = held_out_many(lm, items, cfg.n_sets(), cfg.horizon, cfg.load_concept(), pmass_alphas=cfg.pmass_alphas())
+        for h in helds:
+            _ = (h.generic, h.axis)  # computed here, inside the timed batch
+        share = (joint.seconds + time.time() - t1) / len(methods)  # each cell's `seconds`: its share of the joint work
+        held_of = {m: h for (m, _), h in zip(ok, helds, strict=True)}
         for m, res in zip(methods, joint.results, strict=True):
-            self.joint[(model_id, m, seed, window)] = (res, share)
+            self.joint[(model_id, m, seed, window)] = (res, share, held_of.get(m))  # type: ignore[assignment]
 
 
 def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=None, progress: Progress | None = None) -> Path:

@@ -1,0 +1,424 @@
+"""Leaderboard: the judge's rows (`study.judge`, a folder OUT/judge/) -> one `Entry` per vector and dose, ranked, as
+grid.md, grid.csv and the effect-vs-damage figure grid.svg / grid.png (numpy, matplotlib; no torch).
+
+Every number is the study's estimator on the judge's rows (`report.estimate` on a `report.index.Study`: one seed, so
+the bootstrap runs over prompts or probes alone), plus the concept score of `concept_score.csv`. Definitions and the
+ranking rule: docs/decisions.md, "The judge".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.statistic import P95
+from ..study.records import BASE, SCHEMAS, read, typed
+from ..study.records import path as file_path
+from . import estimate as est
+from .index import Study
+from .inference import Estimate, hierarchical
+from .thresholds import HOLDOUT_BAND, in_band
+
+NAN = Estimate(math.nan, math.nan, math.nan, 0, 0)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One judged vector at one dose alpha."""
+
+    name: str  # method@layers
+    method: str
+    layers: str
+    alpha: float
+    c: float
+    c_star: float
+    status: str
+    converged: bool
+    control: str  # its layer set's control ('' for a control, or where none was run)
+    is_control: bool
+    heldout_p95: float  # over the first T held-out tokens at this dose
+    heldout_lo: float  # 90% prompt-bootstrap interval
+    heldout_hi: float
+    in_band: bool  # R1's held-out band (meaningful at alpha = 1)
+    concept: Estimate  # concept score, steered - base text, units of the pairs' separation
+    concept_vs_control: Estimate | None  # minus the control's, paired per prompt
+    delta_logit: Estimate | None  # None: the concept has no probes (not measured)
+    delta_vs_control: Estimate | None
+    excess_nll: Estimate  # nats per token
+    repetitive: Estimate  # share of continuations with distinct-3 < 0.5
+    base_repetitive: float
+    pmass_change: Estimate | None  # None: not measured (--pmass)
+
+    @property
+    def beyond(self) -> float:
+        """The ranking key: concept score beyond the control (the score itself where no control was run)."""
+        e = self.concept_vs_control or self.concept
+        return e.mean
+
+
+@dataclass(frozen=True)
+class Board:
+    settings: dict
+    entries: tuple[Entry, ...]  # ranked: vectors by `beyond` at alpha 1 (then by dose), then the controls
+
+    def at(self, alpha: float) -> list[Entry]:
+        return [e for e in self.entries if e.alpha == alpha]
+
+    def ranked(self) -> list[str]:
+        """The vectors' names in rank order (controls aside)."""
+        return list(dict.fromkeys(e.name for e in self.entries if not e.is_control))
+
+
+def load(out: Path) -> Board:
+    """A grid folder's judge rows (OUT/judge/) -> the ranked Board."""
+    d = Path(out) / "judge"
+    if not (d / "settings.json").is_file():
+        raise ValueError(f"{out}: no judge/ folder (run `isokl calibrate ... --out {out}` without --no-judge)")
+    data = {name: read(file_path(d, name), name) for name in SCHEMAS}
+    return board(data, json.loads((d / "settings.json").read_text()))
+
+
+def _scores(rows: list[dict]) -> dict[tuple[str, float], dict[str, float]]:
+    out: dict[tuple[str, float], dict[str, float]] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["alpha"]), {})[r["prompt"]] = r["score"]
+    return out
+
+
+def _paired(a: dict[str, float], b: dict[str, float]) -> Estimate:
+    keys = sorted(set(a) & set(b))
+    return hierarchical([np.array([a[k] - b[k] for k in keys])]) if keys else NAN
+
+
+def _text(rows: list[dict]) -> list[dict]:
+    """Rows as computed -> as a CSV file holds them (the one form `records.typed` parses)."""
+    return [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
+
+
+def board(data: dict[str, list[dict]], settings: dict) -> Board:
+    """The judge's rows (as read from its files, or as computed) + its settings -> the ranked Board."""
+    data = {name: _text(data.get(name, [])) for name in SCHEMAS}
+    s = Study(data)
+    scores = _scores(typed("concept_score", data["concept_score"]))
+    controls = set(settings.get("controls", {}))
+    control_of = settings.get("control_of", {})
+    window = int(settings["window"])
+    base_rep = est.repetitive(s, settings["model"], BASE, 0.0)
+    entries = []
+    for cal in s.cal:
+        name, model = cal["method"], cal["model"]
+        k = (model, name, cal["seed"], cal["window"])
+        ctrl = control_of.get(name, "")
+        ck = (model, ctrl, cal["seed"], cal["window"])
+        for alpha in s.alphas:
+            arr = s.kl(k, alpha)
+            if arr is None:
+                continue
+            head = arr[:, :window]
+            p95 = P95.pooled(head[~np.isnan(head)])
+            lo, hi = P95.prompt_interval(head, level=0.90)
+            mine = scores.get((name, alpha), {})
+            concept = hierarchical([np.array(list(mine.values()))]) if mine else NAN
+            delta = est.cell_delta_logit(s, k, alpha) if s.has_target else None
+            delta_ctrl = None
+            if s.has_target and ctrl:  # paired by probe, as the study's delta_vs_control
+                mine_d, ctrl_d = est._delta_rows(s, [k], alpha), est._delta_rows(s, [ck], alpha)
+                delta_ctrl = hierarchical([mine_d - ctrl_d]) if len(mine_d) == len(ctrl_d) and len(mine_d) else NAN
+            pm = None
+            if s.pmass.get((k, alpha)):
+                pm = est.pmass_change(s, model, name, alpha)
+            entries.append(
+                Entry(
+                    name=name,
+                    method=name.split("@")[0],
+                    layers=cal["layers"],
+                    alpha=alpha,
+                    c=cal["c_star"] * alpha,
+                    c_star=cal["c_star"],
+                    status=cal["status"],
+                    converged=cal["converged"],
+                    control=ctrl,
+                    is_control=name in controls,
+                    heldout_p95=p95,
+                    heldout_lo=lo,
+                    heldout_hi=hi,
+                    in_band=in_band(p95),
+                    concept=concept,
+                    concept_vs_control=_paired(mine, scores.get((ctrl, alpha), {})) if ctrl else None,
+                    delta_logit=delta,
+                    delta_vs_control=delta_ctrl,
+                    excess_nll=est.excess_nll(s, model, name, alpha),
+                    repetitive=est.repetitive(s, model, name, alpha),
+                    base_repetitive=base_rep.mean,
+                    pmass_change=pm,
+                )
+            )
+    one = min(s.alphas, key=lambda a: abs(a - 1.0)) if s.alphas else 1.0
+    rank = {e.name: -e.beyond if not math.isnan(e.beyond) else math.inf for e in entries if e.alpha == one}
+    entries.sort(key=lambda e: (e.is_control, rank.get(e.name, math.inf), e.name, e.alpha))
+    return Board(settings, tuple(entries))
+
+
+# ---- text -----------------------------------------------------------------------------------------------------------
+
+
+def _iv(e: Estimate | None, fmt: str = "+.3f") -> str:
+    if e is None:
+        return "not measured"
+    if math.isnan(e.mean):
+        return "n/a"
+    return f"{e.mean:{fmt}} [{e.lo:{fmt}}, {e.hi:{fmt}}]"
+
+
+HEADER = (
+    "Ranked by concept score beyond the control at alpha 1. concept: the steered text read by the unsteered base model "
+    "along the pairs' direction at the vector's layers, minus the base text (1.0 = as far as the contrast pairs "
+    "differ); beyond ctrl: minus the random-direction control of the same layers, paired per prompt; delta logit: "
+    "target-axis logit at the dose minus the base model's (probes); excess NLL: base NLL per token of the steered text "
+    "minus the base text's; repetitive: share of continuations with distinct-3 < 0.5; held-out p95: over the first T "
+    "tokens with its 90% prompt-bootstrap interval, R1 band [{lo}, {hi}]. Other intervals: 95% bootstrap over prompts "
+    "(probes, questions). docs/concepts.md explains how to read it."
+)
+COLUMNS = (
+    "rank",
+    "name",
+    "method",
+    "layers",
+    "alpha",
+    "c",
+    "c_star",
+    "status",
+    "control",
+    "concept",
+    "concept_lo",
+    "concept_hi",
+    "beyond_control",
+    "beyond_control_lo",
+    "beyond_control_hi",
+    "delta_logit",
+    "delta_logit_lo",
+    "delta_logit_hi",
+    "delta_beyond_control",
+    "delta_beyond_control_lo",
+    "delta_beyond_control_hi",
+    "excess_nll",
+    "excess_nll_lo",
+    "excess_nll_hi",
+    "repetitive",
+    "base_repetitive",
+    "pmass_change",
+    "pmass_change_lo",
+    "pmass_change_hi",
+    "heldout_p95",
+    "heldout_p95_lo",
+    "heldout_p95_hi",
+    "r1",
+    "file",
+)
+
+
+def _span(layers: str) -> str:
+    xs = [int(x) for x in layers.split()]
+    return f"{xs[0]}..{xs[-1]}" if len(xs) > 1 and xs == list(range(xs[0], xs[-1] + 1)) else ",".join(map(str, xs))
+
+
+def _flag(e: Entry) -> str:
+    return "" if e.converged else f" ({e.status}: judged at its last c)"
+
+
+def lines(b: Board, files: dict[str, str] | None = None) -> list[str]:
+    """The leaderboard as markdown table lines (header row first), one row per vector and dose."""
+    probes = any(e.delta_logit is not None for e in b.entries)
+    pmass = any(e.pmass_change is not None for e in b.entries)
+    head = ["#", "vector", "alpha", "c*", "concept", "beyond ctrl"]
+    head += ["delta logit", "beyond ctrl (logit)"] if probes else ["delta logit"]
+    head += ["excess NLL", "repetitive"] + (["pmass change"] if pmass else []) + ["held-out p95", "R1"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    ranked = b.ranked()
+    for e in b.entries:
+        rank = "ctrl" if e.is_control else str(1 + ranked.index(e.name))
+        cells = [rank, f"{e.method} {_span(e.layers)}{_flag(e)}", f"{e.alpha:g}", f"{e.c_star:.4g}", _iv(e.concept)]
+        cells.append("(floor)" if e.is_control else _iv(e.concept_vs_control))
+        cells.append(_iv(e.delta_logit, "+.2f"))
+        if probes:
+            cells.append("(floor)" if e.is_control else _iv(e.delta_vs_control, "+.2f"))
+        cells += [_iv(e.excess_nll, "+.3f"), f"{e.repetitive.mean:.0%} (base {e.base_repetitive:.0%})"]
+        if pmass:
+            cells.append(_iv(e.pmass_change, "+.3f"))
+        cells += [f"{e.heldout_p95:.3f} [{e.heldout_lo:.3f}, {e.heldout_hi:.3f}]", "in band" if e.in_band else "OUT"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
+    st = b.settings
+    n = st["n_heldout"]
+    where = (
+        "the concept's held-out prompts"
+        if st["heldout_source"] == "concept"
+        else "the library's held-out prompts (the concept has none)"
+    )
+    sets = f"{n['heldout_generic']} of {where}, {st['horizon']} tokens each"
+    sets += f"; {n['heldout_sentiment']} probes" if n["heldout_sentiment"] else "; no probes (delta logit not measured)"
+    sets += f"; {n['heldout_truefalse']} true/false questions (pmass)" if n["heldout_truefalse"] else ""
+    text = [
+        title,
+        "",
+        HEADER.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1]),
+        "",
+        f"Held-out: {sets}. Judged in {st.get('seconds', 0):.1f} s.",
+        "",
+        *lines(b),
+    ]
+    if files:
+        text += ["", "Files: " + ", ".join(f"{k}: {v}" for k, v in files.items())]
+    return "\n".join(text) + "\n"
+
+
+def csv_text(b: Board, files: dict[str, str] | None = None) -> str:
+    files = files or {}
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    ranked = b.ranked()
+
+    def ests(prefix: str, e: Estimate | None) -> dict:
+        if e is None:
+            return {prefix: "not measured", f"{prefix}_lo": "", f"{prefix}_hi": ""}
+        return {prefix: f"{e.mean:.6g}", f"{prefix}_lo": f"{e.lo:.6g}", f"{prefix}_hi": f"{e.hi:.6g}"}
+
+    for e in b.entries:
+        w.writerow(
+            {
+                "rank": "control" if e.is_control else 1 + ranked.index(e.name),
+                "name": e.name,
+                "method": e.method,
+                "layers": _span(e.layers),
+                "alpha": f"{e.alpha:g}",
+                "c": f"{e.c:.6g}",
+                "c_star": f"{e.c_star:.6g}",
+                "status": e.status,
+                "control": e.control,
+                **ests("concept", e.concept),
+                **ests("beyond_control", e.concept_vs_control),
+                **ests("delta_logit", e.delta_logit),
+                **ests("delta_beyond_control", e.delta_vs_control),
+                **ests("excess_nll", e.excess_nll),
+                "repetitive": f"{e.repetitive.mean:.4g}",
+                "base_repetitive": f"{e.base_repetitive:.4g}",
+                **ests("pmass_change", e.pmass_change),
+                "heldout_p95": f"{e.heldout_p95:.4f}",
+                "heldout_p95_lo": f"{e.heldout_lo:.4f}",
+                "heldout_p95_hi": f"{e.heldout_hi:.4f}",
+                "r1": "in band" if e.in_band else "out of band",
+                "file": files.get(e.name, ""),
+            }
+        )
+    return buf.getvalue()
+
+
+# ---- figure ---------------------------------------------------------------------------------------------------------
+
+
+def figure(b: Board, title: str) -> dict[str, bytes]:
+    """Effect (concept score) against damage (excess NLL) at alpha 1: one point per vector with its 95% intervals,
+    labelled method x layers; each layer set's control drawn as a grey band (its concept-score interval)."""
+    from .figure import OKABE_ITO, _render, _setup, color
+
+    _setup()
+    import matplotlib.pyplot as plt
+
+    alpha = min(b.settings["alphas"], key=lambda a: abs(a - 1.0))
+    pts = b.at(alpha)
+    methods = sorted({e.method for e in pts})
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    for e in [p for p in pts if p.is_control]:
+        ax.axhspan(e.concept.lo, e.concept.hi, color=OKABE_ITO["random_direction"], alpha=0.15, lw=0)
+        ax.axhline(e.concept.mean, color=OKABE_ITO["random_direction"], lw=0.8, ls=":")
+        ax.annotate(f"control {_span(e.layers)}", (1.0, e.concept.mean), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=7, color="#555555")  # fmt: skip
+    for e in [p for p in pts if not p.is_control]:
+        x, y = e.excess_nll, e.concept
+        ax.errorbar(
+            x.mean,
+            y.mean,
+            xerr=[[x.mean - x.lo], [x.hi - x.mean]],
+            yerr=[[y.mean - y.lo], [y.hi - y.mean]],
+            fmt="o" if e.converged else "x",
+            color=color(e.method, methods),
+            capsize=2,
+            lw=1,
+        )
+        ax.annotate(f"{e.method} {_span(e.layers)}", (x.mean, y.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel("damage: excess base NLL per token (nats), steered minus base text")
+    ax.set_ylabel("effect: concept score (units of the pairs' separation)")
+    ax.set_title(
+        f"{title}\nalpha = {alpha:g} (every vector at the same 1-nat p95 budget); grey: random-direction control", fontsize=9
+    )
+    fig.tight_layout()
+    return _render(fig)
+
+
+# ---- files ----------------------------------------------------------------------------------------------------------
+
+
+def _write_all(out: Path, blobs: dict[str, bytes]) -> None:
+    """Every file written to NAME.part first, then all renamed: a killed run leaves the previous tables or none."""
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, data in blobs.items():
+        (out / f"{fname}.part").write_bytes(data)
+    for fname in blobs:
+        (out / f"{fname}.part").replace(out / fname)
+
+
+def write_grid(out: Path, b: Board, title: str, files: dict[str, str]) -> list[Path]:
+    """grid.md, grid.csv, grid.svg and grid.png of a judged grid."""
+    fig = figure(b, title.lstrip("# "))
+    blobs = {
+        "grid.md": markdown(b, title, files).encode(),
+        "grid.csv": csv_text(b, files).encode(),
+        "grid.svg": fig["svg"],
+        "grid.png": fig["png"],
+    }
+    _write_all(Path(out), blobs)
+    return [Path(out) / f for f in blobs]
+
+
+GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
+
+
+def calibration_lines(rows: list[dict]) -> list[str]:
+    """A grid calibrated without the judge (--no-judge): c*, its interval, p95 and status per vector."""
+    return [
+        "| method | layers | c* | interval | p95 | status | evaluations | file |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: | --- |",
+        *(
+            f"| {r['method']} | {r['layers']} | {r['c_star']} | [{r['c_lo']}, {r['c_hi']}] | {r['p95']} | {r['status']} | "
+            f"{r['evaluations']} | {r['file']} |"
+            for r in rows
+        ),
+    ]
+
+
+def write_calibration_grid(out: Path, rows: list[dict], title: str) -> None:
+    """grid.md and grid.csv of a grid calibrated without the judge."""
+    md = [
+        title,
+        "",
+        "Target p95 = 1 +- 0.05 nats; c* with its 95% interval from the calibration prompts (docs/calibration.md). "
+        "Calibrated jointly: one batch per solver round. Not judged (--no-judge).",
+        "",
+        *calibration_lines(rows),
+    ]
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=GRID_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    _write_all(Path(out), {"grid.md": ("\n".join(md) + "\n").encode(), "grid.csv": buf.getvalue().encode()})

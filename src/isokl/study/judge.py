@@ -1,0 +1,206 @@
+"""Judge: calibrated vectors + a concept -> the study's held-out rows for each of them at doses alpha x c*, plus the
+concept score read from the text, written as a folder of CSVs (`write`) for `report.leaderboard` to rank.
+
+Every vector's held-out measures are the sweep's own (`measures.MEASURES` on a `HeldOut`), their generic rollouts and
+target-axis forwards run in one batch for all vectors (`measures.held_out_many`); the base model's rows come from the
+same measures at alpha 0. The concept score (`metrics.concept_axis`, `metrics.text_projection`) is the judge's own
+measure: each continuation, steered and base, read by the unsteered base model along the concept's pairs' direction
+at the vector's layers. Definitions: docs/decisions.md, "The judge". Rows name each vector `method@layers` in the
+`method` column (a grid holds one method at several layer sets).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.calibrate import CalibrationResult
+from ..core.concept import Concept
+from ..core.models import LM
+from ..core.vector import Vector
+from .measures import MEASURES, HeldOut, held_out_many
+from .metrics import concept_axis, text_projection
+from .records import BASE, JUDGE_FILES, _write_rows, code_version, columns
+
+JUDGE_DIR = "judge"  # OUT/judge/: the judge's rows, the files the leaderboard is built from
+JUDGE_SIZES = {"heldout_generic": 24, "heldout_truefalse": 16, "heldout_sentiment": 16}  # the quick protocol's (QUICK)
+HORIZON = 30
+SKIP_WITHOUT_PMASS = {"pmass"}
+
+
+def name(v: Vector) -> str:
+    """A vector's name in the judge's rows: method@layers, e.g. pca@12-17 (layers as `Vector.label` spells them)."""
+    return f"{v.method}@{v.label.rsplit(' ', 1)[-1]}"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """The judge's rows (study schema per file, plus `concept_score`) and what produced them."""
+
+    rows: dict[str, list[dict]]
+    settings: dict
+    seconds: float
+
+
+def sizes(concept: Concept, pmass: bool) -> dict[str, int]:
+    """Prompts per held-out set: the quick protocol's, capped at what the concept has (no probes: 0)."""
+    have = concept.sizes()
+    n = {k: min(v, have[k]) for k, v in JUDGE_SIZES.items()}
+    if not pmass:
+        n["heldout_truefalse"] = 0
+    return n
+
+
+def judge(
+    lm: LM,
+    results: Sequence[CalibrationResult],
+    concept: Concept,
+    *,
+    alphas: Sequence[float] = (1.0,),
+    controls: dict[tuple[int, ...], CalibrationResult] | None = None,
+    horizon: int = HORIZON,
+    pmass: bool = False,
+    seed: int | None = None,
+    phase: Callable[[str], None] = lambda s: None,
+) -> Judged:
+    """Every calibrated vector (and each layer set's control) at c = alpha x c* on the concept's held-out sets, in one
+    batch; a vector that did not converge is judged at its last c. -> the rows of every file, the base model's too."""
+    alphas = tuple(sorted({float(a) for a in alphas}))
+    if not results:
+        raise ValueError("judge needs at least one calibrated vector")
+    if not alphas or min(alphas) <= 0:
+        raise ValueError(f"alphas must be positive dose multiples, got {alphas}")
+    window = max(r.vector.calibration.window for r in results if r.vector.calibration is not None)
+    if horizon < window:
+        raise ValueError(f"the held-out horizon ({horizon}) must be at least the calibration window T = {window}")
+    t0 = time.time()
+    controls = dict(controls or {})
+    every = [*results, *controls.values()]
+    n = sizes(concept, pmass)
+    concept.check_for(lm, horizon, n)
+    version = code_version()
+
+    def prov(method: str, res: CalibrationResult | None) -> dict:
+        cal = res.vector.calibration if res is not None else None
+        return {
+            "model": lm.id,
+            "concept": concept.name,
+            "method": method,
+            "seed": seed if res is not None and seed is not None else "",
+            "window": cal.window if cal is not None else "",
+            "code_version": version,
+            "time": "",
+        }
+
+    items = [(r.vector, tuple(a * r.c_star for a in alphas), alphas, prov(name(r.vector), r)) for r in every]
+    phase(f"held-out rollouts of {len(items)} vectors in one batch")
+    helds = held_out_many(lm, items, n, horizon, concept, pmass_alphas=alphas)
+    base = HeldOut(lm, None, (0.0,), (0.0,), n, horizon, prov(BASE, None), pmass_alphas=(0.0,), concept=concept)
+    rows: dict[str, list[dict]] = {f: [] for f in [*MEASURES, "calibration", *JUDGE_FILES]}
+    for h in [base, *helds]:
+        for file, (label, fn) in MEASURES.items():
+            if file in SKIP_WITHOUT_PMASS and not pmass:
+                continue
+            phase(f"{h.prov['method']}: {label}")
+            rows[file] += fn(h)
+    phase("concept score: the base model reads every continuation")
+    rows["concept_score"] = concept_scores(lm, concept, base, helds)
+    for r, h in zip(every, helds, strict=True):
+        rows["calibration"].append(calibration_row(r, h))
+    settings = {
+        "model": lm.id,
+        "concept": concept.name,
+        "concept_source": concept.source,
+        "heldout_source": "concept" if "heldout.jsonl" in concept.own else "library",
+        "seed": seed,
+        "window": window,
+        "horizon": horizon,
+        "alphas": list(alphas),
+        "n_heldout": n,
+        "pmass": pmass,
+        "controls": {name(c.vector): " ".join(map(str, layers)) for layers, c in controls.items()},
+        "control_of": {name(r.vector): name(controls[r.vector.layers].vector) for r in results if r.vector.layers in controls},
+        "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+        "code_version": version,
+    }
+    return Judged(rows, settings, time.time() - t0)
+
+
+def calibration_row(r: CalibrationResult, h: HeldOut) -> dict:
+    """The calibration row of a judged vector (the study's `calibration` columns that a grid has)."""
+    cal = r.vector.calibration
+    assert cal is not None
+    return {
+        **h.prov,
+        "layers": " ".join(map(str, r.vector.layers)),
+        "c_star": r.c_star,
+        "c_star_lo": r.c_interval.lo,
+        "c_star_hi": r.c_interval.hi,
+        "converged": int(r.converged),
+        "status": r.status,
+        "calib_p95": r.p95,
+        "holdout_p95": "",  # the leaderboard computes it at every dose from trajectory.csv
+        "evaluations": r.evaluations,
+        "seconds": round(r.seconds, 1),
+    }
+
+
+def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]) -> list[dict]:
+    """Per vector, dose and held-out prompt: the steered and the base continuation read along the concept's axis at
+    the vector's layers (units of the pairs' separation); score = steered - base."""
+    seqs = base.seqs("heldout_generic")
+    ids = base.ids("heldout_generic")
+    pairs = concept.pairs()
+
+    def conts(ro, k: int) -> list[list[int]]:
+        sl = ro.rows(k)
+        return [t[v].tolist() for t, v in zip(ro.tokens[sl].cpu(), ro.valid[sl].cpu(), strict=True)]
+
+    base_conts = conts(base.generic, 0)
+    by_layers: dict[tuple[int, ...], tuple] = {}
+    out = []
+    for h in helds:
+        assert h.vector is not None
+        layers = h.vector.layers
+        if layers not in by_layers:
+            axis = concept_axis(lm, pairs, layers)
+            by_layers[layers] = (axis, text_projection(lm, seqs, base_conts, axis).mean(1))
+        axis, base_proj = by_layers[layers]
+        for k in range(len(h.coeffs)):
+            steered = text_projection(lm, seqs, conts(h.generic, k), axis).mean(1)
+            out += [
+                h.row(k, prompt=pid, steered=float(steered[i]), base=float(base_proj[i]), score=float(steered[i] - base_proj[i]))
+                for i, pid in enumerate(ids)
+            ]
+    return out
+
+
+def write(out: Path, judged: Judged) -> Path:
+    """OUT/judge/: one CSV per file and settings.json, written into a temporary folder that is renamed when complete
+    (an interrupted judge leaves the previous folder or none, never a half-written one)."""
+    final = Path(out) / JUDGE_DIR
+    tmp = Path(out) / f".{JUDGE_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file, rs in judged.rows.items():
+        _write_rows(tmp / f"{file}.csv", columns(file), rs, False)  # small: plain CSV, `records.path` finds it
+    (tmp / "settings.json").write_text(json.dumps({**judged.settings, "seconds": round(judged.seconds, 1)}, indent=1) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def control_vectors(lm: LM, vectors: Sequence[Vector], pairs, seed: int = 0) -> dict[tuple[int, ...], Vector]:
+    """One random-direction control per distinct layer set of `vectors` (`random_direction`, this seed), to be
+    calibrated to the same target with them: the floor of every effect."""
+    from ..core.activations import extract
+
+    out: dict[tuple[int, ...], Vector] = {}
+    for v in vectors:
+        if v.layers not in out:
+            out[v.layers] = extract(lm, pairs, "random_direction", layers=v.layers, seed=seed)
+    return out
