@@ -173,7 +173,7 @@ def test_calibrate_a_grid_writes_a_vector_each_and_a_table(model_dir, tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     args = ["calibrate", "--model", str(model_dir), "--method", "mean_diff,directional_ablation", "--layers", "1-2/3"]
-    code = cli.main([*args, "--window", "6", "--n-prompts", "4"])
+    code = cli.main([*args, "--window", "6", "--n-prompts", "4", "--no-judge"])
     out = capsys.readouterr().out
     assert code in (0, 2)
     rows = list(csv.DictReader((tmp_path / "grid" / "grid.csv").read_text().splitlines()))

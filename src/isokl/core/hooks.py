@@ -189,17 +189,26 @@ class Layout:
         return x.reshape(self.k, self.n, *x.shape[1:])
 
 
+class Captured(Exception):
+    """Raised by `capture(..., stop=True)` once the deepest asked layer has run: the caller catches it."""
+
+
 @contextmanager
-def capture(model: Model, layers: tuple[int, ...]):
-    """Record block outputs at `layers`: yields a dict layer -> [b s d] filled by the next forward."""
+def capture(model: Model, layers: tuple[int, ...], stop: bool = False):
+    """Record block outputs at `layers`: yields a dict layer -> [b s d] filled by the next forward. stop: end that
+    forward by raising `Captured` after the deepest of them (the blocks above it, and the head, are not run; a KV
+    cache it was given is left half-updated: use a throwaway one)."""
     layer_list = blocks(model)
     store: dict[int, torch.Tensor] = {}
     handles = []
+    last = max(layers)
     try:
         for layer in layers:
 
             def hook(_mod, _args, output, layer=layer):
                 store[layer] = _hidden(output)[0].detach()
+                if stop and layer == last:
+                    raise Captured
 
             handles.append(layer_list[layer].register_forward_hook(hook))
         yield store

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..core.calibrate import CalibrationResult
 from ..core.concept import Concept
 from ..core.models import LM
+from ..core.rollout import prefill_base
 from ..core.vector import Vector
 from .measures import MEASURES, HeldOut, held_out_many
 from .metrics import concept_axis, text_projection
@@ -161,6 +162,7 @@ def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]
         return [t[v].tolist() for t, v in zip(ro.tokens[sl].cpu(), ro.valid[sl].cpu(), strict=True)]
 
     base_conts = conts(base.generic, 0)
+    prefill = prefill_base(lm, seqs)  # the prompts are read once; each continuation is fed on their KV cache
     by_layers: dict[tuple[int, ...], tuple] = {}
     out = []
     for h in helds:
@@ -168,10 +170,10 @@ def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]
         layers = h.vector.layers
         if layers not in by_layers:
             axis = concept_axis(lm, pairs, layers)
-            by_layers[layers] = (axis, text_projection(lm, seqs, base_conts, axis).mean(1))
+            by_layers[layers] = (axis, text_projection(lm, seqs, base_conts, axis, prefill).mean(1))
         axis, base_proj = by_layers[layers]
         for k in range(len(h.coeffs)):
-            steered = text_projection(lm, seqs, conts(h.generic, k), axis).mean(1)
+            steered = text_projection(lm, seqs, conts(h.generic, k), axis, prefill).mean(1)
             out += [
                 h.row(k, prompt=pid, steered=float(steered[i]), base=float(base_proj[i]), score=float(steered[i] - base_proj[i]))
                 for i, pid in enumerate(ids)

@@ -14,16 +14,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 
 import torch
 
 from ..core.activations import last_token
-from ..core.hooks import Layout, capture, steer_rows
-from ..core.models import LM, forward, left_pad, pad_id
+from ..core.hooks import Captured, Layout, capture, steer_rows
+from ..core.models import LM, forward, left_pad, new_cache, pad_id
 from ..core.prompts import word_variants
-from ..core.rollout import fork_rollout
+from ..core.rollout import BasePrefill, fork_rollout, prefill_base
 from ..core.vector import Vector
 
 FORKS = tuple(range(0, 51, 5))
@@ -151,23 +151,33 @@ def concept_axis(lm: LM, pairs, layers: tuple[int, ...]) -> ConceptAxis:
 
 
 @torch.no_grad()
-def text_projection(lm: LM, seqs: list[list[int]], conts: list[list[int]], axis: ConceptAxis, batch: int = 64) -> torch.Tensor:
+def text_projection(
+    lm: LM, seqs: list[list[int]], conts: list[list[int]], axis: ConceptAxis, prompts: BasePrefill | None = None
+) -> torch.Tensor:
     """Each prompt followed by its continuation, read by the unsteered base model -> [n l]: the mean over the
-    continuation's positions of the block outputs projected on the axis, in units of the pairs' separation."""
-    out = torch.full((len(seqs), len(axis.layers)), float("nan"), dtype=torch.float64)
-    u = axis.u.to(lm.device)
-    for a in range(0, len(seqs), batch):
-        rows = list(range(a, min(a + batch, len(seqs))))
-        full = [list(seqs[i]) + list(conts[i]) for i in rows]
-        ids, mask, pos = left_pad(full, pad_id(lm), lm.device)
-        with capture(lm.model, axis.layers) as store:
-            forward(lm.model, ids, mask, pos, keep=1)
-        width = ids.shape[1]
-        for b, i in enumerate(rows):
-            m = len(conts[i])
-            if m == 0:
-                continue
-            for j, layer in enumerate(axis.layers):
-                h = store[layer][b, width - m :].double()  # left padding: the continuation is the last m positions
-                out[i, j] = (h @ u[j]).mean().cpu() / axis.scale[j].cpu()
+    continuation's positions of the block outputs projected on the axis, in units of the pairs' separation (NaN for an
+    empty continuation). prompts: the base model's prefill of `seqs` (`rollout.prefill_base`), shared by every call on
+    the same prompts: only the continuations are fed, on the prompts' KV cache."""
+    prompts = prompts if prompts is not None and prompts.seqs == tuple(map(tuple, seqs)) else prefill_base(lm, seqs)
+    n, m = len(seqs), max(1, max(len(c) for c in conts))
+    cache = new_cache(lm.model)
+    for layer, (k, v) in enumerate(zip(prompts.keys, prompts.values, strict=True)):
+        cache.update(k.clone(), v.clone(), layer)
+    _, before, pos = left_pad(seqs, pad_id(lm), lm.device)
+    feed = torch.full((n, m), pad_id(lm), dtype=torch.long, device=lm.device)
+    real = torch.zeros((n, m), dtype=torch.long, device=lm.device)
+    for i, c in enumerate(conts):
+        feed[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        real[i, : len(c)] = 1
+    mask = torch.cat([before, real], dim=-1)  # right padding after a continuation: no real token attends to it
+    at = pos[:, -1:] + 1 + torch.arange(m, device=lm.device)
+    with capture(lm.model, axis.layers, stop=True) as store:  # the blocks above the deepest layer read are not run
+        with suppress(Captured):
+            forward(lm.model, feed, mask, at, cache, keep=1)
+    ok = real.bool().cpu()
+    out = torch.full((n, len(axis.layers)), float("nan"), dtype=torch.float64)
+    for j, layer in enumerate(axis.layers):
+        proj = (store[layer].double() @ axis.u[j].to(lm.device)).cpu()  # [n m]
+        sums = (proj * ok).sum(-1)
+        out[:, j] = torch.where(ok.any(-1), sums / ok.sum(-1).clamp(min=1), torch.nan) / axis.scale[j].cpu()
     return out

@@ -1,0 +1,212 @@
+"""The judge: its rows are the study's measures for the same vectors (one batch or one at a time), the concept score
+reads the text as defined (docs/decisions.md, "The judge"), the leaderboard ranks, flags and says "not measured", and
+an interrupted grid leaves no table."""
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import F32, byte_tokenizer, tiny_model
+from isokl.core.activations import extract
+from isokl.core.calibrate import calibrate_many
+from isokl.core.concept import Concept
+from isokl.core.hooks import capture
+from isokl.core.models import forward, from_module, left_pad, pad_id
+from isokl.report import leaderboard
+from isokl.study import judge as J
+from isokl.study.measures import HeldOut, held_out_many, nll, target, trajectory
+from isokl.study.metrics import concept_axis, text_projection
+
+
+@pytest.fixture(scope="module")
+def lm6():
+    return from_module(tiny_model("llama", seed=3, layers=6), byte_tokenizer(), id="tiny-j")
+
+
+@pytest.fixture(scope="module")
+def concept():
+    return Concept.load("sentiment")
+
+
+@pytest.fixture(scope="module")
+def calibrated(lm6, concept):
+    pairs = concept.pairs(0)
+    vecs = [extract(lm6, pairs, "mean_diff", layers=(1, 2)), extract(lm6, pairs, "directional_ablation", layers=(3,))]
+    ctrl = J.control_vectors(lm6, vecs, pairs, seed=0)
+    joint = calibrate_many(lm6, [*vecs, *ctrl.values()], concept.calibration(0, 4), T=6, progress=False)
+    return joint.results[:2], dict(zip(ctrl, joint.results[2:], strict=True))
+
+
+N = {"heldout_generic": 5, "heldout_truefalse": 0, "heldout_sentiment": 4}
+
+
+def test_one_batch_gives_each_vectors_own_rows(lm6, concept, calibrated):
+    """held_out_many (one rollout_many and one target forward for all vectors) = each vector's own HeldOut."""
+    results, controls = calibrated
+    every = [*results, *controls.values()]
+    items = [(r.vector, (r.c_star, 2 * r.c_star), (1.0, 2.0), {"method": J.name(r.vector)}) for r in every]
+    joint = held_out_many(lm6, items, N, 8, concept)
+    for (v, cs, al, prov), h in zip(items, joint, strict=True):
+        alone = HeldOut(lm6, v, cs, al, N, 8, prov, concept=concept)
+        assert "generic" in h.joint and "generic" not in alone.joint
+        for fn in (trajectory, nll, target):
+            got, want = fn(h), fn(alone)
+            assert len(got) == len(want) > 0
+            for g, w in zip(got, want, strict=True):
+                assert {k: x for k, x in g.items() if isinstance(x, str)} == {k: x for k, x in w.items() if isinstance(x, str)}
+                for col in ("kl", "nll_sum", "target_logit"):
+                    if col in g:
+                        assert g[col] == pytest.approx(w[col], rel=F32["rtol"], abs=F32["atol"])
+                assert g.get("valid") == w.get("valid") and g.get("n_tokens") == w.get("n_tokens")
+
+
+def test_text_projection_is_the_defined_mean_over_the_continuation(tiny_lm, concept):
+    """By hand, one full forward per prompt: the base model reads prompt + continuation; the continuation's block outputs
+    projected on the unit pairs' mean difference, averaged over its positions, over the pairs' separation (the judge
+    feeds only the continuations, on the prompts' KV cache)."""
+    lm6 = tiny_lm
+    pairs = concept.pairs()
+    layers = (1, 3)
+    axis = concept_axis(lm6, pairs, layers)
+    seqs, conts = [[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]]
+    got = text_projection(lm6, seqs, conts, axis)
+    assert torch.allclose(axis.u.norm(dim=-1), torch.ones(2, dtype=torch.float64))
+    assert bool((axis.scale > 0).all())  # the pairs' own separation along their own mean difference is positive
+    for i in range(2):
+        ids, mask, pos = left_pad([seqs[i] + conts[i]], pad_id(lm6), lm6.device)
+        with capture(lm6.model, layers) as store:
+            forward(lm6.model, ids, mask, pos, keep=1)
+        for j, layer in enumerate(layers):
+            h = store[layer][0, len(seqs[i]) :].double()  # the continuation's positions
+            want = float((h @ axis.u[j]).mean() / axis.scale[j])
+            assert float(got[i, j]) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_the_base_text_scores_zero_and_a_control_is_paired(lm6, concept, calibrated):
+    results, controls = calibrated
+    judged = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0)
+    rows = judged.rows["concept_score"]
+    assert len(rows) == len([*results, *controls]) * 24  # 24 held-out prompts of the library, one dose
+    assert all(r["score"] == pytest.approx(r["steered"] - r["base"], abs=1e-12) for r in rows)
+    # the base model's own text read as "steered": score 0 by construction (what the difference removes)
+    b = HeldOut(lm6, None, (0.0,), (0.0,), J.sizes(concept, False), 8, {}, concept=concept)
+    same = J.concept_scores(lm6, concept, b, [dataclasses.replace(b, vector=results[0].vector, joint={"generic": b.generic})])
+    assert all(r["score"] == 0.0 for r in same)
+    board = leaderboard.board(judged.rows, {**judged.settings, "seconds": judged.seconds})
+    vec = next(e for e in board.entries if e.name == J.name(results[0].vector))
+    ctrl = next(e for e in board.entries if e.name == vec.control)
+    mine = {r["prompt"]: r["score"] for r in rows if r["method"] == vec.name}
+    theirs = {r["prompt"]: r["score"] for r in rows if r["method"] == ctrl.name}
+    assert vec.concept_vs_control.mean == pytest.approx(np.mean([mine[p] - theirs[p] for p in mine]), rel=1e-9)
+    assert vec.concept.mean == pytest.approx(np.mean(list(mine.values())), rel=1e-9)
+    assert vec.concept_vs_control.lo <= vec.concept_vs_control.mean <= vec.concept_vs_control.hi
+
+
+def test_the_leaderboard_ranks_by_the_score_beyond_the_control(lm6, concept, calibrated):
+    results, controls = calibrated
+    board = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0, alphas=(1.0, 2.0))
+    b = leaderboard.board(board.rows, board.settings)
+    at1 = [e for e in b.at(1.0) if not e.is_control]
+    assert [e.beyond for e in at1] == sorted((e.beyond for e in at1), reverse=True)
+    assert [e.is_control for e in b.entries] == sorted(e.is_control for e in b.entries)  # controls last
+    assert {e.alpha for e in b.entries} == {1.0, 2.0} and len(b.entries) == 2 * 4
+    for e in b.entries:
+        assert e.heldout_lo <= e.heldout_p95 <= e.heldout_hi
+        assert e.in_band == (0.7 <= e.heldout_p95 <= 1.4)
+        assert e.delta_logit is not None and e.excess_nll.n_values == 24
+
+
+def test_no_probes_says_not_measured_and_a_failed_vector_is_kept(lm6, tmp_path, calibrated):
+    src = tmp_path / "c"
+    src.mkdir()
+    (src / "pairs.jsonl").write_text(
+        "".join(json.dumps({"positive": f"I love item {i}.", "negative": f"I hate item {i}."}) + "\n" for i in range(4))
+    )
+    bare = Concept.load(src)
+    results, _ = calibrated
+    stuck = dataclasses.replace(results[0], converged=False, status="not_converged")
+    judged = J.judge(lm6, [stuck, results[1]], bare, horizon=8, seed=0)
+    assert judged.rows["target"] == []  # no probes: no rows, never a silent 0
+    b = leaderboard.board(judged.rows, judged.settings)
+    assert len(b.entries) == 2 and all(e.delta_logit is None for e in b.entries)
+    text = "\n".join(leaderboard.lines(b))
+    assert "not measured" in text and "not_converged: judged at its last c" in text
+    assert all(e.concept_vs_control is None for e in b.entries)  # no control given: no floor claimed
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models") / "tiny-judge"
+    tiny_model("llama", dtype=torch.float32, seed=3, layers=6).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
+GRID = ["--method", "mean_diff,directional_ablation", "--layers", "1-2/3", "--window", "6", "--n-prompts", "4"]
+
+
+def test_calibrate_judges_a_grid_into_a_leaderboard(model_dir, tmp_path, capsys, monkeypatch):
+    from isokl import cli
+    from isokl.core.vector import Vector
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["calibrate", "--model", str(model_dir), *GRID, "--horizon", "8"])
+    out = capsys.readouterr().out
+    assert code in (0, 2)
+    g = tmp_path / "grid"
+    rows = list(csv.DictReader((g / "grid.csv").read_text().splitlines()))
+    assert {(r["method"], r["layers"]) for r in rows} == {
+        (m, ls) for m in ("mean_diff", "directional_ablation", "random_direction") for ls in ("1..2", "3")
+    }
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "control", "control"]
+    for r in rows:
+        v = Vector.load(g / r["file"])  # every vector, controls too, saved and loadable
+        assert float(r["c_star"]) == pytest.approx(v.coeff, rel=1e-5)
+        ctrl = next((x for x in rows if x["name"] == r["control"]), None)
+        if r["rank"] != "control":
+            assert ctrl is not None and ctrl["layers"] == r["layers"]
+            assert float(r["beyond_control"]) == pytest.approx(float(r["concept"]) - float(ctrl["concept"]), abs=2e-5)
+    for name in ("grid.md", "grid.svg", "grid.png", "judge/settings.json", "judge/concept_score.csv"):
+        assert (g / name).is_file() and (g / name).stat().st_size > 0
+    assert (g / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert out.count("\n| ") == 2 + len(rows) - 1 and "judged in" in out
+    assert not list(g.glob("*.part")) and not (g / ".judge.tmp").exists()
+
+
+def test_an_interrupted_judge_leaves_the_vectors_and_no_table(model_dir, tmp_path, capsys, monkeypatch):
+    from isokl import cli
+    from isokl.core.vector import Vector
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(J, "judge", interrupt)
+    assert cli.main(["calibrate", "--model", str(model_dir), *GRID, "--horizon", "8"]) == 130
+    g = tmp_path / "grid"
+    files = sorted(p.name for p in g.iterdir())
+    assert files == sorted(
+        f"{m}_L{ls}.safetensors" for m in ("mean_diff", "directional_ablation", "random_direction") for ls in ("1-2", "3")
+    )
+    assert all(Vector.load(g / f).calibration is not None for f in files)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--method", "pca,random_direction"], ("--method", "control")),
+        (["--alphas", "1,-2"], ("--alphas", "positive")),
+        (["--window", "40"], ("--horizon", "below 40")),
+    ],
+)
+def test_bad_judge_flags_fail_in_one_line_before_a_model_loads(extra, words, tmp_path, capsys, no_load, monkeypatch):
+    from isokl import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["calibrate", *extra]) == 1
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and all(w in err[0] for w in words), err
