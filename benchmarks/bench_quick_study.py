@@ -68,8 +68,34 @@ def compare(out: Path, ref: Path) -> None:
         f"against {ref}: {len(both)} cells in both; c* relative difference max {max(drift):.2g}, median "
         f"{sorted(drift)[len(drift) // 2]:.2g}; same status in {same}/{len(both)}"
     )
+    held_out(out, ref)
     print(f"verdicts here: {'; '.join(verdicts(out))}")
     print(f"verdicts there: {'; '.join(verdicts(ref))}")
+
+
+NUMBERS = {"trajectory": "kl", "nll": "nll_sum", "target": "target_logit", "pmass": "pmass"}
+
+
+def held_out(out: Path, ref: Path) -> None:
+    """The held-out numbers of both folders, row by row (same cell, dose, prompt, token or fork): the largest
+    absolute difference per file, and the rows whose greedy text differs (examples.csv)."""
+    from isokl.study import records
+
+    def index(d: Path, name: str, col: str) -> dict:
+        keyed = {}
+        for r in records.read(records.path(d, name), name):
+            k = tuple(v for c, v in r.items() if c not in (col, "c", "time", "code_version", "p_true", "censored", "valid"))
+            keyed[k] = r[col]
+        return keyed
+
+    for name, col in NUMBERS.items():
+        a, b = index(out, name, col), index(ref, name, col)
+        both = set(a) & set(b)
+        diffs = [abs(float(a[k]) - float(b[k])) for k in both if a[k] != "" and b[k] != ""]
+        print(f"{name}.csv: {len(both)} rows in both ({len(a)} here, {len(b)} there); max |{col} difference| {max(diffs, default=0):.3g}")
+    ta, tb = index(out, "examples", "text"), index(ref, "examples", "text")
+    diff = [k for k in set(ta) & set(tb) if ta[k] != tb[k]]
+    print(f"examples.csv: {len(diff)} of {len(set(ta) & set(tb))} continuations differ in text")
 
 
 if __name__ == "__main__":

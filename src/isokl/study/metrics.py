@@ -171,9 +171,9 @@ def text_projection(
         real[i, : len(c)] = 1
     mask = torch.cat([before, real], dim=-1)  # right padding after a continuation: no real token attends to it
     at = pos[:, -1:] + 1 + torch.arange(m, device=lm.device)
-    with capture(lm.model, axis.layers, stop=True) as store:  # the blocks above the deepest layer read are not run
-        with suppress(Captured):
-            forward(lm.model, feed, mask, at, cache, keep=1)
+    # the blocks above the deepest layer read are not run
+    with capture(lm.model, axis.layers, stop=True) as store, suppress(Captured):
+        forward(lm.model, feed, mask, at, cache, keep=1)
     ok = real.bool().cpu()
     out = torch.full((n, len(axis.layers)), float("nan"), dtype=torch.float64)
     for j, layer in enumerate(axis.layers):
