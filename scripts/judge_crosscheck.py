@@ -72,7 +72,7 @@ def v2(threads: int) -> None:
         mine = s.target[(k, 1.0)]
         same = np.array([mine[p] - base[p] for p in probes])
         e16, e32 = hierarchical([same]), hierarchical([_delta_rows(s, [k], 1.0)])
-        fmt = lambda x: f"{x.mean:+.3f} [{x.lo:+.3f}, {x.hi:+.3f}]"  # noqa: E731
+        fmt = lambda x: f"{x.mean:+.3f} [{x.lo:+.3f}, {x.hi:+.3f}]"
         print(f"| {m} | {res.c_star:.5g} | {cal['c_star']:.5g} | {fmt(e.delta_logit)} | {fmt(e16)} | {fmt(e32)} |")
 
 
