@@ -360,3 +360,20 @@ def test_methods_lists_each_name_once(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [x.split()[0] for x in lines] == sorted(METHODS)  # one line per method, its name first
     assert all(x.split()[1] != x.split()[0] + ":" for x in lines)  # the summary does not repeat the name
+
+
+def test_an_abbreviated_flag_is_refused_not_overridden_by_quick(tmp_path, capsys, no_load, monkeypatch):
+    """`--quick --window 50` once ran T = 20 (argparse took --window for --windows, the preset did not see it)."""
+    from isokl import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["study", "--quick", "--window", "50", "--out", "o"])
+    assert e.value.code == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "--window" in err[0], err
+    assert not (tmp_path / "o").exists()
+    args = cli.build_parser().parse_args(["study", "--quick", "--windows", "50"])
+    cfg = cli.to_config(args, cli.StudyConfig)
+    cfg.apply_quick(cli.given_flags(["study", "--quick", "--windows", "50"], cli.StudyConfig))
+    assert cfg.windows == "50" and cfg.models == "smollm2-135m"  # the explicit flag wins, the rest of the preset applies

@@ -42,6 +42,12 @@ from .study.config import (
 
 
 class Parser(argparse.ArgumentParser):
+    """One-line errors, and no abbreviated flags: `--window` is not taken for `--windows` (a preset such as --quick
+    must see every flag the user gave by its full name)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
     def error(self, message):  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
