@@ -169,7 +169,14 @@ def _judge(cfg: CalibrateConfig, lm, results, controls, concept):
 
     print(f"[isokl] judging {len(results)} vectors and {len(controls)} controls on held-out prompts", file=sys.stderr)
     alphas = floats("--alphas", cfg.alphas)
-    judged = judge(lm, results, concept, alphas=alphas, controls=controls, horizon=cfg.horizon, pmass=cfg.pmass, seed=cfg.seed)
+    t0 = time.time()
+
+    def phase(label: str) -> None:  # progress: the judge takes about as long as the calibration
+        print(f"[isokl] judge ({time.time() - t0:.0f} s): {label}", file=sys.stderr)
+
+    judged = judge(
+        lm, results, concept, alphas=alphas, controls=controls, horizon=cfg.horizon, pmass=cfg.pmass, seed=cfg.seed, phase=phase
+    )
     return judged, board(judged.rows, {**judged.settings, "seconds": judged.seconds}), judged.seconds
 
 
