@@ -102,11 +102,11 @@ def judge(
     helds = held_out_many(lm, items, n, horizon, concept, pmass_alphas=alphas)
     base = HeldOut(lm, None, (0.0,), (0.0,), n, horizon, prov(BASE, None), pmass_alphas=(0.0,), concept=concept)
     rows: dict[str, list[dict]] = {f: [] for f in [*MEASURES, "calibration", *JUDGE_FILES]}
+    phase("the base model's held-out rollouts, then every vector's measures")
     for h in [base, *helds]:
-        for file, (label, fn) in MEASURES.items():
+        for file, (_, fn) in MEASURES.items():
             if file in SKIP_WITHOUT_PMASS and not pmass:
                 continue
-            phase(f"{h.prov['method']}: {label}")
             rows[file] += fn(h)
     phase("concept score: the base model reads every continuation")
     rows["concept_score"] = concept_scores(lm, concept, base, helds)
