@@ -64,7 +64,7 @@ def v2(threads: int) -> None:
     print(f"smollm2-135m, sentiment, default band {vecs[0].layers[0]}..{vecs[0].layers[-1]}, seed 0, T = 20, 4 prompts")
     print("| method | c* judge | c* v2 | delta logit 1x, judge (16 probes) | v2 cell, same 16 probes | v2 cell, 32 probes |")
     print("| --- | ---: | ---: | --- | --- | --- |")
-    for m, res in zip(methods, joint.results, strict=True):
+    for m, res in zip(methods, joint.results[: len(methods)], strict=True):
         e = next(x for x in b.entries if x.name == J.name(res.vector))
         k = ("smollm2-135m", m, 0, 20)
         cal = next(r for r in s.cal if (r["model"], r["method"], r["seed"], r["window"]) == k)

@@ -356,6 +356,12 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
             lw=1,
         )
         ax.annotate(f"{e.method} {_span(e.layers)}", (x.mean, y.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color(m, methods), marker="o", ls="", label=m) for m in methods if m != "random_direction"]
+    if any(not e.converged for e in pts):
+        handles.append(Line2D([], [], color="black", marker="x", ls="", label="did not converge (at its last c)"))
+    ax.legend(handles=handles, fontsize=7, loc="best", frameon=False)
     ax.axvline(0, color="black", lw=0.5)
     ax.set_xlabel("damage: excess base NLL per token (nats), steered minus base text")
     ax.set_ylabel("effect: concept score (units of the pairs' separation)")
