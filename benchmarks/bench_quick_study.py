@@ -92,7 +92,9 @@ def held_out(out: Path, ref: Path) -> None:
         a, b = index(out, name, col), index(ref, name, col)
         both = set(a) & set(b)
         diffs = [abs(float(a[k]) - float(b[k])) for k in both if a[k] != "" and b[k] != ""]
-        print(f"{name}.csv: {len(both)} rows in both ({len(a)} here, {len(b)} there); max |{col} difference| {max(diffs, default=0):.3g}")
+        print(
+            f"{name}.csv: {len(both)} rows in both ({len(a)} here, {len(b)} there); max |{col} difference| {max(diffs, default=0):.3g}"
+        )
     ta, tb = index(out, "examples", "text"), index(ref, "examples", "text")
     diff = [k for k in set(ta) & set(tb) if ta[k] != tb[k]]
     print(f"examples.csv: {len(diff)} of {len(set(ta) & set(tb))} continuations differ in text")
