@@ -91,3 +91,12 @@ def no_load(monkeypatch):
         raise AssertionError("a model was loaded before the bad input was reported")
 
     monkeypatch.setattr(models, "load", load)
+
+
+@pytest.fixture(scope="session")
+def six_layer_dir(tmp_path_factory):
+    """A tiny 6-layer llama saved as a model folder (float32), for the CLI's grid and judge tests."""
+    d = tmp_path_factory.mktemp("models") / "tiny-grid"
+    tiny_model("llama", dtype=torch.float32, seed=3, layers=6).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d

@@ -2,6 +2,7 @@
 a driver killed and started again. Tiny random models saved as local folders, 2 workers x 1 CPU."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,8 +123,10 @@ def test_a_second_driver_resumes_after_the_first_is_killed(model_dir, serial, tm
     (pause / "go").touch()
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert f"{len(done)} of 5" not in second.stderr  # it ran only the cells the first driver did not finish
-    assert f"{5 - len(done)} of 5 cells to run" in second.stderr
+    # It ran only the cells not finished when it started: at most the 5 - len(done) counted here, since a worker of
+    # the first cluster that was still computing (no .running file yet) may write its cell once `go` exists.
+    ran = re.search(r"(\d+) of 5 cells to run", second.stderr)
+    assert ran is not None and 1 <= int(ran.group(1)) <= 5 - len(done), second.stderr[-2000:]
     _same_rows(out, serial)
     shutil.rmtree(pause)
 

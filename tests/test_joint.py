@@ -157,22 +157,14 @@ def test_layout_blocks_and_bad_input(llama_lm):
 # ---- the CLI grid --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models") / "tiny-grid"
-    tiny_model("llama", dtype=torch.float32, seed=3, layers=6).save_pretrained(d)
-    byte_tokenizer().save_pretrained(d)
-    return d
-
-
-def test_calibrate_a_grid_writes_a_vector_each_and_a_table(model_dir, tmp_path, capsys, monkeypatch):
+def test_calibrate_a_grid_writes_a_vector_each_and_a_table(six_layer_dir, tmp_path, capsys, monkeypatch):
     import csv
 
     from isokl import cli
     from isokl.core.vector import Vector
 
     monkeypatch.chdir(tmp_path)
-    args = ["calibrate", "--model", str(model_dir), "--method", "mean_diff,directional_ablation", "--layers", "1-2/3"]
+    args = ["calibrate", "--model", str(six_layer_dir), "--method", "mean_diff,directional_ablation", "--layers", "1-2/3"]
     code = cli.main([*args, "--window", "6", "--n-prompts", "4", "--no-judge"])
     out = capsys.readouterr().out
     assert code in (0, 2)

@@ -138,23 +138,15 @@ def test_no_probes_says_not_measured_and_a_failed_vector_is_kept(lm6, tmp_path, 
     assert all(e.concept_vs_control is None for e in b.entries)  # no control given: no floor claimed
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models") / "tiny-judge"
-    tiny_model("llama", dtype=torch.float32, seed=3, layers=6).save_pretrained(d)
-    byte_tokenizer().save_pretrained(d)
-    return d
-
-
 GRID = ["--method", "mean_diff,directional_ablation", "--layers", "1-2/3", "--window", "6", "--n-prompts", "4"]
 
 
-def test_calibrate_judges_a_grid_into_a_leaderboard(model_dir, tmp_path, capsys, monkeypatch):
+def test_calibrate_judges_a_grid_into_a_leaderboard(six_layer_dir, tmp_path, capsys, monkeypatch):
     from isokl import cli
     from isokl.core.vector import Vector
 
     monkeypatch.chdir(tmp_path)
-    code = cli.main(["calibrate", "--model", str(model_dir), *GRID, "--horizon", "8"])
+    code = cli.main(["calibrate", "--model", str(six_layer_dir), *GRID, "--horizon", "8"])
     out = capsys.readouterr().out
     assert code in (0, 2)
     g = tmp_path / "grid"
@@ -177,7 +169,7 @@ def test_calibrate_judges_a_grid_into_a_leaderboard(model_dir, tmp_path, capsys,
     assert not list(g.glob("*.part")) and not (g / ".judge.tmp").exists()
 
 
-def test_an_interrupted_judge_leaves_the_vectors_and_no_table(model_dir, tmp_path, capsys, monkeypatch):
+def test_an_interrupted_judge_leaves_the_vectors_and_no_table(six_layer_dir, tmp_path, capsys, monkeypatch):
     from isokl import cli
     from isokl.core.vector import Vector
 
@@ -186,7 +178,7 @@ def test_an_interrupted_judge_leaves_the_vectors_and_no_table(model_dir, tmp_pat
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(J, "judge", interrupt)
-    assert cli.main(["calibrate", "--model", str(model_dir), *GRID, "--horizon", "8"]) == 130
+    assert cli.main(["calibrate", "--model", str(six_layer_dir), *GRID, "--horizon", "8"]) == 130
     g = tmp_path / "grid"
     files = sorted(p.name for p in g.iterdir())
     assert files == sorted(
