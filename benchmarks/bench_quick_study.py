@@ -84,6 +84,8 @@ def held_out(out: Path, ref: Path) -> None:
     def index(d: Path, name: str, col: str) -> dict:
         keyed = {}
         for r in records.read(records.path(d, name), name):
+            if r.get("valid") == "0":
+                continue  # a token after EOS: not scored (its KL is whatever the decoder left there)
             k = tuple(v for c, v in r.items() if c not in (col, "c", "time", "code_version", "p_true", "censored", "valid"))
             keyed[k] = r[col]
         return keyed
