@@ -133,6 +133,11 @@ class Layout:
     n: int
     sizes: tuple[int, ...] = ()
 
+    @classmethod
+    def for_vectors(cls, coeffs: Sequence[Sequence[float]], n: int) -> Layout:
+        """One vector block per entry of `coeffs` (that vector's doses), n prompts each."""
+        return cls(tuple(float(c) for cs in coeffs for c in cs), n, tuple(len(cs) for cs in coeffs))
+
     def __post_init__(self):
         if self.sizes and (sum(self.sizes) != len(self.coeffs) or min(self.sizes) < 1):
             raise ValueError(f"vector blocks of {self.sizes} doses do not add up to the {len(self.coeffs)} coefficients")

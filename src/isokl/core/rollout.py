@@ -240,7 +240,7 @@ def rollout_many(
     vector's failure does not discard the others' rows."""
     if len(vectors) != len(coeffs) or not vectors:
         raise ValueError(f"one tuple of doses per vector: got {len(vectors)} vectors and {len(coeffs)} dose tuples")
-    layout = Layout(tuple(float(c) for cs in coeffs for c in cs), len(seqs), tuple(len(cs) for cs in coeffs))
+    layout = Layout.for_vectors(coeffs, len(seqs))
     ro, _ = _decode(
         lm,
         seqs,

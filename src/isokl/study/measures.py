@@ -64,11 +64,16 @@ class HeldOut:
             return self.joint["generic"]
         return rollout(self.lm, self.seqs("heldout_generic"), self.horizon, self.vector, self.coeffs)
 
+    def probe_words(self) -> dict[str, list[str]] | None:
+        """The concept's answer words where its probes are measured; None: no probes (the target axis not measured)."""
+        words = self.concept.words()
+        return words if words is not None and self.n["heldout_sentiment"] else None
+
     @cached_property
     def axis(self) -> torch.Tensor | None:
         """[k n] the target-axis logit of each probe at each dose; None: the concept has no probes."""
-        words = self.concept.words()
-        if words is None or not self.n["heldout_sentiment"]:
+        words = self.probe_words()
+        if words is None:
             return None
         if "axis" in self.joint:
             return self.joint["axis"]
@@ -94,9 +99,9 @@ def held_out_many(
         return helds
     vectors, coeffs = [v for v, *_ in items], [cs for _, cs, *_ in items]
     generic = rollout_many(lm, helds[0].seqs("heldout_generic"), horizon, vectors, coeffs)
-    words = concept.words()
+    words = helds[0].probe_words()
     axis = None
-    if words is not None and n["heldout_sentiment"]:
+    if words is not None:
         axis = target_logit_many(lm, helds[0].seqs("heldout_sentiment"), vectors, coeffs, words["positive"], words["negative"])
     for j, h in enumerate(helds):
         h.joint["generic"] = generic.part(j)

@@ -117,8 +117,7 @@ def target_logit_many(
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)
     shared = pos_ids & neg_ids  # a word piece common to both lists says nothing about sentiment
     pos_list, neg_list = sorted(pos_ids - shared), sorted(neg_ids - shared)
-    sizes = tuple(len(cs) for cs in coeffs)
-    layout = Layout(tuple(float(c) for cs in coeffs for c in cs), len(seqs), sizes if len(sizes) > 1 else ())
+    layout = Layout.for_vectors(coeffs, len(seqs))
     ids, mask, pos = left_pad(layout.repeat(seqs), pad_id(lm), lm.device)
     parts = layout.parts(vectors) if vectors else []
     with steer_rows(lm.model, parts, layout.c_per_row()) if parts else nullcontext():
