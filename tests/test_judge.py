@@ -96,7 +96,7 @@ def test_the_base_text_scores_zero_and_a_control_is_paired(lm6, concept, calibra
     b = HeldOut(lm6, None, (0.0,), (0.0,), J.sizes(concept, False), 8, {}, concept=concept)
     same = J.concept_scores(lm6, concept, b, [dataclasses.replace(b, vector=results[0].vector, joint={"generic": b.generic})])
     assert all(r["score"] == 0.0 for r in same)
-    board = leaderboard.board(judged.rows, {**judged.settings, "seconds": judged.seconds})
+    board = leaderboard.board(judged.rows, judged.record)
     vec = next(e for e in board.entries if e.name == J.name(results[0].vector))
     ctrl = next(e for e in board.entries if e.name == vec.control)
     mine = {r["prompt"]: r["score"] for r in rows if r["method"] == vec.name}

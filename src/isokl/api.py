@@ -34,4 +34,4 @@ def judge(
     "The judge"); controls: calibrated random-direction vectors, matched to the vectors by their layers."""
     by_layers = {c.vector.layers: c for c in controls}
     judged = _judge.judge(lm, results, concept, alphas=alphas, controls=by_layers, horizon=horizon, pmass=pmass, seed=seed)
-    return board(judged.rows, {**judged.settings, "seconds": judged.seconds})
+    return board(judged.rows, judged.record)

@@ -39,6 +39,7 @@ from .study.config import (
     default_out,
     floats,
 )
+from .study.records import span
 
 
 class Parser(argparse.ArgumentParser):
@@ -112,7 +113,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
     source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
     print(
-        f"[isokl] calibrating {vec.method} on {cfg.model}, layers {_span(vec.layers)}, T = {cfg.window}{source}, "
+        f"[isokl] calibrating {vec.method} on {cfg.model}, layers {span(vec.layers)}, T = {cfg.window}{source}, "
         f"{len(cal)} calibration prompts" + (" (and its random-direction control, jointly)" if cfg.judging() else ""),
         file=sys.stderr,
     )
@@ -131,8 +132,8 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
     print(f"saved {path}")
     if cfg.judging():
-        _, board, secs = _judge(cfg, lm, [res], controls, concept)
-        _print_board(board, secs, threads)
+        _, board = _judge(cfg, lm, [res], controls, concept)
+        _print_board(board, threads)
     if not res.converged:
         print(f"[isokl] NOT CONVERGED: {WHY[res.status]}; the saved vector records status {res.status!r}", file=sys.stderr)
         return 2
@@ -177,14 +178,14 @@ def _judge(cfg: CalibrateConfig, lm, results, controls, concept):
     judged = judge(
         lm, results, concept, alphas=alphas, controls=controls, horizon=cfg.horizon, pmass=cfg.pmass, seed=cfg.seed, phase=phase
     )
-    return judged, board(judged.rows, {**judged.settings, "seconds": judged.seconds}), judged.seconds
+    return judged, board(judged.rows, judged.record)
 
 
-def _print_board(board, secs: float, threads: int) -> None:
+def _print_board(board, threads: int) -> None:
     from .report.leaderboard import lines
 
     print("\n".join(lines(board)))
-    print(f"judged in {secs:.1f} s ({threads} threads; held-out prompts, model load not included)")
+    print(f"judged in {board.settings['seconds']:.1f} s ({threads} threads; held-out prompts, model load not included)")
 
 
 def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> int:
@@ -215,7 +216,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> in
     files = []
     for res in every:
         v = res.vector
-        fname = f"{v.method}_L{_span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
+        fname = f"{v.method}_L{span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
         res.vector.save(out / fname)
         files.append(fname)
     secs_cal = time.time() - t0
@@ -224,11 +225,11 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> in
     if cfg.judging():
         from .study.judge import name
 
-        judged, board, secs = _judge(cfg, lm, joint.results, controls, concept)
+        judged, board = _judge(cfg, lm, joint.results, controls, concept)
         write(out, judged)
         by_name = {name(r.vector): f for r, f in zip(every, files, strict=True)}
         leaderboard.write_grid(out, board, title, by_name)
-        _print_board(board, secs, threads)
+        _print_board(board, threads)
     else:
         rows = [_grid_row(r, f) for r, f in zip(joint.results, files, strict=True)]
         leaderboard.write_calibration_grid(out, rows, title)
@@ -248,7 +249,7 @@ def _grid_row(res, fname: str) -> dict:
     v, band = res.vector, res.c_interval
     return {
         "method": v.method,
-        "layers": _span(v.layers),
+        "layers": span(v.layers),
         "c_star": f"{res.c_star:.6g}",
         "c_lo": f"{band.lo:.4g}",
         "c_hi": f"{band.hi:.4g}",
@@ -257,17 +258,6 @@ def _grid_row(res, fname: str) -> dict:
         "evaluations": res.evaluations,
         "file": fname,
     }
-
-
-def _span(layers: tuple[int, ...]) -> str:
-    """(3, 4, 5, 9) -> '3..5, 9'."""
-    runs: list[list[int]] = []
-    for x in layers:
-        if runs and x == runs[-1][-1] + 1:
-            runs[-1].append(x)
-        else:
-            runs.append([x])
-    return ", ".join(f"{r[0]}..{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
@@ -326,7 +316,7 @@ def cmd_check(cfg: CheckConfig) -> int:
     band_lo, band_hi = HOLDOUT_BAND
     inside = band_lo <= st.p95 <= band_hi
     print(
-        f"vector: {vec.method} on {vec.model_id}, layers {_span(vec.layers)}, c* = {vec.coeff:.6g} (p95 {cal.p95:.3f} at "
+        f"vector: {vec.method} on {vec.model_id}, layers {span(vec.layers)}, c* = {vec.coeff:.6g} (p95 {cal.p95:.3f} at "
         f"T = {cal.window} on {cal.n_prompts} calibration prompts, {cal.status})"
     )
     print(f"checked at alpha {cfg.alpha:g} (c = {c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.statistic import P95
-from ..study.records import BASE, SCHEMAS, read, typed
+from ..study.records import BASE, SCHEMAS, read, span, typed
 from ..study.records import path as file_path
 from . import estimate as est
 from .index import Study
@@ -224,15 +224,15 @@ COLUMNS = (
 
 
 def _span(layers: str) -> str:
-    xs = [int(x) for x in layers.split()]
-    return f"{xs[0]}..{xs[-1]}" if len(xs) > 1 and xs == list(range(xs[0], xs[-1] + 1)) else ",".join(map(str, xs))
+    """The `layers` column ('3 4 5 9') as tables name it (`records.span`: '3..5, 9')."""
+    return span(int(x) for x in layers.split())
 
 
 def _flag(e: Entry) -> str:
     return "" if e.converged else f" ({e.status}: judged at its last c)"
 
 
-def lines(b: Board, files: dict[str, str] | None = None) -> list[str]:
+def lines(b: Board) -> list[str]:
     """The leaderboard as markdown table lines (header row first), one row per vector and dose."""
     probes = any(e.delta_logit is not None for e in b.entries)
     pmass = any(e.pmass_change is not None for e in b.entries)

@@ -11,10 +11,23 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..core.concept import DEFAULT as CONCEPT_DEFAULT
 from ..core.concept import SETS, Concept, ConceptError, read_prompts
 from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS, TARGET, TOL
+
+# The quick protocol: R1-R6 for a concept on one small model in <= 10 minutes on a 2-core CPU
+# (benchmarks/bench_quick_study.py measures it). Three seeds stay, so intervals and R6 still mean something.
+# The judge (`isokl calibrate`) reads its held-out sizes and horizon from here too.
+QUICK: dict[str, Any] = {
+    "models": "smollm2-135m",
+    "windows": "20",
+    "n_heldout": "24,16,16",
+    "horizon": 30,
+    "dose_alphas": "0.5,1.5",
+}
+
 
 THREADS_HELP = "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"
 
@@ -206,7 +219,7 @@ class CalibrateConfig:
     )
     alphas: str = field(default="1", metadata={"help": "the judge's doses alpha = c / c*, comma-separated"})
     pmass: bool = field(default=False, metadata={"help": "the judge also measures branch_pmass (its forks are the slowest)"})
-    horizon: int = field(default=30, metadata={"help": "the judge's held-out rollout length (at least --window)"})
+    horizon: int = field(default=QUICK["horizon"], metadata={"help": "the judge's held-out rollout length (at least --window)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
     dtype: str = field(
         default="auto",
@@ -594,17 +607,6 @@ class StudyConfig(SweepConfig):
             for name, value in QUICK.items():
                 if name not in given:
                     setattr(self, name, value)
-
-
-# The quick protocol: R1-R6 for a concept on one small model in <= 10 minutes on a 2-core CPU
-# (benchmarks/bench_quick_study.py measures it). Three seeds stay, so intervals and R6 still mean something.
-QUICK = {
-    "models": "smollm2-135m",
-    "windows": "20",
-    "n_heldout": "24,16,16",
-    "horizon": 30,
-    "dose_alphas": "0.5,1.5",
-}
 
 
 @dataclass

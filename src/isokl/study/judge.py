@@ -19,17 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.calibrate import CalibrationResult
-from ..core.concept import Concept
+from ..core.concept import SETS, Concept
 from ..core.models import LM
 from ..core.rollout import prefill_base
 from ..core.vector import Vector
+from .config import QUICK
 from .measures import MEASURES, HeldOut, held_out_many
 from .metrics import concept_axis, text_projection
 from .records import BASE, JUDGE_FILES, _write_rows, code_version, columns
 
 JUDGE_DIR = "judge"  # OUT/judge/: the judge's rows, the files the leaderboard is built from
-JUDGE_SIZES = {"heldout_generic": 24, "heldout_truefalse": 16, "heldout_sentiment": 16}  # the quick protocol's (QUICK)
-HORIZON = 30
+# the quick protocol's held-out sizes and horizon (`config.QUICK`)
+JUDGE_SIZES = dict(zip(SETS, (int(x) for x in str(QUICK["n_heldout"]).split(",")), strict=True))
+HORIZON = int(QUICK["horizon"])
 SKIP_WITHOUT_PMASS = {"pmass"}
 
 
@@ -45,6 +47,11 @@ class Judged:
     rows: dict[str, list[dict]]
     settings: dict
     seconds: float
+
+    @property
+    def record(self) -> dict:
+        """The settings with the judge's seconds: judge/settings.json, and what `report.leaderboard.board` reads."""
+        return {**self.settings, "seconds": round(self.seconds, 1)}
 
 
 def sizes(concept: Concept, pmass: bool) -> dict[str, int]:
@@ -190,7 +197,7 @@ def write(out: Path, judged: Judged) -> Path:
     tmp.mkdir(parents=True)
     for file, rs in judged.rows.items():
         _write_rows(tmp / f"{file}.csv", columns(file), rs, False)  # small: plain CSV, `records.path` finds it
-    (tmp / "settings.json").write_text(json.dumps({**judged.settings, "seconds": round(judged.seconds, 1)}, indent=1) + "\n")
+    (tmp / "settings.json").write_text(json.dumps(judged.record, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final

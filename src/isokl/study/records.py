@@ -89,6 +89,18 @@ LEGACY_SETTINGS = {
 }  # in settings.json, reported on resume, not refused (docs/decisions.md)
 
 
+def span(layers) -> str:
+    """Layer indices -> how tables and messages name them: (3, 4, 5, 9) -> '3..5, 9' (the `layers` column holds them
+    space-separated, '3 4 5 9')."""
+    runs: list[list[int]] = []
+    for x in layers:
+        if runs and x == runs[-1][-1] + 1:
+            runs[-1].append(x)
+        else:
+            runs.append([x])
+    return ", ".join(f"{r[0]}..{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
 def holdout_columns(kl: np.ndarray) -> dict[str, float]:
     """kl: [prompt t] held-out KL at 1x, NaN where not scored -> the calibration columns of every held-out window
     it covers: the pooled p95 over the first w tokens and its prompt-bootstrap interval (`P95.prompt_interval`)."""
