@@ -1,6 +1,7 @@
 """Study v2: seeds as units (hierarchical bootstrap), the random-direction control, held-out windows with
 intervals, the dose-response grid and the example continuations, at tiny scale."""
 
+import json
 from collections import Counter
 from fractions import Fraction
 
@@ -15,7 +16,7 @@ from isokl.core.methods.random_direction import random_directions
 from isokl.core.models import from_module
 from isokl.core.statistic import P95
 from isokl.report.inference import hierarchical
-from isokl.study import records
+from isokl.study import measures, records
 from isokl.study.sweep import SweepConfig, run_sweep
 
 # ---- hierarchical bootstrap --------------------------------------------------------------------------
@@ -135,6 +136,29 @@ def test_doses_pools_and_windows_follow_the_protocol(v2):
     ex = data["examples"]
     assert {r["prompt"] for r in ex} == {p.id for p in prompts.pool("heldout_generic")[:3]}
     assert {float(r["alpha"]) for r in ex if r["method"] == records.BASE} == {0.0}
+    valid = Counter(
+        (r["method"], r["seed"], r["window"], float(r["alpha"]), r["prompt"]) for r in data["trajectory"] if r["valid"] == "1"
+    )
+    for r in ex:  # one piece per scored token, in order, and together the decoded text
+        parts = json.loads(r["tokens"])
+        assert "".join(parts) == r["text"]
+        if r["method"] != records.BASE:
+            assert len(parts) == valid[(r["method"], r["seed"], r["window"], float(r["alpha"]), r["prompt"])] > 0
+
+
+def test_token_pieces_join_to_the_text_through_multibyte_characters():
+    tok = byte_tokenizer()
+    text = "na\u00efve \U0001f600 ok"  # 2- and 4-byte characters: one byte token each
+    ids = tok.encode(text, add_special_tokens=False) + [tok.convert_tokens_to_ids("<eot>")]
+
+    def decode(t):
+        return tok.decode(t, skip_special_tokens=True)
+
+    parts = measures.pieces(decode, ids)
+    assert len(parts) == len(ids) and "".join(parts) == text == decode(ids)
+    assert parts[2:4] == ["", "\u00ef"]  # the first byte of the character adds nothing, the second adds it
+    assert parts[7:11] == ["", "", "", "\U0001f600"]  # a 4-byte character: three tokens add nothing
+    assert parts[-1] == ""  # end of turn: a token with no text
 
 
 def test_held_out_windows_and_intervals_come_from_the_same_rollouts(tmp_path):

@@ -9,6 +9,7 @@ cell, and for the base model (vector None, alpha 0). Adding a metric = its funct
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -201,16 +202,44 @@ def target(h: HeldOut) -> list[dict]:
 EXAMPLES = 3  # the first 3 held-out generic prompts (a rule fixed before any v2 result: docs/decisions.md)
 
 
+def pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:
+    """The text each token adds to the decoded continuation, one entry per token (so entry i is the token that
+    trajectory row t = i + 1 scores): "".join(pieces) == decode(ids). A token that ends inside a multi-byte character
+    adds "" and the token completing it adds the character; a token with no text (end of turn) adds ""."""
+    out, done = [], ""
+    for i in range(len(ids)):
+        full = decode(ids[: i + 1])
+        if full.endswith("\ufffd") and i + 1 < len(ids):  # an unfinished character: the next token completes it
+            out.append("")
+            continue
+        n = 0  # common prefix: a tokenizer's clean-up may rewrite the end of what was decoded before
+        while n < min(len(full), len(done)) and full[n] == done[n]:
+            n += 1
+        excess, j = len(done) - n, len(out) - 1
+        while excess and j >= 0:  # rewritten text goes to this token: trim it from the end of the earlier pieces
+            take = min(excess, len(out[j]))
+            out[j], excess, j = out[j][: len(out[j]) - take], excess - take, j - 1
+        out.append(full[n:])
+        done = full
+    return out
+
+
 @measure("examples", "decoded example continuations")
 def examples(h: HeldOut) -> list[dict]:
-    """The decoded greedy continuations of the first `EXAMPLES` held-out generic prompts at every dose."""
+    """The decoded greedy continuations of the first `EXAMPLES` held-out generic prompts at every dose, and each
+    token's text (`pieces`, a JSON list) for the report's per-token KL view."""
     ro, ids = h.generic, h.ids("heldout_generic")
+
+    def decode(t: list[int]) -> str:
+        return h.lm.tokenizer.decode(t, skip_special_tokens=True)
+
     out = []
     for k in range(len(h.coeffs)):
         toks, valid = ro.tokens[ro.rows(k)].cpu(), ro.valid[ro.rows(k)].cpu()
         for i, pid in enumerate(ids[:EXAMPLES]):
-            text = h.lm.tokenizer.decode(toks[i][valid[i]].tolist(), skip_special_tokens=True)
-            out.append(h.row(k, prompt=pid, text=text))
+            seq = toks[i][valid[i]].tolist()
+            parts = pieces(decode, seq)
+            out.append(h.row(k, prompt=pid, text=decode(seq), tokens=json.dumps(parts, ensure_ascii=False)))
     return out
 
 

@@ -61,7 +61,7 @@ FILES: dict[str, dict[str, str]] = {
     "nll": {"alpha": "f", "c": "f", "prompt": "s", "nll_sum": "f", "n_tokens": "i", "distinct3": "f"},
     "pmass": {"alpha": "f", "c": "f", "prompt": "s", "fork_t": "i", "pmass": "f", "p_true": "f", "censored": "b"},
     "target": {"alpha": "f", "c": "f", "probe": "s", "target_logit": "f"},
-    "examples": {"alpha": "f", "c": "f", "prompt": "s", "text": "s"},
+    "examples": {"alpha": "f", "c": "f", "prompt": "s", "text": "s", "tokens": "s"},
 }
 # The judge's own file (`study.judge`; docs/decisions.md, "The judge"): not a sweep file, so a sweep folder never has it.
 JUDGE_FILES: dict[str, dict[str, str]] = {
@@ -78,6 +78,7 @@ ADDED = {  # columns added after a study ran: empty in older folders (not comput
     name: {"concept"}
     | ({"c_star_lo", "c_star_hi", *HOLDOUT_COLUMNS} if name == "calibration" else set())
     | ({"distinct3"} if name == "nll" else set())  # 2026-12-01 too; also empty where a rollout has < 3 tokens
+    | ({"tokens"} if name == "examples" else set())  # 2026-12-03: each token's text (JSON list); the report's KL view
     for name in FILES
 }
 SETTINGS = "settings.json"
