@@ -72,7 +72,8 @@ class Study:
         self.pmass: dict[DoseKey, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
         for r in data["pmass"]:
             self.pmass[dose_key(r)][r["prompt"]][r["fork_t"]] = float("nan") if r["censored"] else r["pmass"]
-        self.examples = data.get("examples", [])  # decoded continuations (v2 on)
+        self.examples = data.get("examples", [])  # decoded continuations (v2 on); their token pieces since 2026-12-03
+        self.history = data.get("history", [])  # every solver step of every cell (the HTML report's calibration view)
         self._fill_windows()
 
     def _fill_windows(self) -> None:

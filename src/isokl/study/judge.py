@@ -24,7 +24,7 @@ from ..core.models import LM
 from ..core.rollout import prefill_base
 from ..core.vector import Vector
 from .config import QUICK
-from .measures import MEASURES, HeldOut, held_out_many
+from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import concept_axis, text_projection
 from .records import BASE, JUDGE_FILES, _write_rows, code_version, columns
 
@@ -108,7 +108,7 @@ def judge(
     phase(f"held-out rollouts of {len(items)} vectors in one batch")
     helds = held_out_many(lm, items, n, horizon, concept, pmass_alphas=alphas)
     base = HeldOut(lm, None, (0.0,), (0.0,), n, horizon, prov(BASE, None), pmass_alphas=(0.0,), concept=concept)
-    rows: dict[str, list[dict]] = {f: [] for f in [*MEASURES, "calibration", *JUDGE_FILES]}
+    rows: dict[str, list[dict]] = {f: [] for f in [*MEASURES, "calibration", "history", *JUDGE_FILES]}
     phase("the base model's held-out rollouts, then every vector's measures")
     for h in [base, *helds]:
         for file, (_, fn) in MEASURES.items():
@@ -119,6 +119,7 @@ def judge(
     rows["concept_score"] = concept_scores(lm, concept, base, helds)
     for r, h in zip(every, helds, strict=True):
         rows["calibration"].append(calibration_row(r, h))
+        rows["history"] += history_rows(r, h.prov)  # every solver step: the report page's calibration view
     settings = {
         "model": lm.id,
         "concept": concept.name,
@@ -151,7 +152,9 @@ def calibration_row(r: CalibrationResult, h: HeldOut) -> dict:
         "converged": int(r.converged),
         "status": r.status,
         "calib_p95": r.p95,
-        "holdout_p95": "",  # the leaderboard computes it at every dose from trajectory.csv
+        # the study's column (first T held-out tokens at 1x; nan where 1x was not judged); the leaderboard
+        # computes it at every dose from trajectory.csv
+        "holdout_p95": h.generic.stats(h.alphas.index(1.0), cal.window).p95 if 1.0 in h.alphas else float("nan"),
         "evaluations": r.evaluations,
         "seconds": round(r.seconds, 1),
     }

@@ -111,6 +111,25 @@ def held_out_many(
     return helds
 
 
+def history_rows(res, prov: dict) -> list[dict]:
+    """A calibration's solver steps (`CalibrationResult.history`) as history.csv rows: c, p95 and the per-token p95
+    and max at every position t of each step's rollouts."""
+    return [
+        {
+            **prov,
+            "eval": e + 1,
+            "c": h.c,
+            "p95": h.p95,
+            "complete": int(h.complete),
+            "t": t + 1,
+            "per_t_p95": h.per_t_p95[t],
+            "per_t_max": h.per_t_max[t],
+        }
+        for e, h in enumerate(res.history)
+        for t in range(len(h.per_t_p95))
+    ]
+
+
 Measure = Callable[[HeldOut], list[dict]]
 MEASURES: dict[str, tuple[str, Measure]] = {}  # CSV file -> (progress label, function)
 

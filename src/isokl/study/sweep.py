@@ -35,7 +35,7 @@ from ..core.models import LM, load
 from ..core.rollout import NonFiniteKL
 from ..core.vector import Vector
 from .config import SweepConfig
-from .measures import MEASURES, HeldOut, held_out_many
+from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import FORKS, SUFFIX
 from .progress import Progress
 from .records import (
@@ -180,20 +180,7 @@ def run_cell(
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
     at_1x = held.generic.stats(alphas.index(1.0)).per_prompt  # [prompt t] all `horizon` tokens: every held-out window
     assert at_1x is not None
-    rows["history"] = [
-        {
-            **prov,
-            "eval": e + 1,
-            "c": h.c,
-            "p95": h.p95,
-            "complete": int(h.complete),
-            "t": t + 1,
-            "per_t_p95": h.per_t_p95[t],
-            "per_t_max": h.per_t_max[t],
-        }
-        for e, h in enumerate(res.history)
-        for t in range(len(h.per_t_p95))
-    ]
+    rows["history"] = history_rows(res, prov)
     rows["calibration"] = [
         {
             **prov,
