@@ -9,6 +9,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${ISOKL_VENV:-.venv}
+# The report page's browser tests drive Debian's chromium (playwright with executable_path; no browser
+# download from anywhere else). Installed here where missing and apt-get can; elsewhere those tests skip.
+if ! command -v chromium > /dev/null && ! command -v chromium-browser > /dev/null; then
+  if command -v apt-get > /dev/null && [[ "$(id -u)" == 0 ]]; then
+    echo "installing Debian's chromium for the report page's browser tests (apt-get)" >&2
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+      > /tmp/isokl-chromium-install.log 2>&1 || echo "chromium could not be installed (see /tmp/isokl-chromium-install.log): the browser tests will skip" >&2
+  else
+    echo "no chromium and no root apt-get here: the report page's browser tests will skip" >&2
+  fi
+fi
 stamp="$VENV/.isokl-setup"
 want="$(cat pyproject.toml scripts/model-packages.txt | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then

@@ -1,4 +1,5 @@
-"""Report: a sweep folder's CSV files -> Figure 1 and 2 (PNG, SVG), Table 1 (markdown, CSV), claims.md, examples.md.
+"""Report: a sweep folder's CSV files -> Figure 1 and 2 (PNG, SVG), Table 1 (markdown, CSV), claims.md, examples.md
+and report.html (`page`: all of them on one self-contained page).
 
 Imports no torch: files are the only interface between compute and presentation, and
 everything here is rebuilt from the CSVs alone (`isokl report DIR`): `records` reads and
@@ -15,9 +16,11 @@ from pathlib import Path
 from ..core.concept import SETS, read_prompts
 from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
 from . import estimate as est
-from .claims import Claim, claims, claims_markdown, summary
+from .claims import Claim, claims, claims_markdown, provenance, summary
+from .evidence import evidence
 from .figure import figure, figure2, pmass_points
 from .index import Study, base_key, key
+from .page import study_page
 from .table import csv_text, table1, table1_markdown
 
 
@@ -55,6 +58,9 @@ def build(d: str | Path, expected_cells: int | None = None) -> Built:
     ex = examples_markdown(s, d)
     if ex:
         files["examples.md"] = ex.encode()
+    svgs = {"figure1": fig["svg"]} | ({"figure2": fig2["svg"]} if fig2 else {})
+    ev = evidence(s, rows, cl)
+    files["report.html"] = study_page(s, rows, ev, svgs, proto, provenance(s), prompt_texts(s, d)).encode()
     tmps = []
     try:
         for name, data in files.items():
@@ -151,11 +157,39 @@ def _quote(text: str | None) -> str:
     return " ".join(text.split()) or "(empty: the first token ended the turn)"
 
 
+def rebuild_grid(d: Path) -> list[Path]:
+    """A judged grid folder's tables, figure and report.html rebuilt from OUT/judge/ (its title and vector files read
+    back from grid.md and grid.csv)."""
+    import csv
+
+    from . import leaderboard
+
+    b = leaderboard.load(d)
+    md, table = d / "grid.md", d / "grid.csv"
+    title = md.read_text().splitlines()[0] if md.is_file() else f"# Judged grid: {b.settings.get('model')}"
+    files = {}
+    if table.is_file():
+        with table.open(newline="") as f:
+            files = {r["name"]: r["file"] for r in csv.DictReader(f) if r.get("file")}
+    return leaderboard.write_grid(d, b, title, files)
+
+
+def is_grid(d: Path) -> bool:
+    """A folder `isokl calibrate` judged (OUT/judge/), not a study's."""
+    return (d / "judge" / "settings.json").is_file() and not (d / "calibration.csv").exists()
+
+
 def run(d: str | Path, expected_cells: int | None = None) -> int:
-    """`isokl report DIR`: build, then print the verdicts in short and the files written (the CLI parses the flags)."""
+    """`isokl report DIR`: build, then print the verdicts in short and the files written (the CLI parses the flags).
+    A judged grid folder gets its leaderboard files and report.html rebuilt."""
+    d = Path(d)
     try:
+        if is_grid(d):
+            for p in rebuild_grid(d):
+                print(p)
+            return 0
         built = build(d, expected_cells)
-    except RecordsError as e:
+    except (RecordsError, ValueError) as e:
         print(f"isokl report: error: {e}", file=sys.stderr)
         return 1
     for line in summary(built.claims):

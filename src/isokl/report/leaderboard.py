@@ -75,13 +75,17 @@ class Board:
         return list(dict.fromkeys(e.name for e in self.entries if not e.is_control))
 
 
-def load(out: Path) -> Board:
-    """A grid folder's judge rows (OUT/judge/) -> the ranked Board."""
+def judge_rows(out: Path) -> tuple[dict[str, list[dict]], dict]:
+    """A grid folder's judge rows (OUT/judge/, as its files hold them) and settings."""
     d = Path(out) / "judge"
     if not (d / "settings.json").is_file():
         raise ValueError(f"{out}: no judge/ folder (run `isokl calibrate ... --out {out}` without --no-judge)")
-    data = {name: read(file_path(d, name), name) for name in SCHEMAS}
-    return board(data, json.loads((d / "settings.json").read_text()))
+    return {name: read(file_path(d, name), name) for name in SCHEMAS}, json.loads((d / "settings.json").read_text())
+
+
+def load(out: Path) -> Board:
+    """A grid folder's judge rows (OUT/judge/) -> the ranked Board."""
+    return board(*judge_rows(out))
 
 
 def _scores(rows: list[dict]) -> dict[tuple[str, float], dict[str, float]]:
@@ -277,7 +281,8 @@ def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
         *lines(b),
     ]
     if files:
-        text += ["", "Files: " + ", ".join(f"{k}: {v}" for k, v in files.items())]
+        order = [n for n in dict.fromkeys(e.name for e in b.entries) if n in files]  # rank order: a rebuild lists the same
+        text += ["", "Files: " + ", ".join(f"{k}: {files[k]}" for k in order + [k for k in files if k not in order])]
     return "\n".join(text) + "\n"
 
 
@@ -387,14 +392,32 @@ def _write_all(out: Path, blobs: dict[str, bytes]) -> None:
 def write_grid(out: Path, b: Board, title: str, files: dict[str, str]) -> list[Path]:
     """grid.md, grid.csv, grid.svg and grid.png of a judged grid."""
     fig = figure(b, title.lstrip("# "))
+    table = csv_text(b, files)
     blobs = {
         "grid.md": markdown(b, title, files).encode(),
-        "grid.csv": csv_text(b, files).encode(),
+        "grid.csv": table.encode(),
         "grid.svg": fig["svg"],
         "grid.png": fig["png"],
+        "report.html": grid_html(Path(out), title, table, fig["svg"]).encode(),
     }
     _write_all(Path(out), blobs)
     return [Path(out) / f for f in blobs]
+
+
+def grid_html(out: Path, title: str, table: str, svg: bytes) -> str:
+    """report.html of a judged grid (`page.grid_page`), from the judge's rows in OUT/judge/ and the leaderboard."""
+    from ..core.concept import read_prompts
+    from ..core.prompts import library_pool
+    from .page import grid_page
+
+    data, settings = judge_rows(out)
+    texts: dict[str, str] = {}
+    src = Path(str(settings.get("concept_source", "")))
+    if settings.get("heldout_source") == "concept" and (src / "heldout.jsonl").is_file():
+        texts = {p.id: p.user for p in read_prompts(src / "heldout.jsonl")[0]}
+    elif settings.get("heldout_source") != "concept":
+        texts = {p.id: p.user for p in library_pool("heldout_generic")}
+    return grid_page(Study({k: _text(v) for k, v in data.items()}), settings, title, table, svg, texts)
 
 
 GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
