@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core.statistic import P95
-from ..study.records import BASE, SCHEMAS, read, span, typed
-from ..study.records import path as file_path
+from ..study.records import BASE, SCHEMAS, judge_rows, span, typed
 from . import estimate as est
 from .index import Study
 from .inference import Estimate, hierarchical
+from .page import grid_report
 from .thresholds import HOLDOUT_BAND, in_band
 
 NAN = Estimate(math.nan, math.nan, math.nan, 0, 0)
@@ -73,14 +72,6 @@ class Board:
     def ranked(self) -> list[str]:
         """The vectors' names in rank order (controls aside)."""
         return list(dict.fromkeys(e.name for e in self.entries if not e.is_control))
-
-
-def judge_rows(out: Path) -> tuple[dict[str, list[dict]], dict]:
-    """A grid folder's judge rows (OUT/judge/, as its files hold them) and settings."""
-    d = Path(out) / "judge"
-    if not (d / "settings.json").is_file():
-        raise ValueError(f"{out}: no judge/ folder (run `isokl calibrate ... --out {out}` without --no-judge)")
-    return {name: read(file_path(d, name), name) for name in SCHEMAS}, json.loads((d / "settings.json").read_text())
 
 
 def load(out: Path) -> Board:
@@ -398,26 +389,10 @@ def write_grid(out: Path, b: Board, title: str, files: dict[str, str]) -> list[P
         "grid.csv": table.encode(),
         "grid.svg": fig["svg"],
         "grid.png": fig["png"],
-        "report.html": grid_html(Path(out), title, table, fig["svg"]).encode(),
+        "report.html": grid_report(Path(out), title, table, fig["svg"]).encode(),
     }
     _write_all(Path(out), blobs)
     return [Path(out) / f for f in blobs]
-
-
-def grid_html(out: Path, title: str, table: str, svg: bytes) -> str:
-    """report.html of a judged grid (`page.grid_page`), from the judge's rows in OUT/judge/ and the leaderboard."""
-    from ..core.concept import read_prompts
-    from ..core.prompts import library_pool
-    from .page import grid_page
-
-    data, settings = judge_rows(out)
-    texts: dict[str, str] = {}
-    src = Path(str(settings.get("concept_source", "")))
-    if settings.get("heldout_source") == "concept" and (src / "heldout.jsonl").is_file():
-        texts = {p.id: p.user for p in read_prompts(src / "heldout.jsonl")[0]}
-    elif settings.get("heldout_source") != "concept":
-        texts = {p.id: p.user for p in library_pool("heldout_generic")}
-    return grid_page(Study({k: _text(v) for k, v in data.items()}), settings, title, table, svg, texts)
 
 
 GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")

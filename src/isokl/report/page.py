@@ -20,9 +20,10 @@ import math
 import re
 from collections import defaultdict
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from ..study.records import BASE, TARGET, TOL, span
+from ..study.records import BASE, TARGET, TOL, judge_rows, span
 from .evidence import Cell, Evidence, Table
 from .index import Study, key
 
@@ -321,3 +322,20 @@ def _grid_provenance(st: dict) -> str:
         f"seed {st.get('seed')}, T = {st.get('window')}, doses {', '.join(f'{a:g}' for a in st.get('alphas', []))} x c*; "
         f"code {st.get('code_version')}; judged in {st.get('seconds', 0):.1f} s. Built from OUT/judge/ and grid.csv."
     )
+
+
+def grid_report(out: Path, title: str, table: str, svg: bytes) -> str:
+    """report.html of a judged grid folder (`grid_page`), from the judge's rows in OUT/judge/ and the leaderboard's
+    grid.csv text and grid.svg; the held-out prompts' texts from the concept's folder or the library."""
+    from ..core.concept import read_prompts
+    from ..core.prompts import library_pool
+
+    data, settings = judge_rows(out)
+    texts: dict[str, str] = {}
+    src = Path(str(settings.get("concept_source", "")))
+    if settings.get("heldout_source") == "concept" and (src / "heldout.jsonl").is_file():
+        texts = {p.id: p.user for p in read_prompts(src / "heldout.jsonl")[0]}
+    elif settings.get("heldout_source") != "concept":
+        texts = {p.id: p.user for p in library_pool("heldout_generic")}
+    rows = {k: [{c: "" if v is None else str(v) for c, v in r.items()} for r in rs] for k, rs in data.items()}
+    return grid_page(Study(rows), settings, title, table, svg, texts)

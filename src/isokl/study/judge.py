@@ -26,9 +26,8 @@ from ..core.vector import Vector
 from .config import QUICK
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import concept_axis, text_projection
-from .records import BASE, JUDGE_FILES, _write_rows, code_version, columns
+from .records import BASE, JUDGE_DIR, JUDGE_FILES, _write_rows, code_version, columns
 
-JUDGE_DIR = "judge"  # OUT/judge/: the judge's rows, the files the leaderboard is built from
 # the quick protocol's held-out sizes and horizon (`config.QUICK`)
 JUDGE_SIZES = dict(zip(SETS, (int(x) for x in str(QUICK["n_heldout"]).split(",")), strict=True))
 HORIZON = int(QUICK["horizon"])

@@ -68,6 +68,7 @@ JUDGE_FILES: dict[str, dict[str, str]] = {
     "concept_score": {"alpha": "f", "c": "f", "prompt": "s", "steered": "f", "base": "f", "score": "f"},
 }
 SCHEMAS = {**FILES, **JUDGE_FILES}
+JUDGE_DIR = "judge"  # OUT/judge/: the judge's rows, the files the leaderboard and the grid's report.html are built from
 HOLDOUT_WINDOWS = (20, 50)  # held-out p95 over the first 20 and all 50 tokens of every cell, same rollouts (v2)
 HOLDOUT_LEVEL = 0.90  # their prompt-bootstrap intervals
 HOLDOUT_COLUMNS = tuple(f"holdout_p95_t{w}{s}" for w in HOLDOUT_WINDOWS for s in ("", "_lo", "_hi"))
@@ -339,3 +340,11 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", ""
     return f"{__version__}+{sha}{'-dirty' if dirty else ''}" if sha else __version__
+
+
+def judge_rows(out: Path) -> tuple[dict[str, list[dict]], dict]:
+    """A judged grid folder's rows (OUT/judge/, as its files hold them, checked) and the judge's settings."""
+    d = Path(out) / JUDGE_DIR
+    if not (d / SETTINGS).is_file():
+        raise RecordsError(f"{out}: no {JUDGE_DIR}/ folder (run `isokl calibrate ... --out {out}` without --no-judge)")
+    return {name: read(path(d, name), name) for name in SCHEMAS}, json.loads((d / SETTINGS).read_text())
