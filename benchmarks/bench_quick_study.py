@@ -6,7 +6,8 @@ Runs `isokl study --concept C --models smollm2-135m --quick --out TMP` as a fres
 base rows, every cell and the report included) into a temporary folder, and prints the wall time, its ratio to
 the 600 s budget, the per-cell seconds from calibration.csv and the CPU. Nothing else should run meanwhile.
 --compare DIR (e.g. results/refusal, the committed run of the same command): each cell's c* against that
-folder's, the statuses, and the R1-R6 verdicts of both claims.md files.
+folder's, the statuses, and the R1-R6 verdicts of both claims.md files. --only-compare A B: no run, the same
+comparison of two existing folders (how results/refusal's README compares its runs).
 """
 
 import argparse
@@ -33,7 +34,11 @@ def main():
     ap.add_argument("--concept", default="examples/concepts/refusal")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compare", default="", help="a folder of the same study to compare c*, statuses and verdicts with")
+    ap.add_argument("--only-compare", nargs=2, metavar=("A", "B"), help="compare two existing folders, run nothing")
     args = ap.parse_args()
+    if args.only_compare:
+        compare(*map(Path, args.only_compare))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "quick"
         cmd = [sys.executable, "-m", "isokl.cli", "study", "--concept", args.concept, "--models", "smollm2-135m", "--quick"]
@@ -86,7 +91,9 @@ def held_out(out: Path, ref: Path) -> None:
         for r in records.read(records.path(d, name), name):
             if r.get("valid") == "0":
                 continue  # a token after EOS: not scored (its KL is whatever the decoder left there)
-            k = tuple(v for c, v in r.items() if c not in (col, "c", "time", "code_version", "p_true", "censored", "valid"))
+            k = tuple(
+                v for c, v in r.items() if c not in (col, "c", "time", "code_version", "p_true", "censored", "valid", "tokens")
+            )
             keyed[k] = r[col]
         return keyed
 
