@@ -8,6 +8,7 @@ the evidence tables and the HTML), the page's size, and the ratios to the target
 what report.html adds to `isokl report`; the whole build is printed beside it. Nothing else should run meanwhile.
 """
 
+import itertools
 import platform
 import sys
 import time
@@ -24,7 +25,7 @@ def cpu() -> str:
 
 
 def bench(d: Path) -> None:
-    from isokl.report.build import protocol, prompt_texts
+    from isokl.report.build import prompt_texts, protocol
     from isokl.report.claims import claims, provenance
     from isokl.report.evidence import evidence
     from isokl.report.figure import figure, figure2, pmass_points
@@ -46,9 +47,8 @@ def bench(d: Path) -> None:
     svgs = {"figure1": fig["svg"]} | ({"figure2": fig2["svg"]} if fig2 else {})
     html = study_page(s, rows, evidence(s, rows, cl), svgs, protocol(s, d), provenance(s), prompt_texts(s, d)).encode()
     t.append(time.perf_counter())
-    steps = dict(
-        zip(("read CSVs", "index", "table + claims", "figures", "page (evidence + HTML)"), (b - a for a, b in zip(t, t[1:])))
-    )
+    names = ("read CSVs", "index", "table + claims", "figures", "page (evidence + HTML)")
+    steps = dict(zip(names, (b - a for a, b in itertools.pairwise(t)), strict=True))
     total, page = t[-1] - t[0], steps["page (evidence + HTML)"]
     mb = len(html) / 2**20
     print(f"{d}: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()) + f"; whole build {total:.1f} s")

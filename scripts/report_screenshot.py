@@ -20,7 +20,11 @@ def main() -> None:
     if why:
         raise SystemExit(f"report_screenshot: {why}")
     # hovering the 6th token of the first steered continuation shows its KL, as a reader sees it
-    print(browser.screenshot(Path(args.page), Path(args.out), args.anchor, hover="#tokens .cont:nth-child(2) .tok >> nth=5", height=760))
+    print(
+        browser.screenshot(
+            Path(args.page), Path(args.out), args.anchor, hover="#tokens .cont:nth-child(2) .tok >> nth=5", height=760
+        )
+    )
 
 
 if __name__ == "__main__":

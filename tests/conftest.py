@@ -1,6 +1,8 @@
 """Tiny random models built from a config (no download), shared by the unit tests."""
 
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 
@@ -9,6 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from isokl import cli
 from isokl.core.models import from_module, set_threads
 
 set_threads()  # $ISOKL_THREADS, else every core this process may use (run the suite with 1 and with 2)
@@ -100,3 +103,78 @@ def six_layer_dir(tmp_path_factory):
     tiny_model("llama", dtype=torch.float32, seed=3, layers=6).save_pretrained(d)
     byte_tokenizer().save_pretrained(d)
     return d
+
+
+# ---- helpers shared by several test files -------------------------------------------------------------------
+
+
+def saved_model(tmp_path_factory, name: str, seed: int, layers: int = 4) -> Path:
+    """A tiny random Llama saved as a local model folder: it loads through the real `isokl.core.models.load`."""
+    d = tmp_path_factory.mktemp("models") / name
+    tiny_model("llama", dtype=torch.float32, seed=seed, layers=layers).save_pretrained(d)
+    byte_tokenizer().save_pretrained(d)
+    return d
+
+
+def files_of(d: Path) -> dict[str, float]:
+    return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in d.rglob("*")}
+
+
+def one_line_error(capsys, *names: str) -> str:
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("isokl"), err
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def main_exit(args) -> int:
+    try:
+        return cli.main(args)
+    except SystemExit as e:  # argparse's own errors exit from inside parse_args
+        return e.code
+
+
+def run_refused(args, tmp_path, capsys, code, *names):
+    before = files_of(tmp_path)
+    assert main_exit(args) == code
+    line = one_line_error(capsys, *names)
+    assert files_of(tmp_path) == before  # nothing written or changed
+    return line
+
+
+USERS = ["Tell me about rivers.", "Describe a quiet library.", "What is a good breakfast?", "Explain how kites fly."]
+
+
+def write_concept(d: Path, n_pairs: int = 12, probes: bool = True, own_prompts: bool = False) -> Path:
+    """A small concept folder written from docs/concepts.md alone."""
+    d.mkdir(parents=True, exist_ok=True)
+    with (d / "pairs.jsonl").open("w") as f:
+        for i in range(n_pairs):
+            row = {"id": f"p{i}", "system_positive": "You are formal.", "system_negative": "You are casual."}
+            f.write(json.dumps({**row, "user": f"{USERS[i % 4]} ({i})"}) + "\n")
+    if probes:
+        (d / "probes.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "user": u}) + "\n" for i, u in enumerate(USERS)))
+        (d / "words.json").write_text(json.dumps({"positive": ["dear", "regards"], "negative": ["hey", "yo"]}))
+    if own_prompts:
+        (d / "calibration.jsonl").write_text("".join(json.dumps({"user": f"Say something about {w}."}) + "\n" for w in "abcdef"))
+        (d / "heldout.jsonl").write_text("".join(f"Tell me a story about {w}.\n" for w in ("cats", "dogs", "owls", "foxes")))
+    (d / "concept.json").write_text(json.dumps({"name": "formality", "description": "formal vs casual"}))
+    return d
+
+
+def exit_of(vectors) -> int:
+    """What `isokl calibrate` must exit with for the vectors it saved: 0 when every one converged, else 2."""
+    from isokl.core.vector import Vector
+
+    return 0 if all(Vector.load(p).calibration.converged for p in vectors) else 2
+
+
+def grid_exit(grid_dir: Path) -> int:
+    """The same for a calibrated grid folder: its vectors (the controls' status does not set the exit code)."""
+    import csv
+
+    rows = list(csv.DictReader((Path(grid_dir) / "grid.csv").read_text().splitlines()))
+    return exit_of([Path(grid_dir) / r["file"] for r in rows if r.get("rank", "") != "control"])

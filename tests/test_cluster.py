@@ -14,11 +14,10 @@ import pytest
 import torch
 
 import ray_pause
-from conftest import byte_tokenizer, tiny_model
+from conftest import byte_tokenizer, tiny_model, write_concept
 from isokl.study import records
 from isokl.study.cluster import run_sweep_ray
 from isokl.study.sweep import SweepConfig, run_sweep
-from test_concept import write_concept
 
 GRID = dict(methods="mean_diff,pca", seeds="0,1", windows="6", n_heldout="3", horizon=10)
 

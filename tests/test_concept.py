@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import byte_tokenizer, tiny_model
+from conftest import byte_tokenizer, exit_of, run_refused, saved_model, tiny_model, write_concept
 from isokl import cli
 from isokl.core.concept import Concept, ConceptError, check_words, read_prompts
 from isokl.core.models import from_module
@@ -16,27 +16,8 @@ from isokl.core.prompts import library_pool
 from isokl.study import records
 from isokl.study.config import ConfigError, StudyConfig, SweepConfig, layers
 from isokl.study.sweep import settings
-from test_edges import _run, _saved_model
 
 V2 = Path(__file__).parents[1] / "results" / "v2"
-USERS = ["Tell me about rivers.", "Describe a quiet library.", "What is a good breakfast?", "Explain how kites fly."]
-
-
-def write_concept(d: Path, n_pairs: int = 12, probes: bool = True, own_prompts: bool = False) -> Path:
-    """A small concept folder written from docs/concepts.md alone."""
-    d.mkdir(parents=True, exist_ok=True)
-    with (d / "pairs.jsonl").open("w") as f:
-        for i in range(n_pairs):
-            row = {"id": f"p{i}", "system_positive": "You are formal.", "system_negative": "You are casual."}
-            f.write(json.dumps({**row, "user": f"{USERS[i % 4]} ({i})"}) + "\n")
-    if probes:
-        (d / "probes.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "user": u}) + "\n" for i, u in enumerate(USERS)))
-        (d / "words.json").write_text(json.dumps({"positive": ["dear", "regards"], "negative": ["hey", "yo"]}))
-    if own_prompts:
-        (d / "calibration.jsonl").write_text("".join(json.dumps({"user": f"Say something about {w}."}) + "\n" for w in "abcdef"))
-        (d / "heldout.jsonl").write_text("".join(f"Tell me a story about {w}.\n" for w in ("cats", "dogs", "owls", "foxes")))
-    (d / "concept.json").write_text(json.dumps({"name": "formality", "description": "formal vs casual"}))
-    return d
 
 
 # ---- the format: every bad input is one line naming the file, line and field ------------------------------------
@@ -100,7 +81,7 @@ def test_a_bad_concept_fails_the_cli_in_one_line_before_a_model_loads(tmp_path, 
     d = write_concept(tmp_path / "c")
     (d / "pairs.jsonl").write_text('{"id": "a"\n')
     for verb in ("sweep", "study", "calibrate"):
-        _run(
+        run_refused(
             [verb, "--concept", str(d), *(["--out", "o"] if verb != "calibrate" else [])],
             tmp_path,
             capsys,
@@ -108,11 +89,13 @@ def test_a_bad_concept_fails_the_cli_in_one_line_before_a_model_loads(tmp_path, 
             "--concept",
             "line 1",
         )
-    _run(["calibrate", "--pairs", str(d / "pairs.jsonl")], tmp_path, capsys, 1, "--pairs", "line 1")
-    _run(["sweep", "--concept", str(tmp_path / "nowhere"), "--out", "o"], tmp_path, capsys, 1, "--concept", "no such folder")
+    run_refused(["calibrate", "--pairs", str(d / "pairs.jsonl")], tmp_path, capsys, 1, "--pairs", "line 1")
+    run_refused(
+        ["sweep", "--concept", str(tmp_path / "nowhere"), "--out", "o"], tmp_path, capsys, 1, "--concept", "no such folder"
+    )
     (tmp_path / "p.txt").write_text("\n\n")
-    _run(["calibrate", "--prompts", "p.txt"], tmp_path, capsys, 1, "--prompts", "no prompts")
-    _run(["check", "v.safetensors", "--prompts", "p.txt"], tmp_path, capsys, 1, "does not exist")
+    run_refused(["calibrate", "--prompts", "p.txt"], tmp_path, capsys, 1, "--prompts", "no prompts")
+    run_refused(["check", "v.safetensors", "--prompts", "p.txt"], tmp_path, capsys, 1, "does not exist")
 
 
 def test_a_word_with_no_token_in_the_vocabulary_is_named():
@@ -237,7 +220,7 @@ def test_a_concept_without_optional_files_uses_the_library_pools(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return _saved_model(tmp_path_factory, "tiny-concept", seed=3)
+    return saved_model(tmp_path_factory, "tiny-concept", seed=3)
 
 
 def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path, capsys, monkeypatch):
@@ -247,7 +230,7 @@ def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path
     code = cli.main(
         ["calibrate", "--model", str(model_dir), "--concept", str(d), "--layers", "1-2", "--window", "6", "--out", str(vec)]
     )
-    assert code in (0, 2), capsys.readouterr().err
+    assert code == exit_of([vec]), capsys.readouterr().err
     from isokl.core.vector import Vector
 
     v = Vector.load(vec)

@@ -1,6 +1,7 @@
 """Vector files keep their provenance; the CLI fails early with the fix in the message."""
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -76,9 +77,13 @@ def test_every_verb_has_help_that_describes_it(verb, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     sub = cli.build_parser()._subparsers._group_actions[0].choices[verb]
-    assert sub.description and sub.description.split()[0] in out  # a description, not just usage
-    for action in sub._actions:  # every flag explains itself
+    doc = cli.VERBS[verb][2]
+    assert doc and len(doc.split()) >= 5 and sub.description == doc  # the verb's own sentence, not just usage
+    flat = "".join(out.split())  # argparse wraps lines, also after hyphens
+    for action in sub._actions:  # every flag explains itself, and --help shows it
         assert action.help, (verb, action.dest)
+        if "%" not in action.help:
+            assert "".join(action.help.split()) in flat, (verb, action.dest)
 
 
 def test_a_bfloat16_model_calibrates_and_its_vector_says_so(tmp_path):
@@ -87,7 +92,7 @@ def test_a_bfloat16_model_calibrates_and_its_vector_says_so(tmp_path):
     lm = models.from_module(tiny_model("llama", dtype=torch.bfloat16, seed=3), byte_tokenizer(), id="tiny-bf16")
     vec = extract(lm, concept.extraction_pairs(0), "mean_diff")
     res = calibrate_iso_kl(lm, vec, prompts.calibration_prompts(0), T=6, progress=False)
-    assert res.evaluations >= 1 and all(h.p95 == h.p95 for h in res.history)  # finite statistics in bfloat16
+    assert res.history and all(math.isfinite(h.p95) for h in res.history)  # finite statistics in bfloat16
     (at_c,) = [h for h in res.history if h.c == res.c_star]  # the p95 reported is the one measured at c*, not the last step
     assert res.p95 == at_c.p95 and res.vector.calibration.p95 == at_c.p95
     back = Vector.load(res.vector.save(tmp_path / "v.safetensors"))
