@@ -20,6 +20,7 @@ from isokl import cli
 from isokl.core import concept, models, prompts
 from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.files import is_temporary
 from isokl.core.vector import Vector
 from isokl.study import records
 
@@ -291,7 +292,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir
     deadline = time.time() + 120
 
     def finished() -> list:  # seeded cells whose folder is complete (not the base cell, not a running .tmp)
-        return [c for c in (out / "cells").glob("*__s[0-9]*") if not c.name.endswith(".tmp")] if (out / "cells").is_dir() else []
+        return [c for c in (out / "cells").glob("*__s[0-9]*") if not is_temporary(c)] if (out / "cells").is_dir() else []
 
     while time.time() < deadline and len(finished()) < 2:
         time.sleep(0.05)
@@ -302,7 +303,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir
     last = err.strip().splitlines()[-1]
     assert last.startswith("isokl: interrupted: ") and "rerun the same command to resume" in last, err
     kept = int(last.split(": ")[2].split()[0])
-    assert kept == len([c for c in (out / "cells").iterdir() if not c.name.endswith(".tmp")]) >= 2
+    assert kept == len([c for c in (out / "cells").iterdir() if not is_temporary(c)]) >= 2
 
 
 def test_help_and_version_do_not_import_torch():

@@ -14,6 +14,7 @@ from conftest import F32, byte_tokenizer, grid_exit, tiny_model
 from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_many
 from isokl.core.concept import Concept
+from isokl.core.files import is_temporary
 from isokl.core.hooks import capture
 from isokl.core.models import forward, from_module, left_pad, pad_id
 from isokl.report import leaderboard
@@ -166,7 +167,7 @@ def test_calibrate_judges_a_grid_into_a_leaderboard(six_layer_dir, tmp_path, cap
         assert (g / name).is_file() and (g / name).stat().st_size > 0
     assert (g / "grid.png").read_bytes()[:4] == b"\x89PNG"
     assert out.count("\n| ") == 2 + len(rows) - 1 and "judged in" in out
-    assert not list(g.glob("*.part")) and not (g / ".judge.tmp").exists()
+    assert not [p for p in g.iterdir() if is_temporary(p)]  # every write renamed into place
 
 
 def test_an_interrupted_judge_leaves_the_vectors_and_no_table(six_layer_dir, tmp_path, capsys, monkeypatch):

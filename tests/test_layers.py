@@ -4,6 +4,7 @@ Checked on the source (every relative import, at any depth, including those insi
 itself is checked on a planted upward import."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "src" / "isokl"
@@ -58,3 +59,14 @@ def test_the_report_layer_imports_no_torch_at_module_level():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
         assert "torch" not in names, p
+
+
+def test_one_atomic_write_scheme_everywhere():
+    """Every temporary-then-rename in the package goes through `core.files` (the one naming scheme `is_temporary`
+    knows): no module renames a file or folder onto its target by hand."""
+    by_hand = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "files.py" and re.search(r"os\.replace\(|\.rename\(|tmp\.replace\(", p.read_text())
+    ]
+    assert by_hand == []

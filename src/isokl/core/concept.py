@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from .prompts import Pair, Prompt, draw, library_pool, library_rows, word_variants
+from .prompts import Pair, Prompt, apart, draw, first_tokens, library_pool, library_rows, word_variants
 
 PAIRS_PER_DRAW = 4  # contrast pairs per seed (the spec: "4 prompts each")
 BUILTIN = ("sentiment",)  # concepts shipped in isokl/concepts/
@@ -433,14 +433,13 @@ def check_words(tokenizer, words: dict[str, list[str]], where: str, model: str) 
     for side, ws in words.items():
         firsts[side] = set()
         for w in ws:
-            ids = {enc[0] for v in word_variants(w) if (enc := tokenizer(v, add_special_tokens=False)["input_ids"])}
-            ids.discard(unk)
+            ids = first_tokens(tokenizer, word_variants(w)) - {unk}
             if not ids:
                 raise ConceptError(f"{where}: {side} word {w!r} has no token in {model}'s vocabulary; replace it")
             firsts[side] |= ids
-    shared = firsts["positive"] & firsts["negative"]
-    for side, ids in firsts.items():
-        if not ids - shared:
+    kept = dict(zip(("positive", "negative"), apart(firsts["positive"], firsts["negative"]), strict=True))
+    for side, ids in kept.items():
+        if not ids:
             raise ConceptError(
                 f"{where}: every {side} word starts with a token the other side shares in {model}'s vocabulary, so the "
                 "target axis cannot tell the sides apart; use words that begin differently"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .files import writing
 from .vector import FORMAT, Vector
 
 FORMATS = ("gguf", "repeng", "steering-vectors")
@@ -177,23 +178,21 @@ def export(vector: Vector, fmt: str, out: str | Path, alpha: float = 1.0) -> Pat
         raise ValueError(f"--alpha: c = {c} is not finite")
     scaled = {layer: (c * vector.directions[i]).float().contiguous() for i, layer in enumerate(vector.layers)}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    if fmt in ("gguf", "repeng"):
-        if 0 in scaled:
-            raise ValueError("--format gguf: llama.cpp never steers block 0; calibrate without layer 0")
-        from gguf import GGUFWriter
+    if fmt in ("gguf", "repeng") and 0 in scaled:
+        raise ValueError("--format gguf: llama.cpp never steers block 0; calibrate without layer 0")
+    with writing(out) as tmp:
+        if fmt in ("gguf", "repeng"):
+            from gguf import GGUFWriter
 
-        writer = GGUFWriter(str(tmp), "controlvector")
-        writer.add_string("controlvector.model_hint", vector.model_id)
-        writer.add_uint32("controlvector.layer_count", len(scaled))
-        for layer, t in scaled.items():
-            writer.add_tensor(f"direction.{layer}", t.numpy())
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-    else:  # steering-vectors: its layer_activations dict
-        torch.save(scaled, tmp)
-    tmp.replace(out)
+            writer = GGUFWriter(str(tmp), "controlvector")
+            writer.add_string("controlvector.model_hint", vector.model_id)
+            writer.add_uint32("controlvector.layer_count", len(scaled))
+            for layer, t in scaled.items():
+                writer.add_tensor(f"direction.{layer}", t.numpy())
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+        else:  # steering-vectors: its layer_activations dict
+            torch.save(scaled, tmp)
     return out

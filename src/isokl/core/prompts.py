@@ -71,6 +71,19 @@ def word_variants(word: str) -> list[str]:
     return [" " + word, word, " " + word.capitalize(), word.capitalize()]
 
 
+def first_tokens(tokenizer, spellings) -> set[int]:
+    """The first token of each spelling as the tokenizer encodes it without special tokens (empty encodings skipped)."""
+    encoded = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in spellings)
+    return {ids[0] for ids in encoded if ids}
+
+
+def apart(a: set[int], b: set[int]) -> tuple[set[int], set[int]]:
+    """The first tokens of two answer sides without those both share: a token both start with (a bare space in a
+    byte-level vocabulary) commits to neither side. The one rule of branch_pmass, the target axis and the word check."""
+    shared = a & b
+    return a - shared, b - shared
+
+
 def draw(items: list, k: int, seed: int, salt: str) -> list:
     """k items without replacement; the salt keeps the pair draw and the calibration draw independent."""
     if k > len(items):

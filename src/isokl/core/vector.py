@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .files import writing
+
 FORMAT = "isokl.vector/1"
 
 
@@ -116,12 +118,11 @@ class Vector:
             "config": json.dumps(dict(self.config)),
         }
         tensors = {"directions": self.directions, **{f"extra.{k}": t for k, t in self.extra.items()}}
-        tmp = path.with_name(path.name + ".part")
-        save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; a saved vector is meant to be shared
-        tmp.replace(path)
+        with writing(path) as tmp:
+            save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(tmp), metadata=meta)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; a saved vector is meant to be shared
         return path
 
     @classmethod

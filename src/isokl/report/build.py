@@ -8,12 +8,12 @@ checks them, `index` parses and indexes them once, `estimate` computes, `table`,
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.concept import SETS, read_prompts
+from ..core.files import write_all
 from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
 from . import estimate as est
 from .claims import Claim, claims, claims_markdown, provenance, summary
@@ -61,18 +61,7 @@ def build(d: str | Path, expected_cells: int | None = None) -> Built:
     svgs = {"figure1": fig["svg"]} | ({"figure2": fig2["svg"]} if fig2 else {})
     ev = evidence(s, rows, cl)
     files["report.html"] = study_page(s, rows, ev, svgs, proto, provenance(s), prompt_texts(s, d)).encode()
-    tmps = []
-    try:
-        for name, data in files.items():
-            tmp = d / f".{name}.tmp"
-            tmp.write_bytes(data)
-            tmps.append((tmp, d / name))
-        for tmp, final in tmps:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in tmps:
-            tmp.unlink(missing_ok=True)
-    return Built([d / name for name in files], cl)
+    return Built(write_all(d, files), cl)
 
 
 EXAMPLE_ALPHAS = (0.0, 1.0, 2.0)

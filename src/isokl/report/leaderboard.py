@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.files import write_all
 from ..core.statistic import P95
 from ..study.records import BASE, SCHEMAS, judge_rows, span, typed
 from . import estimate as est
@@ -371,15 +372,6 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
 # ---- files ----------------------------------------------------------------------------------------------------------
 
 
-def _write_all(out: Path, blobs: dict[str, bytes]) -> None:
-    """Every file written to NAME.part first, then all renamed: a killed run leaves the previous tables or none."""
-    out.mkdir(parents=True, exist_ok=True)
-    for fname, data in blobs.items():
-        (out / f"{fname}.part").write_bytes(data)
-    for fname in blobs:
-        (out / f"{fname}.part").replace(out / fname)
-
-
 def write_grid(out: Path, b: Board, title: str, files: dict[str, str]) -> list[Path]:
     """grid.md, grid.csv, grid.svg and grid.png of a judged grid."""
     fig = figure(b, title.lstrip("# "))
@@ -391,8 +383,7 @@ def write_grid(out: Path, b: Board, title: str, files: dict[str, str]) -> list[P
         "grid.png": fig["png"],
         "report.html": grid_report(Path(out), title, table, fig["svg"]).encode(),
     }
-    _write_all(Path(out), blobs)
-    return [Path(out) / f for f in blobs]
+    return write_all(Path(out), blobs)
 
 
 GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
@@ -425,4 +416,4 @@ def write_calibration_grid(out: Path, rows: list[dict], title: str) -> None:
     w = csv.DictWriter(buf, fieldnames=GRID_COLUMNS)
     w.writeheader()
     w.writerows(rows)
-    _write_all(Path(out), {"grid.md": ("\n".join(md) + "\n").encode(), "grid.csv": buf.getvalue().encode()})
+    write_all(Path(out), {"grid.md": ("\n".join(md) + "\n").encode(), "grid.csv": buf.getvalue().encode()})

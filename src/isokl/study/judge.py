@@ -12,7 +12,6 @@ at the vector's layers. Definitions: docs/decisions.md, "The judge". Rows name e
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from ..core.calibrate import CalibrationResult
 from ..core.concept import SETS, Concept
+from ..core.files import folder
 from ..core.models import LM
 from ..core.rollout import prefill_base
 from ..core.vector import Vector
@@ -194,14 +194,10 @@ def write(out: Path, judged: Judged) -> Path:
     """OUT/judge/: one CSV per file and settings.json, written into a temporary folder that is renamed when complete
     (an interrupted judge leaves the previous folder or none, never a half-written one)."""
     final = Path(out) / JUDGE_DIR
-    tmp = Path(out) / f".{JUDGE_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for file, rs in judged.rows.items():
-        _write_rows(tmp / f"{file}.csv", columns(file), rs, False)  # small: plain CSV, `records.path` finds it
-    (tmp / "settings.json").write_text(json.dumps(judged.record, indent=1) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with folder(final) as tmp:
+        for file, rs in judged.rows.items():
+            _write_rows(tmp / f"{file}.csv", columns(file), rs, False)  # small: plain CSV, `records.path` finds it
+        (tmp / "settings.json").write_text(json.dumps(judged.record, indent=1) + "\n")
     return final
 
 

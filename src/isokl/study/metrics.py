@@ -22,7 +22,7 @@ import torch
 from ..core.activations import last_token
 from ..core.hooks import Captured, Layout, capture, steer_rows
 from ..core.models import LM, forward, left_pad, new_cache, pad_id
-from ..core.prompts import word_variants
+from ..core.prompts import apart, first_tokens, word_variants
 from ..core.rollout import BasePrefill, fork_rollout, prefill_base
 from ..core.vector import Vector
 
@@ -36,16 +36,10 @@ SPELLINGS = {
 }
 
 
-def first_token_ids(tokenizer, words) -> set[int]:
-    encoded = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in words)
-    return {ids[0] for ids in encoded if ids}
-
-
 def answer_ids(tokenizer) -> tuple[list[int], list[int]]:
     """First-token ids of every spelling of true and of false; a first token both share (a bare space in a
     byte-level vocabulary) commits to neither answer and is dropped from both."""
-    t, f = first_token_ids(tokenizer, SPELLINGS["true"]), first_token_ids(tokenizer, SPELLINGS["false"])
-    t, f = t - (t & f), f - (t & f)
+    t, f = apart(first_tokens(tokenizer, SPELLINGS["true"]), first_tokens(tokenizer, SPELLINGS["false"]))
     if not t or not f:
         raise ValueError("this tokenizer has no first token that commits to true or to false; branch_pmass is undefined")
     return sorted(t), sorted(f)
@@ -93,7 +87,7 @@ def branch_pmass(
 
 def word_ids(tokenizer, words: list[str]) -> set[int]:
     """First tokens of each word as it may follow text: ' word', 'word', ' Word', 'Word'."""
-    return first_token_ids(tokenizer, [v for w in words for v in word_variants(w)])
+    return first_tokens(tokenizer, [v for w in words for v in word_variants(w)])
 
 
 @torch.no_grad()
@@ -115,8 +109,8 @@ def target_logit_many(
     for v in vectors:
         v.check_fits(lm.id, lm.n_layers, lm.d_model)
     pos_ids, neg_ids = word_ids(lm.tokenizer, pos_words), word_ids(lm.tokenizer, neg_words)
-    shared = pos_ids & neg_ids  # a word piece common to both lists says nothing about sentiment
-    pos_list, neg_list = sorted(pos_ids - shared), sorted(neg_ids - shared)
+    pos_set, neg_set = apart(pos_ids, neg_ids)  # a word piece common to both lists says nothing about the concept
+    pos_list, neg_list = sorted(pos_set), sorted(neg_set)
     layout = Layout.for_vectors(coeffs, len(seqs))
     ids, mask, pos = left_pad(layout.repeat(seqs), pad_id(lm), lm.device)
     parts = layout.parts(vectors) if vectors else []

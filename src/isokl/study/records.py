@@ -13,10 +13,8 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..core.files import folder, is_temporary, write_bytes
 from ..core.statistic import P95, TARGET, TOL  # the calibration target, owned by the statistic
 
 __all__ = ["TARGET", "TOL"]  # re-exported with the study constants
@@ -239,38 +238,23 @@ def cell_name(model: str, method: str, seed, window) -> str:
 def write_cell(out: Path, name: str, rows: dict[str, list[dict]], settings: dict) -> None:
     """All files of one cell, atomically: written into a temporary folder of a name no other writer uses (.NAME.tmp-
     PID-RANDOM: two workers may write the same cell when one is retried), then renamed to NAME."""
-    final = out / "cells" / name
-    tmp = out / "cells" / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with folder(out / "cells" / name, keep_other=True) as tmp:  # another writer finished it first: keep its copy
         for fname, rs in rows.items():
             _write_rows(path(tmp, fname), columns(fname), rs, fname in COMPRESSED)
         (tmp / SETTINGS).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not final.is_dir():  # else another writer finished the same cell first: keep its copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _is_tmp(p: Path) -> bool:
-    return p.name.endswith(".tmp") or (p.name.startswith(".") and ".tmp-" in p.name)
 
 
 def remove_stale(out: Path) -> None:
     """Remove half-written cells (their writer was killed); call only when no writer is running."""
     d = out / "cells"
     for p in d.iterdir() if d.is_dir() else ():
-        if p.is_dir() and _is_tmp(p):
+        if p.is_dir() and is_temporary(p):
             shutil.rmtree(p)
 
 
 def finished_cells(out: Path) -> list[Path]:
     d = out / "cells"
-    return sorted(p for p in d.iterdir() if p.is_dir() and not _is_tmp(p)) if d.is_dir() else []
+    return sorted(p for p in d.iterdir() if p.is_dir() and not is_temporary(p)) if d.is_dir() else []
 
 
 def combine(out: Path) -> None:
@@ -295,9 +279,7 @@ def combine(out: Path) -> None:
                 if f.read() == text:
                     continue
         final = out / f"{fname}.csv{'.gz' if fname in COMPRESSED else ''}"
-        tmp = final.with_name(f".{final.name}.tmp")
-        tmp.write_bytes(gzip.compress(text.encode(), mtime=0) if fname in COMPRESSED else text.encode())
-        os.replace(tmp, final)
+        write_bytes(final, gzip.compress(text.encode(), mtime=0) if fname in COMPRESSED else text.encode())
         other = out / (f"{fname}.csv" if final.name.endswith(".gz") else f"{fname}.csv.gz")
         other.unlink(missing_ok=True)  # the file in its other form is stale now
 

@@ -20,8 +20,6 @@ is refused, naming each difference, unless `recompute` asks to redo those cells.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import shutil
 import sys
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 from ..core.activations import extract
 from ..core.calibrate import CalibrationResult, calibrate_iso_kl, calibrate_many
 from ..core.concept import Concept
+from ..core.files import folder
 from ..core.methods import get_method
 from ..core.models import LM, load
 from ..core.rollout import NonFiniteKL
@@ -65,10 +64,6 @@ class Interrupted(KeyboardInterrupt):
 
 class SettingsChanged(ValueError):
     pass
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def settings(cfg: SweepConfig, window: int | None = None) -> dict:
@@ -264,14 +259,10 @@ def snapshot_concept(concept: Concept, out: Path) -> None:
     if concept.builtin:
         return
     src, dst = Path(concept.source), out / CONCEPT_DIR
-    tmp = out / f".{CONCEPT_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in ("concept.json", "pairs.jsonl", *sorted(concept.own)):
-        if (src / f).is_file():
-            shutil.copyfile(src / f, tmp / f)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with folder(dst) as tmp:
+        for f in ("concept.json", "pairs.jsonl", *sorted(concept.own)):
+            if (src / f).is_file():
+                shutil.copyfile(src / f, tmp / f)
 
 
 def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple], list[tuple]]:
