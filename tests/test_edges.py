@@ -341,3 +341,38 @@ def test_an_abbreviated_flag_is_refused_not_overridden_by_quick(tmp_path, capsys
     cfg = cli.to_config(args, cli.StudyConfig)
     cfg.apply_quick(cli.given_flags(["study", "--quick", "--windows", "50"], cli.StudyConfig))
     assert cfg.windows == "50" and cfg.models == "smollm2-135m"  # the explicit flag wins, the rest of the preset applies
+
+
+def test_check_and_generate_run_a_vector_in_the_dtype_it_was_calibrated_in(tiny_dir, tmp_path, capsys):
+    """One dtype policy: the vector's calibration dtype unless --dtype says otherwise, printed by every verb; the
+    printed check is `isokl.check`'s result."""
+    import isokl
+
+    vec = tmp_path / "bf16.safetensors"
+    args = ["calibrate", "--model", str(tiny_dir), "--window", "6", "--dtype", "bfloat16", "--no-judge", "--out", str(vec)]
+    assert cli.main(args) == exit_of([vec])
+    assert Vector.load(vec).calibration.dtype == "bfloat16"
+    (tmp_path / "p.txt").write_text("Tell me about rivers.\nDescribe a quiet library.\nWhat is a good breakfast?\n")
+    capsys.readouterr()
+    for extra, shown in (([], "bfloat16 (the vector's calibration dtype)"), (["--dtype", "float32"], "float32 (--dtype)")):
+        code = cli.main(["check", str(vec), "--prompts", str(tmp_path / "p.txt"), *extra])
+        out = capsys.readouterr().out
+        assert shown in out and code == (0 if "IN BAND" in out else 2)
+        assert cli.main(["generate", "--vector", str(vec), "--prompt", "hi", "--tokens", "3", "--alpha", "1", *extra]) == 0
+        assert shown in capsys.readouterr().out
+    lm = models.load(str(tiny_dir), dtype=torch.bfloat16)
+    v = Vector.load(vec)
+    r = isokl.check(
+        lm,
+        v,
+        [prompts.Prompt(user=u) for u in ("Tell me about rivers.", "Describe a quiet library.", "What is a good breakfast?")],
+    )
+    cli.main(["check", str(vec), "--prompts", str(tmp_path / "p.txt")])
+    out = capsys.readouterr().out
+    assert f"p95 = {r.p95:.4f}  [{r.lo:.3f}, {r.hi:.3f}]" in out and r.dtype == "bfloat16" and r.window == v.calibration.window
+    assert (r.in_band, r.above_target) == ("IN BAND" in out, int(out.split("exceeds 1: ")[1].split("/")[0]))
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        isokl.check(lm, v, [prompts.Prompt(user="one")])
+    assert run_refused(
+        ["check", str(vec), "--prompts", str(tmp_path / "p.txt"), "--dtype", "half"], tmp_path, capsys, 1, "--dtype"
+    )

@@ -7,6 +7,7 @@
     with isokl.steer(lm.model, res.vector, res.c_star): ...
     grid = isokl.calibrate_many(lm, [vec_a, vec_b, ...], prompts, T=20)   # one batch per solver round
     board = isokl.judge(lm, grid.results, concept)                         # effect, damage, floor (`isokl.api`)
+    r = isokl.check(lm, res.vector, my_prompts)                            # held-out p95, interval, R1's verdict
 
 Layers (imports only go down): `core` (models, hooks, rollout, statistic, calibrate, vector,
 methods, activations, prompts, concepts) -> `study` (config, measures, metrics, sweep, cluster,
@@ -20,7 +21,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
-    "api": ("judge",),
+    "api": ("CheckResult", "check", "judge"),
     "core.activations": ("extract",),
     "core.calibrate": ("CalibrationResult", "JointCalibration", "calibrate_iso_kl", "calibrate_many", "solve"),
     "core.concept": ("Concept",),

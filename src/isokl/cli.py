@@ -38,6 +38,7 @@ from .study.config import (
     SweepConfig,
     default_out,
     floats,
+    weights_dtype,
 )
 from .study.records import span
 
@@ -281,58 +282,45 @@ def calibrated(path: str, flag: str):
 
 
 def cmd_check(cfg: CheckConfig) -> int:
-    """A calibrated vector on the user's prompts: held-out p95 at alpha x c* with its interval and R1's verdict."""
+    """A calibrated vector on the user's prompts (`isokl.check`): held-out p95 at alpha x c* with its interval and
+    R1's verdict, printed; exit 0 in band, 2 outside."""
     cfg.check()
-    import numpy as np
-
+    from .api import check
     from .core.concept import read_prompts
-    from .core.models import check_model_id
-    from .core.statistic import P95
-    from .report.thresholds import HOLDOUT_BAND
+    from .core.models import check_model_id, load
 
     vec, cal = calibrated(cfg.vector, "vector")
     check_model_id(vec.model_id)
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
     threads = _threads(cfg.threads)
-    from .core.models import load
-    from .core.rollout import rollout
-
-    dtype = {"bfloat16": "bfloat16"}.get(cal.dtype, "float32")
+    dtype, why = weights_dtype(cfg.dtype, cal.dtype)
     import torch
 
     lm = load(vec.model_id, device=cfg.device, dtype=getattr(torch, dtype))
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     check_prompts(lm, prompts, T, cfg.prompts, "--prompts")
     t0 = time.time()
-    c = cfg.alpha * vec.coeff
-    ro = rollout(lm, lm.encode([lm.format(p) for p in prompts]), T, vec, (c,))
-    st = ro.stats(0)
-    kl = st.per_prompt
-    assert kl is not None
-    lo, hi = P95.prompt_interval(kl, level=0.90)
-    own = [P95.pooled(row[~np.isnan(row)]) for row in kl]
-    above = sum(v > cal.target for v in own)
-    band_lo, band_hi = HOLDOUT_BAND
-    inside = band_lo <= st.p95 <= band_hi
+    r = check(lm, vec, prompts, T, cfg.alpha)
     print(
         f"vector: {vec.method} on {vec.model_id}, layers {span(vec.layers)}, c* = {vec.coeff:.6g} (p95 {cal.p95:.3f} at "
         f"T = {cal.window} on {cal.n_prompts} calibration prompts, {cal.status})"
     )
-    print(f"checked at alpha {cfg.alpha:g} (c = {c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}")
-    print(f"p95 = {st.p95:.4f}  [{lo:.3f}, {hi:.3f}]: 90% prompt-bootstrap interval (target {cal.target:g})")
-    verdict = "IN BAND" if inside else "OUT OF BAND"
+    print(f"checked at alpha {cfg.alpha:g} (c = {r.c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}; {dtype} ({why})")
+    print(f"p95 = {r.p95:.4f}  [{r.lo:.3f}, {r.hi:.3f}]: 90% prompt-bootstrap interval (target {cal.target:g})")
+    band_lo, band_hi = r.band
     overlap = (
         ""
-        if inside
-        else (" (its interval overlaps the band)" if lo <= band_hi and hi >= band_lo else " (its interval misses the band)")
+        if r.in_band
+        else (" (its interval overlaps the band)" if r.interval_overlaps_band else " (its interval misses the band)")
     )
-    print(f"verdict = {verdict} [{band_lo}, {band_hi}] (R1's held-out band){overlap}")
+    print(f"verdict = {'IN BAND' if r.in_band else 'OUT OF BAND'} [{band_lo}, {band_hi}] (R1's held-out band){overlap}")
     print(
-        f"max = {st.max:.3f} nats over {st.n_values} tokens; prompts whose own p95 exceeds {cal.target:g}: {above}/{len(prompts)}"
+        f"max = {r.max:.3f} nats over {r.n_values} tokens; prompts whose own p95 exceeds {cal.target:g}: "
+        f"{r.above_target}/{len(prompts)}"
     )
     print(f"seconds = {time.time() - t0:.1f} (model load not included; {threads} threads)")
-    return 0 if inside else 2
+    return 0 if r.in_band else 2
 
 
 def imported(lm, path: str, cal) -> Vector:
@@ -390,7 +378,10 @@ def cmd_generate(cfg: GenerateConfig) -> int:
     from .core.prompts import Prompt
     from .core.rollout import rollout
 
-    lm = load(model_id, device=cfg.device)
+    dtype, why = weights_dtype(cfg.dtype, cal.dtype)
+    import torch
+
+    lm = load(model_id, device=cfg.device, dtype=getattr(torch, dtype))
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     alphas = floats("--alpha", cfg.alpha)
     seqs = lm.encode([lm.format(Prompt(user=cfg.prompt))])
@@ -404,7 +395,8 @@ def cmd_generate(cfg: GenerateConfig) -> int:
 
     print(f"prompt: {cfg.prompt}")
     print(
-        f"vector: {vec.method} on {vec.model_id}, c* = {cal.coeff:.6g} (p95 KL {cal.p95:.3f} at T = {cal.window}, {cal.status})\n"
+        f"vector: {vec.method} on {vec.model_id}, c* = {cal.coeff:.6g} (p95 KL {cal.p95:.3f} at T = {cal.window}, {cal.status}); "
+        f"{dtype} ({why})\n"
     )
     print(f"--- alpha 0 (base model)\n{text(base, 0)}\n")
     for k, a in enumerate(alphas):

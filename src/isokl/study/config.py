@@ -361,6 +361,28 @@ def check_vector_file(flag: str, path: str) -> None:
         raise ConfigError(f"{flag}: {e}") from None
 
 
+VECTOR_DTYPE = "vector"
+DTYPE_HELP = (
+    "model weights: vector (the dtype the vector was calibrated in; float32 for files that do not say), float32 or "
+    "bfloat16; another dtype is another model, whose KL at c* differs"
+)
+
+
+def weights_dtype(flag: str, calibrated_in: str) -> tuple[str, str]:
+    """The one dtype policy of check and generate: a vector runs in the dtype it was calibrated in unless --dtype says
+    otherwise -> (dtype, why: how the verbs print it)."""
+    if flag != VECTOR_DTYPE:
+        return flag, "--dtype"
+    if calibrated_in in ("float32", "bfloat16"):
+        return calibrated_in, "the vector's calibration dtype"
+    return "float32", "the vector file does not say; float32"
+
+
+def check_dtype(value: str) -> None:
+    if value not in (VECTOR_DTYPE, "float32", "bfloat16"):
+        raise ConfigError(f"--dtype: {value!r}; valid: {VECTOR_DTYPE}, float32, bfloat16")
+
+
 @dataclass
 class CheckConfig:
     """Check a calibrated vector on your own prompts: held-out p95 per-token KL at c* with its prompt-bootstrap
@@ -375,6 +397,7 @@ class CheckConfig:
     window: int = field(default=0, metadata={"help": "T, generated tokens per prompt (0: the vector's calibration window)"})
     alpha: float = field(default=1.0, metadata={"help": "dose multiple alpha = c / c* to check"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
+    dtype: str = field(default=VECTOR_DTYPE, metadata={"help": DTYPE_HELP})
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
 
     def check(self) -> None:
@@ -390,6 +413,7 @@ class CheckConfig:
             raise ConfigError(f"--prompts: {self.prompts} has {len(ps)} prompt; the interval needs at least 2")
         at_least("--window", self.window, 0)
         floats("--alpha", str(self.alpha))
+        check_dtype(self.dtype)
         check_common("--model", [], self.device, self.threads)
 
 
@@ -620,6 +644,7 @@ class GenerateConfig:
     model: str = field(default="", metadata={"help": "model to steer (default: the one the vector was fitted on)"})
     allow_other_model: bool = field(default=False, metadata={"help": "apply a vector fitted on another model of the same shape"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
+    dtype: str = field(default=VECTOR_DTYPE, metadata={"help": DTYPE_HELP})
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
 
     def check(self) -> None:
@@ -631,6 +656,7 @@ class GenerateConfig:
             raise ConfigError("--prompt: required; give the text to continue, e.g. --prompt 'Tell me about your day.'")
         floats("--alpha", self.alpha)
         at_least("--tokens", self.tokens, 1)
+        check_dtype(self.dtype)
         check_common("--model", [self.model] if self.model else [], self.device, self.threads)
 
 
