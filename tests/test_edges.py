@@ -376,3 +376,31 @@ def test_check_and_generate_run_a_vector_in_the_dtype_it_was_calibrated_in(tiny_
     assert run_refused(
         ["check", str(vec), "--prompts", str(tmp_path / "p.txt"), "--dtype", "half"], tmp_path, capsys, 1, "--dtype"
     )
+
+
+def test_calibrate_check_and_generate_resolve_the_model_id_once(tiny_dir, tmp_path, capsys, monkeypatch):
+    """One resolution per verb (a hub id costs a request each time): the Source found first is the one loaded."""
+    from isokl.core import bundled
+
+    calls = []
+    real = bundled.resolve
+
+    def counting(model_id, flag="--model"):
+        calls.append(model_id)
+        return real(model_id, flag)
+
+    monkeypatch.setattr(bundled, "resolve", counting)
+    monkeypatch.setattr(models, "resolve", counting)
+    vec = tmp_path / "v.safetensors"
+    cli.main(["calibrate", "--model", str(tiny_dir), "--layers", "1-2", "--window", "4", "--no-judge", "--out", str(vec)])
+    assert calls == [str(tiny_dir)] and Vector.load(vec).layers == (1, 2)
+    (tmp_path / "p.txt").write_text("Tell me about rivers.\nDescribe a quiet library.\n")
+    for args in (
+        ["check", str(vec), "--prompts", str(tmp_path / "p.txt")],
+        ["generate", "--vector", str(vec), "--prompt", "hi", "--tokens", "2", "--alpha", "1"],
+        ["generate", "--vector", str(vec), "--prompt", "hi", "--tokens", "2", "--alpha", "1", "--model", str(tiny_dir)],
+    ):
+        calls.clear()
+        cli.main(args)
+        assert calls == [str(tiny_dir)], args
+    capsys.readouterr()

@@ -89,28 +89,33 @@ def _threads(n: int) -> int:
     return set_threads(n or None)
 
 
-def cmd_calibrate(cfg: CalibrateConfig) -> int:
-    cfg.check()
-    threads = _threads(cfg.threads)
-    from .core.activations import extract
-    from .core.models import load, model_shape
+def layer_picks(cfg: CalibrateConfig, n_layers: int) -> dict[str, tuple[int, ...]]:
+    """Every --layers set parsed once against the model's depth ('' = the method's default band: absent)."""
     from .study.config import layers
 
-    shape = model_shape(cfg.model) if cfg.layers else None
-    if shape:  # the depth is known before the weights load
-        for spec in cfg.layer_sets():
-            if spec:
-                layers("--layers", spec, shape[0], cfg.model)
+    return {spec: layers("--layers", spec, n_layers, cfg.model) for spec in cfg.layer_sets() if spec}
+
+
+def cmd_calibrate(cfg: CalibrateConfig) -> int:
+    source = cfg.check()  # the model id resolved once (a hub id: one request); load reuses it
+    threads = _threads(cfg.threads)
+    from .core.activations import extract
+    from .core.models import load
+
+    shape = source.shape() if cfg.layers else None
+    picks = layer_picks(cfg, shape[0]) if shape else None  # the depth is known before the weights load
     concept = cfg.load_concept()
     cal = cfg.calibration_prompts()
     t0 = time.time()
-    lm = load(cfg.model, device=cfg.device, dtype=cfg.torch_dtype())
+    lm = load(source, device=cfg.device, dtype=cfg.torch_dtype())
+    if picks is None:
+        picks = layer_picks(cfg, lm.n_layers)
     concept.check_for(lm, max(cfg.window, cfg.horizon if cfg.judging() else 0))
     if cfg.prompts:
         check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
     if len(cfg.grid()) > 1:
-        return calibrate_grid(cfg, lm, cal, t0, threads)
-    picked = layers("--layers", cfg.layers, lm.n_layers, lm.id) if cfg.layers else None
+        return calibrate_grid(cfg, lm, cal, t0, threads, picks)
+    picked = picks.get(cfg.layer_sets()[0])
     vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
     source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
     print(
@@ -189,22 +194,18 @@ def _print_board(board, threads: int) -> None:
     print(f"judged in {board.settings['seconds']:.1f} s ({threads} threads; held-out prompts, model load not included)")
 
 
-def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int) -> int:
+def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks: dict[str, tuple[int, ...]]) -> int:
     """Every (method, layer set) of the grid calibrated jointly (`calibrate_many`, with a random-direction control per
     layer set when judging): one vector file each in the --out folder, then the judge's rows (OUT/judge/) and the
     leaderboard as grid.md, grid.csv and grid.svg/png there (written last: an interrupted grid leaves its finished
     vectors and no table)."""
     from .core.activations import extract
     from .report import leaderboard
-    from .study.config import layers
     from .study.judge import write
 
     concept = cfg.load_concept()
     pairs = concept.pairs(cfg.seed)
-    vecs = [
-        extract(lm, pairs, method, layers=layers("--layers", spec, lm.n_layers, lm.id) if spec else None)
-        for method, spec in cfg.grid()
-    ]
+    vecs = [extract(lm, pairs, method, layers=picks.get(spec)) for method, spec in cfg.grid()]
     print(
         f"[isokl] calibrating {len(vecs)} vectors jointly on {cfg.model} ({', '.join(v.label for v in vecs)}), "
         f"T = {cfg.window}, pairs of {concept.name} seed {cfg.seed}, {len(cal)} calibration prompts"
@@ -290,14 +291,14 @@ def cmd_check(cfg: CheckConfig) -> int:
     from .core.models import check_model_id, load
 
     vec, cal = calibrated(cfg.vector, "vector")
-    check_model_id(vec.model_id)
+    source = check_model_id(vec.model_id)  # resolved once; load reuses it
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
     threads = _threads(cfg.threads)
     dtype, why = weights_dtype(cfg.dtype, cal.dtype)
     import torch
 
-    lm = load(vec.model_id, device=cfg.device, dtype=getattr(torch, dtype))
+    lm = load(source, device=cfg.device, dtype=getattr(torch, dtype))
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     check_prompts(lm, prompts, T, cfg.prompts, "--prompts")
     t0 = time.time()
@@ -354,13 +355,13 @@ def cmd_export(cfg: ExportConfig) -> int:
 
 
 def cmd_generate(cfg: GenerateConfig) -> int:
-    cfg.check()
-    from .core.models import check_model_id, model_shape
+    given = cfg.check()  # --model resolved once, if given
+    from .core.models import check_model_id
 
     vec, cal = calibrated(cfg.vector, "--vector")
     model_id = cfg.model or vec.model_id
-    check_model_id(model_id)
-    shape = model_shape(model_id)
+    source = given or check_model_id(model_id)  # the one resolution: load and the shape reuse it
+    shape = source.shape()
     if shape:  # before the weights load
         try:
             vec.check_shape(model_id, *shape)
@@ -381,7 +382,7 @@ def cmd_generate(cfg: GenerateConfig) -> int:
     dtype, why = weights_dtype(cfg.dtype, cal.dtype)
     import torch
 
-    lm = load(model_id, device=cfg.device, dtype=getattr(torch, dtype))
+    lm = load(source, device=cfg.device, dtype=getattr(torch, dtype))
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     alphas = floats("--alpha", cfg.alpha)
     seqs = lm.encode([lm.format(Prompt(user=cfg.prompt))])

@@ -147,13 +147,15 @@ def check_methods(flag: str, names: list[str]) -> None:
         raise ConfigError(f"{flag}: unknown method(s) {', '.join(bad)}; valid: {', '.join(sorted(METHODS))}")
 
 
-def check_common(flag: str, model_ids: list[str], device: str, threads: int) -> None:
+def check_common(flag: str, model_ids: list[str], device: str, threads: int) -> list:
+    """Device, threads and every model id checked; returns each id's resolved `Source` (so a verb loads it without a
+    second lookup: a hub id costs one request)."""
     from ..core.models import check_device, check_model_id
 
-    for m in model_ids:
-        check_model_id(m, flag)
+    sources = [check_model_id(m, flag) for m in model_ids]
     check_device(device)
     at_least("--threads", threads, 0)
+    return sources
 
 
 @dataclass
@@ -282,7 +284,8 @@ class CalibrateConfig:
         name = self.dtype if self.dtype != "auto" else ("float32" if self.device == "cpu" else "bfloat16")
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
-    def check(self) -> None:
+    def check(self):
+        """Every flag, in one line on the first bad one; returns the --model's resolved Source."""
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"--dtype: {self.dtype!r}; valid: auto, float32, bfloat16")
         check_methods("--method", self.methods())
@@ -332,7 +335,7 @@ class CalibrateConfig:
             check_output_file("--out", self.out)
         if self.vector:
             check_vector_file("--vector", self.vector)
-        check_common("--model", [self.model], self.device, self.threads)
+        return check_common("--model", [self.model], self.device, self.threads)[0]
 
 
 RAY_INSTALL = "pip install 'isokl[cluster]' (bash scripts/setup.sh installs it)"
@@ -647,7 +650,8 @@ class GenerateConfig:
     dtype: str = field(default=VECTOR_DTYPE, metadata={"help": DTYPE_HELP})
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
 
-    def check(self) -> None:
+    def check(self):
+        """Every flag, in one line on the first bad one; returns --model's resolved Source (None: the vector's model)."""
         if not self.vector:
             raise ConfigError("--vector: required; give a file written by `isokl calibrate --out FILE`")
         if not Path(self.vector).expanduser().is_file():
@@ -657,7 +661,8 @@ class GenerateConfig:
         floats("--alpha", self.alpha)
         at_least("--tokens", self.tokens, 1)
         check_dtype(self.dtype)
-        check_common("--model", [self.model] if self.model else [], self.device, self.threads)
+        sources = check_common("--model", [self.model] if self.model else [], self.device, self.threads)
+        return sources[0] if sources else None
 
 
 @dataclass
