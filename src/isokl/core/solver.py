@@ -1,0 +1,151 @@
+"""Solver: the pure search for c* (no torch, no model): a generator that proposes doses and reads back the statistic
+at each, so one driver can run it for one vector (`calibrate.calibrate_iso_kl`) or many in one batch per round
+(`calibrate.calibrate_many`), and `solve` runs it on any function.
+
+Solver (`solve`): in (x, y) = (log c, log p95 - log target), where p95 ~ k c^2 at small
+c is a straight line of slope 2. Unbracketed: extrapolate along the measured slope
+(2 before there is a second point), at most x100 a step. Bracketed: false position
+with the Illinois rule (halve the *residual* y of an endpoint kept twice, never the
+value p95 itself: DESIGN.md s.7), kept strictly inside the bracket. Stops as soon as
+|p95 - target| <= tol; a c is never evaluated twice; a target that c_max cannot reach
+(or a jump that no c hits) is reported as such, never as a silent edge value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+from .statistic import TARGET, TOL
+
+
+@dataclass(frozen=True)
+class Solve:
+    c: float  # the returned coefficient (converged point, else the closest evaluated one)
+    value: float  # f(c): the statistic at the returned c, not at the last step
+    status: str  # converged | unreachable | not_converged
+    history: tuple[tuple[float, float], ...]  # (c, f(c)) in evaluation order
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+
+def solve(f: Callable, *, batched: bool = False, **options) -> Solve:
+    """Find c > 0 with |f(c) - target| <= tol for an increasing-ish f with f(0) = 0.
+
+    f: c -> value, or (batched=True) a list of doses -> list of values, one round per call.
+    options: `solver`'s (target, tol, c0, c_max, c_min, max_evals, slope0, per_round). per_round > 1
+    evaluates that many doses per round around the same proposal, spread to bracket early (wide
+    steps) and to land inside the tolerance late (tight steps).
+    """
+    F = f if batched else (lambda cs: [f(c) for c in cs])
+    rounds = solver(**options)
+    try:
+        cs = next(rounds)
+        while True:
+            cs = rounds.send([float(v) for v in F(cs)])
+    except StopIteration as end:
+        return end.value
+
+
+def solver(
+    *,
+    target: float = TARGET,
+    tol: float = TOL,
+    c0: float = 1.0,
+    c_max: float = 1e4,
+    c_min: float = 1e-8,
+    max_evals: int = 20,
+    slope0: float = 2.0,
+    per_round: int = 1,
+) -> Generator[list[float], list[float], Solve]:
+    """The solver as a generator, so that one driver can run many in lockstep (`calibrate_many`) and one can run
+    alone (`solve`): it yields each round's doses, is sent their values, and returns the Solve (StopIteration.value).
+    c0: the first dose; c_min, c_max: the range searched; max_evals: evaluations at most; slope0: the assumed slope
+    of log f on log c before there are two points; per_round: doses per round."""
+    if not (c_min < c0 < c_max) or target <= 0 or tol <= 0 or per_round < 1:
+        raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0, per_round >= 1 (got {c0=}, {target=}, {tol=})")
+    hist: list[tuple[float, float]] = []
+    pts: list[tuple[float, float]] = []  # (x, y) = (log c, log(f / target)); y = -inf where f = 0
+    scale = {"lo": 1.0, "hi": 1.0}  # Illinois factors on the endpoint residuals
+    last_side = None
+    widths: list[float] = []  # bracket width after each bracketed round
+    x_lo, x_hi = math.log(c_min), math.log(c_max)
+
+    def done(status: str) -> Solve:
+        best = min(reversed(hist), key=lambda h: abs(h[1] - target))  # ties: the latest, nearest the crossing
+        return Solve(best[0], best[1], status, tuple(hist))
+
+    x, spread = math.log(c0), math.log(4.0)
+    while len(hist) < max_evals:
+        k = min(per_round, max_evals - len(hist))
+        xs = [min(max(x + spread * (j - (k - 1) / 2), x_lo), x_hi) for j in range(k)] if k > 1 else [x]
+        xs = sorted({round(v, 12) for v in xs if all(abs(v - px) > 1e-12 for px, _ in pts)})
+        if not xs:
+            return done("not_converged")  # never evaluate the same c twice
+        vals = yield [math.exp(v) for v in xs]
+        for xv, v in zip(xs, vals, strict=True):
+            if math.isnan(v):
+                raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
+            hist.append((math.exp(xv), v))
+            pts.append((xv, math.log(v / target) if v > 0 else -math.inf))
+        hits = [(c, v) for c, v in hist[-len(xs) :] if abs(v - target) <= tol]
+        if hits:
+            c, v = min(hits, key=lambda h: abs(h[1] - target))
+            return Solve(c, v, "converged", tuple(hist))
+        y = pts[-len(xs) + (len(xs) - 1) // 2][1]  # the round's central point drives the Illinois rule
+        side = "lo" if y < 0 else "hi"
+        if side == last_side:  # the opposite endpoint was kept again: halve its residual
+            scale["hi" if side == "lo" else "lo"] *= 0.5
+        else:
+            scale = {"lo": 1.0, "hi": 1.0}
+        last_side = side
+        ordered = sorted(pts)
+        crossings = [(a, b) for a, b in itertools.pairwise(ordered) if (a[1] < 0) != (b[1] < 0)]
+        if crossings:  # bracketed; with a non-monotone f, take the crossing at the smallest c
+            (xa, ya), (xb, yb) = crossings[0]
+            w = xb - xa
+            if w < 1e-3:
+                return done("not_converged")  # f jumps across the target within 0.1% of c: no c hits it
+            widths.append(w)
+            if len(widths) >= 3 and w > 0.5 * widths[-3]:
+                x = xa + 0.5 * w  # false position stalled (flat or stepped f): bisect
+            else:
+                ya_eff, yb_eff = (_eff(v, scale) for v in (ya, yb))
+                x = xa - ya_eff * w / (yb_eff - ya_eff)
+                x = min(max(x, xa + 0.02 * w), xb - 0.02 * w)  # strictly inside the bracket
+            slope = abs(yb - ya) / w if not math.isinf(ya) else slope0
+            # next round's doses ~1.5 tolerance-widths apart, all inside the bracket
+            spread = min(1.5 * (tol / target) / max(slope, 0.5), w / (per_round + 1))
+        elif all(p[1] < 0 for p in pts):  # only points below the target: go up
+            xl, yl = max(pts)
+            if xl >= x_hi - 1e-12:
+                return done("unreachable")
+            slope = _slope(pts, slope0)
+            # a flat (saturating) curve gets decade steps, so an unreachable target is found in a few evaluations
+            step = math.log(10.0) if math.isinf(yl) or slope < 0.5 else min(max(-yl / slope, math.log(1.05)), math.log(100.0))
+            x, spread = min(xl + step, x_hi), math.log(2.0)
+        else:  # only points above the target: come down
+            xh, yh = min(pts)
+            if xh <= x_lo + 1e-12:
+                return done("unreachable")
+            slope = max(_slope(pts, slope0), 0.5)
+            x, spread = max(xh - min(max(yh / slope, math.log(1.05)), math.log(100.0)), x_lo), math.log(2.0)
+    return done("not_converged")
+
+
+def _eff(y: float, scale: dict[str, float]) -> float:
+    """Residual used for interpolation: Illinois-scaled; -inf (f = 0) as a large finite negative."""
+    return -1e3 * scale["lo"] if math.isinf(y) else y * scale["lo" if y < 0 else "hi"]
+
+
+def _slope(points: list[tuple[float, float]], default: float) -> float:
+    """Local slope of log f vs log c from the two points nearest the target (all on one side), clamped to [0, 8]."""
+    pts = sorted(sorted((p for p in points if not math.isinf(p[1])), key=lambda p: abs(p[1]))[:2])
+    if len(pts) < 2 or pts[1][0] == pts[0][0]:
+        return default
+    s = (pts[1][1] - pts[0][1]) / (pts[1][0] - pts[0][0])
+    return min(max(s, 0.0), 8.0)
