@@ -218,7 +218,7 @@ def rollout(
     """
     vectors = (vector,) if vector is not None else ()
     layout = Layout(tuple(coeffs), len(seqs))
-    return _decode(lm, seqs, T, vectors, layout, score_base=score_base, stop_above=stop_above, draft=draft, base=base)[0]
+    return _decode(lm, seqs, T, vectors, layout, DecodeOptions(score_base, stop_above, draft, base))[0]
 
 
 def rollout_many(
@@ -241,25 +241,14 @@ def rollout_many(
     if len(vectors) != len(coeffs) or not vectors:
         raise ValueError(f"one tuple of doses per vector: got {len(vectors)} vectors and {len(coeffs)} dose tuples")
     layout = Layout.for_vectors(coeffs, len(seqs))
-    ro, _ = _decode(
-        lm,
-        seqs,
-        T,
-        tuple(vectors),
-        layout,
-        score_base=True,
-        stop_above=stop_above,
-        draft=draft,
-        base=base,
-        check_finite=check_finite,
-    )
-    return ro
+    opts = DecodeOptions(True, stop_above, draft, base, check_finite)
+    return _decode(lm, seqs, T, tuple(vectors), layout, opts)[0]
 
 
 def fork_rollout(lm: LM, seqs: list[list[int]], T: int, vector: Vector | None, coeffs: tuple[float, ...]) -> Forks:
     """A steered greedy rollout (no base twins) kept open for branching off it (`Forks`)."""
     vectors = (vector,) if vector is not None else ()
-    ro, (cache, mask, width) = _decode(lm, seqs, T, vectors, Layout(tuple(coeffs), len(seqs)), score_base=False)  # no base
+    ro, (cache, mask, width) = _decode(lm, seqs, T, vectors, Layout(tuple(coeffs), len(seqs)), DecodeOptions(score_base=False))
     return Forks(lm, vector, ro, cache, mask, width)
 
 
@@ -293,37 +282,38 @@ class Forks:
             return forward(lm.model, feed, mask, pos, self._cache, keep=1)[:, -1]
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How one decode runs, passed down whole from the entry points (`rollout`, `rollout_many`, `fork_rollout`).
+
+    score_base: add the base twins (KL, base NLL); stop_above: the early stop of an overshooting block; draft: the
+    tokens of a nearby dose fed ahead; base: a prefill of the twins' prompts to reuse; check_finite: raise NonFiniteKL
+    on a non-finite KL (False: leave it to the caller, `Rollout.nonfinite`)."""
+
+    score_base: bool = True
+    stop_above: float | None = None
+    draft: torch.Tensor | None = None
+    base: BasePrefill | None = None
+    check_finite: bool = True
+
+
 @torch.no_grad()
-def _decode(
-    lm: LM,
-    seqs: list[list[int]],
-    T: int,
-    vectors: tuple[Vector, ...],
-    layout: Layout,
-    *,
-    score_base: bool,
-    stop_above: float | None = None,
-    draft: torch.Tensor | None = None,
-    base: BasePrefill | None = None,
-    check_finite: bool = True,
-):
-    """`rollout`'s loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`. vectors: none (the
-    base model), one (steering every row), or one per block of `layout`. The options are keyword-only: score_base adds
-    the base twins (KL, base NLL), stop_above the early stop of an overshooting block, draft the tokens of a nearby dose
-    fed ahead, base a prefill of the twins' prompts to reuse, check_finite raises NonFiniteKL on a non-finite KL."""
+def _decode(lm: LM, seqs: list[list[int]], T: int, vectors: tuple[Vector, ...], layout: Layout, opts: DecodeOptions):
+    """The entry points' loop -> (Rollout, (KV cache, attention mask, padded prompt width)) for `Forks`. vectors: none
+    (the base model), one (steering every row), or one per block of `layout`."""
     check_length(lm, seqs, T)
     for v in vectors:
         v.check_fits(lm.id, lm.n_layers, lm.d_model)
     if len(vectors) > 1 and len(vectors) != len(layout.blocks):
         raise ValueError(f"{len(vectors)} vectors for a layout of {len(layout.blocks)} blocks")
-    dec = _Decoder(lm, seqs, T, vectors, layout, score_base=score_base, stop_above=stop_above, draft=draft, base=base)
+    dec = _Decoder(lm, seqs, T, vectors, layout, opts)
     with dec.steering:
         for t in range(T):
             if dec.score(t):
                 break
             dec.feed(t)
     ro = dec.rollout()
-    if ro.kl is not None and check_finite:
+    if ro.kl is not None and opts.check_finite:
         for j in range(len(layout.blocks)):
             msg = ro.nonfinite(j)
             if msg is not None:
@@ -331,66 +321,92 @@ def _decode(
     return ro, (dec.cache, dec.mask, dec.width)
 
 
+class _Draft:
+    """The drafted tokens of a decode and what was fed ahead of them: while every live row's argmax equals the draft,
+    `size` more drafted tokens go into one pass (4, then doubling); `ahead` holds the logits after the tokens fed
+    beyond the current step. At the first miss the draft is dropped and decoding goes on step by step."""
+
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens = tokens  # [rows, length] drafted tokens of the steered rows
+        self.length = tokens.shape[1]  # 0: no draft, or it left the greedy path
+        self.ahead: torch.Tensor | None = None  # [batch, m, vocab] logits after tokens already fed past step t
+        self.pass_size = 4  # drafted tokens per verifying pass; doubles after each
+
+    def holds(self, t: int, live: torch.Tensor, chosen: torch.Tensor, scored: torch.Tensor) -> bool:
+        """Did every live row still scored at step t choose the drafted token t? (Ended rows' tokens are not scored.)"""
+        return self.length > t and bool((chosen == self.tokens[live, t])[scored].all())
+
+    def take_ahead(self) -> torch.Tensor:
+        """The logits after the next token already fed (a drafted pass ran past it)."""
+        assert self.ahead is not None
+        logits, self.ahead = self.ahead[:, 0], (self.ahead[:, 1:] if self.ahead.shape[1] > 1 else None)
+        return logits
+
+
 class _Decoder:
     """One batched greedy decode (`_decode`): the steered rows (layout order) and, with twins, their base twins below
     them, in one KV cache. `score(t)` turns the logits of step t into tokens, KL and log-probs; `feed(t)` runs the
-    forward that gives step t + 1's logits, several drafted tokens at once while the draft holds. With several
-    vectors, rows that have ended (EOS, or their block stopped early) leave the batch (`_drop_ended`)."""
+    forward that gives step t + 1's logits, several drafted tokens at once while the draft holds (`_Draft`). With
+    several vectors, rows that have ended (EOS, or their block stopped early) leave the batch (`_drop_ended`)."""
 
-    def __init__(self, lm: LM, seqs, T: int, vectors, layout: Layout, *, score_base, stop_above, draft, base):
+    def __init__(self, lm: LM, seqs, T: int, vectors, layout: Layout, opts: DecodeOptions):
         self.lm, self.T, self.vectors, self.layout = lm, T, vectors, layout
-        n, k = layout.n, layout.k
-        self.twins = score_base and bool(vectors) and any(c != 0 for c in layout.coeffs)
-        self.row_c = layout.c_per_row()  # [k*n]
-        r = self.r = len(self.row_c)
-        c_all = torch.cat([self.row_c, torch.zeros(r, dtype=torch.float64)]) if self.twins else self.row_c  # twins: c = 0
+        self.twins = opts.score_base and bool(vectors) and any(c != 0 for c in layout.coeffs)
+        self.row_coeffs = layout.c_per_row()  # [rows]
+        rows = self.rows = len(self.row_coeffs)
         ids, self.mask, pos = left_pad(layout.repeat(seqs) * (2 if self.twins else 1), pad_id(lm), lm.device)
         dev = lm.device
         self.eos = torch.tensor(lm.eos_ids or [-1], device=dev)
-        self.tokens = torch.zeros((r, T), dtype=torch.long, device=dev)
-        self.valid = torch.ones((r, T), dtype=torch.bool, device=dev)
-        self.kl = torch.zeros((r, T), dtype=torch.float32, device=dev)  # filled with twins only
-        self.logp = torch.zeros((r, T), dtype=torch.float32, device=dev)
-        self.logp_b = torch.zeros((r, T), dtype=torch.float32, device=dev)  # filled with twins only
-        self.done = torch.zeros(r, dtype=torch.bool, device=dev)  # ended (EOS) or its block stopped: not scored later
-        self.stop_above = stop_above
-        self.need = P95.must_exceed(n * T) if stop_above is not None and self.twins else None
+        self.tokens = torch.zeros((rows, T), dtype=torch.long, device=dev)
+        self.valid = torch.ones((rows, T), dtype=torch.bool, device=dev)
+        self.kl = torch.zeros((rows, T), dtype=torch.float32, device=dev)  # filled with twins only
+        self.logp = torch.zeros((rows, T), dtype=torch.float32, device=dev)
+        self.logp_base = torch.zeros((rows, T), dtype=torch.float32, device=dev)  # filled with twins only
+        self.done = torch.zeros(rows, dtype=torch.bool, device=dev)  # ended (EOS) or its block stopped: not scored later
+        self.stop_above = opts.stop_above if self.twins else None
+        self.stop_count = P95.must_exceed(layout.n * T) if self.stop_above is not None else 0  # values >= stop_above
         self.stopped = [False] * len(layout.blocks)
         self.steps = T
         self.cache = new_cache(lm.model)
-        self.width = ids.shape[1]
-        self.n_draft = draft_length(lm, draft, r, self.width, T) if draft is not None else 0
+        self.width = ids.shape[1]  # the padded prompts
+        self.fed = 0  # generated tokens in the cache
+        n_draft = draft_length(lm, opts.draft, rows, self.width, T) if opts.draft is not None else 0
+        self.draft = _Draft(opts.draft[:, :n_draft].to(dev) if opts.draft is not None else self.tokens[:, :0])
+        base = opts.base
         if self.twins and (base is None or base.seqs != tuple(tuple(x) for x in seqs)):
             base = prefill_base(lm, seqs)
-        self.act = torch.arange(r, device=dev)  # the steered rows still in the batch, ascending; twins follow alike
+        self.live = torch.arange(rows, device=dev)  # the steered rows still in the batch, ascending; twins follow alike
         self.shrink = len(vectors) > 1
-        parts = _parts(vectors, layout, self.act)
-        with steer_rows(lm.model, parts, c_all[:r]):  # the prompts of the steered rows
-            logits = forward(lm.model, ids[:r], self.mask[:r], pos[:r], self.cache, keep=1)[:, -1]
+        parts = _parts(vectors, layout, self.live)
+        with steer_rows(lm.model, parts, self.row_coeffs):  # the prompts of the steered rows
+            logits = forward(lm.model, ids[:rows], self.mask[:rows], pos[:rows], self.cache, keep=1)[:, -1]
         if self.twins:  # base twins start from the shared base prefill
             assert base is not None  # built just above
-            _append_rows(self.cache, base, k)
-            logits = torch.cat([logits, base.logits.repeat(k, 1)])
+            _append_rows(self.cache, base, layout.k)
+            logits = torch.cat([logits, base.logits.repeat(layout.k, 1)])
         self.logits = logits
-        self.d = draft[:, : self.n_draft].to(dev) if draft is not None else self.tokens[:, :0]  # [r n_draft]
-        self.p0 = pos[:, -1:]  # generated token j sits at position p0 + 1 + j
-        self.fed, self.buf, self.chunk = 0, None, 4  # tokens in the cache; logits ahead from a drafted pass; its size
-        self.nxt = self.tokens[:, 0]
+        self.last_pos = pos[:, -1:]  # generated token j sits at position last_pos + 1 + j
+        self.chosen = self.tokens[:, 0]  # the live rows' tokens of the current step
         self.steering = ExitStack()
-        self.steering.enter_context(steer_rows(lm.model, parts, c_all))
+        self.steering.enter_context(steer_rows(lm.model, parts, self._batch_coeffs()))
+
+    def _batch_coeffs(self) -> torch.Tensor:
+        """c of every batch row: the live steered rows', then their base twins' (c = 0)."""
+        c = self.row_coeffs[self.live.cpu()]
+        return torch.cat([c, torch.zeros(len(c), dtype=torch.float64)]) if self.twins else c
 
     def score(self, t: int) -> bool:
         """Step t's tokens and scores from the current logits; True when decoding ends here."""
-        act = self.act
-        nxt, lp, kl_t, logq_t = score_step(self.logits, len(act), self.twins)  # greedy = argmax
-        self.tokens[act, t], self.logp[act, t] = nxt, lp
+        live = self.live
+        chosen, lp, kl_t, logq_t = score_step(self.logits, len(live), self.twins)  # greedy = argmax
+        self.tokens[live, t], self.logp[live, t] = chosen, lp
         self.valid[:, t] = ~self.done
         if kl_t is not None and logq_t is not None:  # with twins
-            self.kl[act, t], self.logp_b[act, t] = kl_t, logq_t
-        self.done[act] = self.done[act] | torch.isin(nxt, self.eos)
-        self.nxt = nxt
-        if self.need is not None and self.stop_above is not None:
-            self._stop_blocks(t, self.stop_above, self.need)
+            self.kl[live, t], self.logp_base[live, t] = kl_t, logq_t
+        self.done[live] = self.done[live] | torch.isin(chosen, self.eos)
+        self.chosen = chosen
+        if self.stop_above is not None:
+            self._stop_blocks(t, self.stop_above)
         if t == self.T - 1 or bool(self.done.all()):
             self.valid[:, t + 1 :] = False
             self.steps = t + 1
@@ -398,67 +414,64 @@ class _Decoder:
                 self.cache.crop(-(self.fed - (self.steps - 1)))
                 self.mask = self.mask[:, : self.width + self.steps - 1]
             return True
-        if self.shrink and bool(self.done[act].any()):
+        if self.shrink and bool(self.done[live].any()):
             self._drop_ended()
         return False
 
-    def _stop_blocks(self, t: int, stop_above: float, need: int) -> None:
-        """A block whose doses all have `need` KL values >= stop_above (they overshoot) stops: its later tokens are
-        not scored."""
+    def _stop_blocks(self, t: int, stop_above: float) -> None:
+        """A block whose doses all have `stop_count` KL values >= stop_above (they overshoot) stops: its later tokens
+        are not scored."""
         lay = self.layout
         big = lay.split((self.kl[:, : t + 1] >= stop_above) & self.valid[:, : t + 1]).reshape(lay.k, -1).sum(-1)
         for j in range(len(self.stopped)):
-            if not self.stopped[j] and bool((big[lay.doses(j).start : lay.doses(j).stop] >= need).all()):
+            if not self.stopped[j] and bool((big[lay.doses(j).start : lay.doses(j).stop] >= self.stop_count).all()):
                 self.stopped[j] = True
                 self.done[lay.block(j)] = True
 
     def _drop_ended(self) -> None:
         """Rows that have ended leave the batch: their cache rows, mask, positions and pending logits; the hooks are
         set again for the rows that stay."""
-        keep = (~self.done[self.act]).nonzero()[:, 0]  # positions in the batch of the steered rows that stay
-        sel = torch.cat([keep, keep + len(self.act)]) if self.twins else keep
-        self.act, self.nxt = self.act[keep], self.nxt[keep]
+        keep = (~self.done[self.live]).nonzero()[:, 0]  # positions in the batch of the steered rows that stay
+        sel = torch.cat([keep, keep + len(self.live)]) if self.twins else keep
+        self.live, self.chosen = self.live[keep], self.chosen[keep]
         self.cache.batch_select_indices(sel)
-        self.mask, self.p0 = self.mask[sel], self.p0[sel]
-        self.buf = self.buf[sel] if self.buf is not None else None
-        c = self.row_c[self.act.cpu()]
-        c = torch.cat([c, torch.zeros(len(c), dtype=torch.float64)]) if self.twins else c
+        self.mask, self.last_pos = self.mask[sel], self.last_pos[sel]
+        if self.draft.ahead is not None:
+            self.draft.ahead = self.draft.ahead[sel]
         self.steering.close()
-        self.steering.enter_context(steer_rows(self.lm.model, _parts(self.vectors, self.layout, self.act), c))
+        self.steering.enter_context(steer_rows(self.lm.model, _parts(self.vectors, self.layout, self.live), self._batch_coeffs()))
 
     def feed(self, t: int) -> None:
         """The logits of step t + 1: from a drafted pass already run while the draft holds, else one forward of token t
         (plus, while a draft holds, the next drafted tokens)."""
-        act, nxt = self.act, self.nxt
-        # rows still live at t must have produced the drafted token; ended rows' later tokens are not scored
-        hit = self.n_draft > t and bool((nxt == self.d[act, t])[self.valid[act, t]].all())
-        if self.buf is not None:  # the cache already holds draft[t], fed ahead, and buf the logits after it
+        live, chosen, draft = self.live, self.chosen, self.draft
+        hit = draft.holds(t, live, chosen, self.valid[live, t])
+        if draft.ahead is not None:  # the cache already holds draft[t], fed ahead, and `ahead` the logits after it
             if hit:
-                self.logits, self.buf = self.buf[:, 0], (self.buf[:, 1:] if self.buf.shape[1] > 1 else None)
+                self.logits = draft.take_ahead()
                 return
             self.cache.crop(-(self.fed - t))  # drop draft[t:] from the cache: it holds tokens 0..t-1 again
-            self.mask, self.fed, self.buf = self.mask[:, : self.width + t], t, None
+            self.mask, self.fed, draft.ahead = self.mask[:, : self.width + t], t, None
         if not hit:
-            self.n_draft = 0  # the draft left the greedy path: decode step by step from here on
-        rows = (2 if self.twins else 1) * len(act)
-        size = min(self.chunk, self.n_draft - t, max(2, 2**28 // (rows * self.logits.shape[-1])))
+            draft.length = 0  # the draft left the greedy path: decode step by step from here on
+        batch = (2 if self.twins else 1) * len(live)
+        size = min(draft.pass_size, draft.length - t, max(2, 2**28 // (batch * self.logits.shape[-1])))
         if size >= 2:  # token t plus the next size - 1 drafted tokens in one pass
-            step_ids = torch.cat([nxt[:, None], self.d[act, t + 1 : t + size]], dim=-1)
-            self.chunk *= 2
+            step_ids = torch.cat([chosen[:, None], draft.tokens[live, t + 1 : t + size]], dim=-1)
+            draft.pass_size *= 2
         else:
-            step_ids = nxt[:, None]
-        feed = torch.cat([step_ids, step_ids]) if self.twins else step_ids  # base twins are teacher-forced
-        m = feed.shape[1]
+            step_ids = chosen[:, None]
+        ids = torch.cat([step_ids, step_ids]) if self.twins else step_ids  # base twins are teacher-forced
+        m = ids.shape[1]
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :m])], dim=-1)
-        out = forward(
-            self.lm.model, feed, self.mask, self.p0 + 1 + t + torch.arange(m, device=self.p0.device), self.cache, keep=m
-        )
+        positions = self.last_pos + 1 + t + torch.arange(m, device=self.last_pos.device)
+        out = forward(self.lm.model, ids, self.mask, positions, self.cache, keep=m)
         self.fed = t + m
-        self.logits, self.buf = out[:, 0], (out[:, 1:] if m > 1 else None)
+        self.logits, draft.ahead = out[:, 0], (out[:, 1:] if m > 1 else None)
 
     def rollout(self) -> Rollout:
-        kl, logp_b = (self.kl, self.logp_b) if self.twins else (None, None)
-        return Rollout(self.layout, self.tokens, self.valid, kl, self.logp, logp_b, self.steps, tuple(self.stopped))
+        kl, logp_base = (self.kl, self.logp_base) if self.twins else (None, None)
+        return Rollout(self.layout, self.tokens, self.valid, kl, self.logp, logp_base, self.steps, tuple(self.stopped))
 
 
 def _parts(vectors: tuple[Vector, ...], layout: Layout, act: torch.Tensor) -> list[tuple[Vector, slice]]:
