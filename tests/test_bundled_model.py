@@ -135,7 +135,7 @@ def test_a_v2_cell_recomputed_through_the_concept_loader_equals_its_committed_ro
     from isokl.study.sweep import cell_vector, run_cell, settings
 
     cell = Path(__file__).parents[1] / "results" / "v2" / "cells" / "smollm2-135m__mean_diff__s0__T20"
-    cfg = StudyConfig(out="unused")
+    cfg = StudyConfig(out="unused").resolve(models=False)
     assert records.settings_diff(records.cell_settings(cell), settings(cfg, 20)) == []
     rows = run_cell(smol, cell_vector(smol, "mean_diff", 0, cfg), "mean_diff", 0, 20, cfg, "now")
     skip = {"time", "seconds", "code_version", "concept", "distinct3"}  # columns v2 predates

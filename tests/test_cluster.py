@@ -15,6 +15,7 @@ import torch
 
 import ray_pause
 from conftest import byte_tokenizer, tiny_model, write_concept
+from isokl.core.files import is_temporary
 from isokl.study import records
 from isokl.study.cluster import run_sweep_ray
 from isokl.study.sweep import SweepConfig, run_sweep
@@ -55,7 +56,7 @@ def _same_rows(out: Path, serial) -> None:
         strip = lambda rs: [{k: v for k, v in r.items() if k not in drop} for r in rs]
         assert strip(got[name]) == strip(rows), name
     cells = out / "cells"
-    assert not [p for p in cells.iterdir() if records._is_tmp(p)], "a half-written cell was left behind"
+    assert not [p for p in cells.iterdir() if is_temporary(p)], "a half-written cell was left behind"
     assert len(list(cells.iterdir())) == 5  # 4 cells + the model's base
 
 
@@ -117,7 +118,7 @@ def test_a_second_driver_resumes_after_the_first_is_killed(model_dir, serial, tm
     for pid in {int(p.name.rsplit(".", 2)[1]) for p in pause.glob("*.running")}:  # its workers end with their raylet
         while _alive(pid) and time.time() < deadline + 30:
             time.sleep(0.1)
-    done = {p.name for p in (out / "cells").iterdir() if not records._is_tmp(p)}
+    done = {p.name for p in (out / "cells").iterdir() if not is_temporary(p)}
     assert one in done and len(done) < 5
     (pause / "go").touch()
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)

@@ -188,23 +188,25 @@ def test_the_builtin_concept_hashes_as_the_v2_study_recorded_it():
     so `isokl study --out results/v2` resumes (and the prompts are the same prompts)."""
     cell = V2 / "cells" / "smollm2-135m__pca__s0__T20"
     recorded = records.cell_settings(cell)
-    now = settings(StudyConfig(out="x"), 20)
+    now = settings(StudyConfig(out="x").resolve(models=False), 20)
     assert records.settings_diff(recorded, now) == []
     assert now["prompt_pools"] == recorded["prompt_pools"] and now["sentiment_words"] == recorded["sentiment_words"]
-    other = settings(StudyConfig(out="x", n_calibration=16), 20)
+    other = settings(StudyConfig(out="x", n_calibration=16).resolve(models=False), 20)
     assert any("n_calibration" in d for d in records.settings_diff(recorded, other))
 
 
 def test_an_edited_concept_is_refused_on_resume(tmp_path):
     d = write_concept(tmp_path / "c")
     cfg = dict(models="x", concept=str(d), seeds="0", windows="6", out=str(tmp_path / "o"))
-    before = settings(SweepConfig(**cfg), 6)
+    before = settings(SweepConfig(**cfg).resolve(models=False), 6)
     lines = (d / "pairs.jsonl").read_text().splitlines()
     (d / "pairs.jsonl").write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")  # reordered: other draws
-    assert any("prompt_pools" in x for x in records.settings_diff(before, settings(SweepConfig(**cfg), 6)))
+    assert any("prompt_pools" in x for x in records.settings_diff(before, settings(SweepConfig(**cfg).resolve(models=False), 6)))
     (d / "pairs.jsonl").write_text("\n".join(lines) + "\n")
     (d / "words.json").write_text(json.dumps({"positive": ["dear"], "negative": ["hey"]}))
-    assert any("sentiment_words" in x for x in records.settings_diff(before, settings(SweepConfig(**cfg), 6)))
+    assert any(
+        "sentiment_words" in x for x in records.settings_diff(before, settings(SweepConfig(**cfg).resolve(models=False), 6))
+    )
 
 
 def test_a_concept_without_optional_files_uses_the_library_pools(tmp_path):
@@ -212,7 +214,7 @@ def test_a_concept_without_optional_files_uses_the_library_pools(tmp_path):
     assert c.probes() is None and c.words() is None
     assert c.heldout() == library_pool("heldout_generic")
     assert c.calibration(0, 16) == Concept.load("sentiment").calibration(0, 16)
-    assert SweepConfig(concept=str(tmp_path / "c")).n_sets()["heldout_sentiment"] == 0
+    assert SweepConfig(concept=str(tmp_path / "c")).resolve(models=False).n_heldout["heldout_sentiment"] == 0
 
 
 # ---- a user's concept end to end on a tiny model ------------------------------------------------------------------

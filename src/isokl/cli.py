@@ -411,12 +411,16 @@ def cmd_generate(cfg: GenerateConfig) -> int:
 
 
 def cmd_sweep(cfg: SweepConfig) -> int:
-    cfg.check()
+    return _sweep(cfg, cfg.resolve())
+
+
+def _sweep(cfg: SweepConfig, plan) -> int:
+    """The resolved sweep, serial or on Ray (the Plan: every flag parsed once)."""
     t0 = time.time()
     if cfg.ray:
         from .study.cluster import run_sweep_ray
 
-        out, failed = run_sweep_ray(cfg, cfg.ray, cfg.cpus_per_cell, cfg.gpus_per_cell)
+        out, failed = run_sweep_ray(plan, cfg.ray, cfg.cpus_per_cell, cfg.gpus_per_cell)
         if failed:
             for name, err in failed.items():
                 print(f"failed: {name}: {err}", file=sys.stderr)
@@ -426,18 +430,19 @@ def cmd_sweep(cfg: SweepConfig) -> int:
         _threads(cfg.threads)
         from .study.sweep import run_sweep
 
-        out = run_sweep(cfg)
+        out = run_sweep(plan)
     print(f"sweep done in {time.time() - t0:.0f} s: {out}/")
     return 0
 
 
 def cmd_study(cfg: SweepConfig) -> int:
     """The main job: the sweep, then the report; prints the verdicts in short and where the files are."""
-    if cmd_sweep(cfg):
+    plan = cfg.resolve()
+    if _sweep(cfg, plan):
         return 1
     from .report.build import build, summary
 
-    built = build(cfg.out, expected_cells=len(cfg.grid()))
+    built = build(plan.out, expected_cells=len(plan.cells))
     print("\n".join(summary(built.claims)))
     print("files: " + ", ".join(str(p) for p in built.paths))
     return 0

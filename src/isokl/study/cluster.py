@@ -32,6 +32,7 @@ from collections import deque
 from pathlib import Path
 
 from .config import ConfigError, SweepConfig, need_ray
+from .plan import Plan
 from .progress import Progress, fmt_duration
 from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
 
@@ -42,7 +43,7 @@ HOOK_ENV = "ISOKL_CELL_HOOK"  # "module:function" a worker calls with each cell'
 class Worker:
     """One slot of the cluster: runs cells of the sweep, one model loaded at a time."""
 
-    def __init__(self, cfg: dict, expected: dict[str, dict], threads: int, driver_source: str):
+    def __init__(self, plan: Plan, expected: dict[str, dict], threads: int, driver_source: str):
         from ..core.models import set_threads
 
         if source_hash() != driver_source:  # a node with other isokl code would mix versions silently
@@ -53,8 +54,8 @@ class Worker:
         set_threads(threads)
         from .sweep import CellRunner
 
-        self.cfg, self.expected = SweepConfig(**cfg), expected
-        self.runner = CellRunner(self.cfg, code_version())
+        self.plan, self.expected = plan, expected  # the driver's Plan, whole: a worker parses no flag
+        self.runner = CellRunner(plan, code_version())
 
     def pid(self) -> int:
         return os.getpid()
@@ -65,7 +66,7 @@ class Worker:
         rows = self.runner.run(model, method, seed, window)
         name = cell_name(model, method, seed, window)
         _cell_hook(name)
-        write_cell(Path(self.cfg.out), name, rows, self.expected[name])
+        write_cell(self.plan.out, name, rows, self.expected[name])
         cal = rows.get("calibration", [{}])[0]
         return {"name": name, "seconds": time.time() - t0, "pid": os.getpid(), **{k: cal.get(k) for k in ("c_star", "status")}}
 
@@ -97,25 +98,26 @@ def connect(address: str, threads_hint: int):
 
 
 def run_sweep_ray(
-    cfg: SweepConfig, address: str, cpus_per_cell: int = 1, gpus_per_cell: float = 0.0, workers: int = 0
+    cfg: SweepConfig | Plan, address: str, cpus_per_cell: int = 1, gpus_per_cell: float = 0.0, workers: int = 0
 ) -> tuple[Path, dict[str, str]]:
-    """Every unfinished cell of the grid on a Ray cluster -> (the folder, {cell: error} of the cells that failed)."""
+    """Every unfinished cell of the grid on a Ray cluster -> (the folder, {cell: error} of the cells that failed); a
+    SweepConfig is resolved into its Plan first, once."""
     from ..core.models import available_cores
     from .sweep import Interrupted, prepare
 
-    cfg.check()
-    out, _, expected, grid, todo = prepare(cfg)
+    plan = cfg if isinstance(cfg, Plan) else cfg.resolve()
+    out, _, expected, grid, todo = prepare(plan)
     ray = connect(address, available_cores())
     try:
-        return out, _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, workers)
+        return out, _drive(ray, plan, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, workers)
     except KeyboardInterrupt:
         raise Interrupted(out, len(finished_cells(out))) from None
     finally:
         ray.shutdown()
 
 
-def _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_workers) -> dict[str, str]:
-    from dataclasses import asdict
+def _drive(ray, plan: Plan, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_workers) -> dict[str, str]:
+    from dataclasses import replace
 
     models = list(dict.fromkeys(g[0] for g in grid))
     cells = [(m, BASE, "", "") for m in models if not (out / "cells" / cell_name(m, BASE, "", "")).exists()]
@@ -139,10 +141,8 @@ def _drive(ray, cfg, out, expected, grid, todo, cpus_per_cell, gpus_per_cell, n_
         + f", writing {out}/"
     )
     actor = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_restarts=RETRIES, max_task_retries=RETRIES)(Worker)
-    # absolute paths: a worker's working folder need not be the driver's
-    spec = asdict(cfg) | {"out": str(Path(cfg.out).resolve())}
-    if Path(cfg.concept).expanduser().is_dir():
-        spec["concept"] = str(Path(cfg.concept).expanduser().resolve())
+    # the Plan whole (its concept already loaded), the folder absolute: a worker's working folder need not be the driver's
+    spec = replace(plan, out=plan.out.resolve())
     pool = [actor.remote(spec, expected, max(cpus_per_cell, 1), source_hash()) for _ in range(n)]
     queue = deque(cells)
     loaded: dict[int, str] = {}

@@ -11,11 +11,14 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.concept import DEFAULT as CONCEPT_DEFAULT
-from ..core.concept import SETS, Concept, ConceptError, read_prompts
+from ..core.concept import Concept, ConceptError, read_prompts
 from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS, TARGET, TOL
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 # The quick protocol: R1-R6 for a concept on one small model in <= 10 minutes on a 2-core CPU
 # (benchmarks/bench_quick_study.py measures it). Three seeds stay, so intervals and R6 still mean something.
@@ -505,104 +508,16 @@ class SweepConfig:
     cpus_per_cell: int = field(default=1, metadata={"help": "with --ray: CPUs (and torch threads) per cell"})
     gpus_per_cell: float = field(default=0.0, metadata={"help": "with --ray: GPUs per cell (e.g. 1, or 0.5 to share one)"})
 
-    def _windows(self, flag: str, value: str) -> list[int]:
-        """A window list flag: '' = every --windows value, 'max' = the largest, else the numbers given."""
-        windows = ints("--windows", self.windows, 1)
-        return windows if not value else [max(windows)] if value == "max" else ints(flag, value, 1)
+    def resolve(self, models: bool = True) -> Plan:
+        """Every flag parsed and checked once -> the sweep's `plan.Plan` (every ConfigError of a sweep is raised there).
+        models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
+        from .plan import resolve
 
-    def grid(self) -> list[tuple[str, str, int, int]]:
-        windows = ints("--windows", self.windows, 1)
-        control_windows = self._windows("--control-windows", self.control_windows)
-        return [
-            (m, meth, s, w)
-            for m in split(self.models)
-            for s in ints("--seeds", self.seeds, 0)
-            for meth in split(self.methods) + ([self.control] if self.control else [])
-            for w in (control_windows if meth == self.control and self.control else windows)
-        ]
-
-    def alpha_values(self, window: int | None = None) -> tuple[float, ...]:
-        """The doses of a cell of this window, ascending: --alphas, plus --dose-alphas where the window has them."""
-        doses = set(floats("--alphas", self.alphas))
-        if self.dose_alphas and (window is None or window in self._windows("--dose-windows", self.dose_windows)):
-            doses |= set(floats("--dose-alphas", self.dose_alphas))
-        return tuple(sorted(doses))
-
-    def pmass_alphas(self) -> tuple[float, ...]:
-        return tuple(sorted(set(floats("--alphas", self.alphas))))
-
-    def load_concept(self) -> Concept:
-        """The concept of this run, loaded and checked once (a ConfigError naming --concept if it cannot be used)."""
-        if "_concept" not in self.__dict__:
-            try:
-                self.__dict__["_concept"] = Concept.load(self.concept)
-            except ConceptError as e:
-                raise ConfigError(f"--concept: {e}") from None
-        return self.__dict__["_concept"]
-
-    def calibration_n(self) -> int:
-        """Calibration prompts per seed: --n-calibration, else 4 (the spec) for the built-in default concept, 16 for
-        any other (the library's default: c* about 3x tighter, docs/calibration.md)."""
-        c = self.load_concept()
-        return self.n_calibration or (4 if c.builtin and c.name == CONCEPT_DEFAULT else 16)
-
-    def n_sets(self) -> dict[str, int]:
-        """Prompts per held-out set (`concept.SETS`). At the flag's default a set the concept has fewer of is used
-        whole (a concept without probes: 0); a number given explicitly must fit."""
-        ns = ints("--n-heldout", self.n_heldout, 1)
-        if len(ns) not in (1, 3):
-            raise ConfigError(f"--n-heldout: {self.n_heldout!r}; give N, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)")
-        ns = ns * 3 if len(ns) == 1 else ns
-        sizes = self.load_concept().sizes()
-        default = self.n_heldout in (type(self).__dataclass_fields__["n_heldout"].default, QUICK["n_heldout"])
-        out = {}
-        for name, n in zip(SETS, ns, strict=True):
-            if sizes[name] == 0:
-                out[name] = 0  # no probes: the target axis is not measured
-            elif default:
-                out[name] = min(n, sizes[name])
-            elif n > sizes[name]:
-                raise ConfigError(f"--n-heldout: {n} is outside 1..{sizes[name]} (the size of the {name} set of {self.concept})")
-            else:
-                out[name] = n
-        return out
+        return resolve(self, models)
 
     def check(self, models: bool = True) -> None:
-        """models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
-        if not split(self.models) or not split(self.methods):
-            raise ConfigError("--models and --methods need at least one name each")
-        check_methods("--methods", split(self.methods))
-        if self.control:
-            check_methods("--control", [self.control])
-            if self.control in split(self.methods):
-                raise ConfigError(f"--control: {self.control} is also in --methods; a control is run beside the methods")
-        windows = ints("--windows", self.windows, 1) + self._windows("--control-windows", self.control_windows)
-        self._windows("--dose-windows", self.dose_windows)
-        seeds = ints("--seeds", self.seeds, 0)
-        if 1.0 not in floats("--alphas", self.alphas):
-            raise ConfigError(f"--alphas: {self.alphas!r} lacks 1 (the calibrated dose c*, where held-out p95 is measured)")
-        if self.dose_alphas:
-            floats("--dose-alphas", self.dose_alphas)
-        at_least("--horizon", self.horizon, max(windows))
-        concept = self.load_concept()
-        try:
-            concept.check_seeds(seeds)
-        except ConceptError as e:
-            raise ConfigError(str(e)) from None
-        at_least("--n-calibration", self.n_calibration, 0)
-        if not 2 <= self.calibration_n() <= len(concept.calibration_pool):
-            raise ConfigError(
-                f"--n-calibration: {self.calibration_n()} is outside 2..{len(concept.calibration_pool)} (the calibration "
-                f"prompts of {self.concept})"
-            )
-        self.n_sets()
-        check_output_dir("--out", self.out)
-        check_common("--models", split(self.models) if models else [], self.device, self.threads)
-        if self.ray:
-            need_ray()
-            at_least("--cpus-per-cell", self.cpus_per_cell, 1)
-            if self.gpus_per_cell < 0:
-                raise ConfigError(f"--gpus-per-cell: {self.gpus_per_cell} is negative")
+        """The flags' checks alone (`resolve`, its Plan dropped)."""
+        self.resolve(models)
 
 
 def _sweep_field(name: str, default: str):

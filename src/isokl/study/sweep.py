@@ -36,6 +36,7 @@ from ..core.vector import Vector
 from .config import SweepConfig
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import FORKS, SUFFIX
+from .plan import Plan
 from .progress import Progress
 from .records import (
     BASE,
@@ -66,23 +67,23 @@ class SettingsChanged(ValueError):
     pass
 
 
-def settings(cfg: SweepConfig, window: int | None = None) -> dict:
+def settings(plan: Plan, window: int | None = None) -> dict:
     """Everything that changes the rows of a cell of this window (None: the base cell), as recorded in each cell
     (code version: recorded, not compared). Keys added after v2 (`records.LEGACY_SETTINGS`) read as their v2 value
     in cells that predate them."""
-    n = cfg.n_sets()
-    concept = cfg.load_concept()
-    doses = sorted(set(cfg.alpha_values(window)) - set(cfg.pmass_alphas()))
+    n = plan.n_heldout
+    concept = plan.concept
+    doses = sorted(set(plan.alpha_values(window)) - set(plan.pmass_alphas))
     words = concept.words_hash()
     return {
         "concept": concept.name,
-        "n_calibration": cfg.calibration_n(),
+        "n_calibration": plan.n_calibration,
         "n_heldout": n["heldout_generic"] if len(set(n.values())) == 1 else n,
-        "horizon": cfg.horizon,
-        "alphas": list(cfg.pmass_alphas()),
+        "horizon": plan.horizon,
+        "alphas": list(plan.pmass_alphas),
         **({"dose_alphas": doses} if doses else {}),  # absent where a cell has no further doses (as before v2)
         "measures": sorted(MEASURES),  # a new metric makes older cells differ: they lack its file
-        "forks": [f for f in FORKS if f <= cfg.horizon],
+        "forks": [f for f in FORKS if f <= plan.horizon],
         "pmass_suffix": SUFFIX,
         "target": TARGET,
         "tol": TOL,
@@ -100,16 +101,16 @@ def measure(
     vector,
     coeffs: tuple[float, ...],
     alphas: tuple[float, ...],
-    cfg: SweepConfig,
+    plan: Plan,
     prov: dict,
     phase=lambda s: None,
     held: HeldOut | None = None,
 ) -> tuple[dict[str, list[dict]], HeldOut]:
     """Every registered measure (`measures.MEASURES`) at c = alpha x c* -> (rows per file, the shared HeldOut); held: one
     prepared in a joint batch with other cells' vectors (`measures.held_out_many`)."""
-    pm = cfg.pmass_alphas() if vector is not None else (0.0,)
+    pm = plan.pmass_alphas if vector is not None else (0.0,)
     if held is None:
-        held = HeldOut(lm, vector, coeffs, alphas, cfg.n_sets(), cfg.horizon, prov, pmass_alphas=pm, concept=cfg.load_concept())
+        held = HeldOut(lm, vector, coeffs, alphas, plan.n_heldout, plan.horizon, prov, pmass_alphas=pm, concept=plan.concept)
     held.prov = prov
     rows = {}
     for file, (label, fn) in MEASURES.items():
@@ -122,11 +123,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def cell_vector(lm: LM, method: str, seed: int, cfg: SweepConfig):
+def cell_vector(lm: LM, method: str, seed: int, plan: Plan):
     """A cell's uncalibrated vector: fitted on the seed's contrast pairs of the run's concept (a seeded control draws
     its direction from the same seed)."""
     seeded: dict = {"seed": seed} if "seed" in get_method(method).config else {}
-    return extract(lm, cfg.load_concept().pairs(seed), method, **seeded)
+    return extract(lm, plan.concept.pairs(seed), method, **seeded)
 
 
 def run_cell(
@@ -135,7 +136,7 @@ def run_cell(
     method: str,
     seed: int,
     window: int,
-    cfg: SweepConfig,
+    plan: Plan,
     version: str,
     phase=lambda s: None,
     calibrated: tuple[CalibrationResult, float] | None = None,
@@ -145,7 +146,7 @@ def run_cell(
     share of that calibration's and its held-out batch's seconds), then every measure at the cell's doses (held: the
     cell's HeldOut from that joint batch)."""
     t0 = time.time()
-    concept = cfg.load_concept()
+    concept = plan.concept
     prov = {
         "model": lm.id,
         "concept": concept.name,
@@ -166,12 +167,12 @@ def run_cell(
     evals: list = []
     if calibrated is None:
         phase("calibrating")
-        res = calibrate_iso_kl(lm, vector, cell_prompts(cfg, seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
+        res = calibrate_iso_kl(lm, vector, cell_prompts(plan, seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
         shared = 0.0  # this cell's own calibration is inside its wall time
     else:
         res, shared = calibrated
-    alphas = cfg.alpha_values(window)
-    rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, cfg, prov, phase, held)
+    alphas = plan.alpha_values(window)
+    rows, held = measure(lm, res.vector, tuple(a * res.c_star for a in alphas), alphas, plan, prov, phase, held)
     holdout = held.generic.stats(alphas.index(1.0), window).p95  # the first T held-out tokens at c*
     at_1x = held.generic.stats(alphas.index(1.0)).per_prompt  # [prompt t] all `horizon` tokens: every held-out window
     assert at_1x is not None
@@ -195,22 +196,22 @@ def run_cell(
     return rows
 
 
-def cell_prompts(cfg: SweepConfig, seed: int) -> list:
+def cell_prompts(plan: Plan, seed: int) -> list:
     """A cell's calibration prompts: the seed's draw from the concept (the same for every method of that seed)."""
-    return cfg.load_concept().calibration(seed, cfg.calibration_n())
+    return plan.concept.calibration(seed, plan.n_calibration)
 
 
-def run_base(lm: LM, cfg: SweepConfig, version: str, phase=lambda s: None) -> dict[str, list[dict]]:
+def run_base(lm: LM, plan: Plan, version: str, phase=lambda s: None) -> dict[str, list[dict]]:
     prov = {
         "model": lm.id,
-        "concept": cfg.load_concept().name,
+        "concept": plan.concept.name,
         "method": BASE,
         "seed": "",
         "window": "",
         "code_version": version,
         "time": _now(),
     }
-    rows, _ = measure(lm, None, (0.0,), (0.0,), cfg, prov, phase)
+    rows, _ = measure(lm, None, (0.0,), (0.0,), plan, prov, phase)
     return rows
 
 
@@ -265,19 +266,19 @@ def snapshot_concept(concept: Concept, out: Path) -> None:
                 shutil.copyfile(src / f, tmp / f)
 
 
-def prepare(cfg: SweepConfig) -> tuple[Path, dict, dict[str, dict], list[tuple], list[tuple]]:
+def prepare(plan: Plan) -> tuple[Path, dict, dict[str, dict], list[tuple], list[tuple]]:
     """Before any cell runs (serial or on a cluster): the folder, this run's settings, each cell's expected settings,
     the grid and the cells still to do; half-written cells of a killed run are removed, and finished cells with
     other settings refused (or removed with --recompute)."""
-    out = Path(cfg.out)
-    now = settings(cfg)
-    grid = cfg.grid()
+    out = plan.out
+    now = settings(plan)
+    grid = list(plan.cells)
     models = list(dict.fromkeys(g[0] for g in grid))
-    expected = {cell_name(*g): settings(cfg, g[3]) for g in grid} | {cell_name(m, BASE, "", ""): now for m in models}
+    expected = {cell_name(*g): settings(plan, g[3]) for g in grid} | {cell_name(m, BASE, "", ""): now for m in models}
     remove_stale(out)
-    for name in check_resume(out, expected, now, cfg.recompute):
+    for name in check_resume(out, expected, now, plan.recompute):
         shutil.rmtree(out / "cells" / name)
-    snapshot_concept(cfg.load_concept(), out)
+    snapshot_concept(plan.concept, out)
     todo = [g for g in grid if not (out / "cells" / cell_name(*g)).exists()]
     return out, now, expected, grid, todo
 
@@ -292,34 +293,34 @@ class CellRunner:
     whole group, finished cells included, so a cell's result does not depend on which cells a resumed run or a Ray
     worker still had to do (the finished cells' results are recomputed and dropped)."""
 
-    def __init__(self, cfg: SweepConfig, version: str, loader=load):
-        self.cfg, self.version, self.loader = cfg, version, loader
+    def __init__(self, plan: Plan, version: str, loader=load):
+        self.plan, self.version, self.loader = plan, version, loader
         self.lm: LM | None = None
         self.vectors: dict[tuple[str, int], object] = {}
         self.groups: dict[tuple, list[str]] = {}  # (model, seed, window) -> the methods calibrated together
-        for model_id, method, seed, window in cfg.grid():
+        for model_id, method, seed, window in plan.cells:
             self.groups.setdefault((model_id, seed, window), []).append(method)
         self.joint: dict[tuple, tuple[CalibrationResult, float, HeldOut]] = {}  # cell -> (result, seconds share, HeldOut)
 
     def model(self, model_id: str) -> LM:
         if self.lm is None or self.lm.id != model_id:
             self.lm, self.vectors, self.joint = None, {}, {}  # one model in memory at a time
-            lm = self.loader(model_id, device=self.cfg.device)
-            self.cfg.load_concept().check_for(lm, self.cfg.horizon, self.cfg.n_sets())
+            lm = self.loader(model_id, device=self.plan.device)
+            self.plan.concept.check_for(lm, self.plan.horizon, self.plan.n_heldout)
             self.lm = lm
         return self.lm
 
     def vector(self, lm: LM, method: str, seed: int, phase=lambda s: None):
         if (method, seed) not in self.vectors:
             phase("extracting the vector")
-            self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.cfg)
+            self.vectors[(method, seed)] = cell_vector(lm, method, seed, self.plan)
         return self.vectors[(method, seed)]
 
     def run(self, model_id: str, method: str, seed, window, phase=lambda s: None) -> dict[str, list[dict]]:
         """The rows of cell (model, method, seed, window); method BASE: the model's base cell."""
         lm = self.model(model_id)
         if method == BASE:
-            return run_base(lm, self.cfg, self.version, phase)
+            return run_base(lm, self.plan, self.version, phase)
         key = (model_id, method, seed, window)
         group = self.groups.get((model_id, seed, window), [])
         if len(group) > 1 and method in group and key not in self.joint:
@@ -329,7 +330,7 @@ class CellRunner:
             raise NonFiniteKL(joint[0].error)  # as its own calibration would (the other methods' cells are unaffected)
         vec = self.vector(lm, method, seed, phase)
         calibrated, held = (joint[:2], joint[2]) if joint is not None else (None, None)
-        return run_cell(lm, vec, method, seed, window, self.cfg, self.version, phase, calibrated, held)
+        return run_cell(lm, vec, method, seed, window, self.plan, self.version, phase, calibrated, held)
 
     def calibrate_jointly(self, lm: LM, model_id: str, methods: list[str], seed: int, window: int, phase) -> None:
         vecs = [self.vector(lm, m, seed, phase) for m in methods]
@@ -342,18 +343,18 @@ class CellRunner:
                 f"gave p95 {'=' if s.complete else '>'} {s.p95:.3f} at c = {s.c:.4g}"
             )
 
-        joint = calibrate_many(lm, vecs, cell_prompts(self.cfg, seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
+        joint = calibrate_many(lm, vecs, cell_prompts(self.plan, seed), T=window, target=TARGET, tol=TOL, progress=on_eval)
         # The held-out rollouts and probe forwards of the group's calibrated vectors in one batch too (a non-finite
         # vector is left out: its cell raises, as its own calibration would)
         t1 = time.time()
-        alphas = self.cfg.alpha_values(window)
+        alphas = self.plan.alpha_values(window)
         ok = [(m, r) for m, r in zip(methods, joint.results, strict=True) if r.status != "non_finite"]
         phase(f"held-out rollouts of {len(ok)} methods in one batch")
         items: list[tuple[Vector, tuple[float, ...], tuple[float, ...], dict]] = [
             (r.vector, tuple(a * r.c_star for a in alphas), alphas, {}) for _, r in ok
         ]
-        cfg = self.cfg
-        helds = held_out_many(lm, items, cfg.n_sets(), cfg.horizon, cfg.load_concept(), pmass_alphas=cfg.pmass_alphas())
+        plan = self.plan
+        helds = held_out_many(lm, items, plan.n_heldout, plan.horizon, plan.concept, pmass_alphas=plan.pmass_alphas)
         for h in helds:
             _ = (h.generic, h.axis)  # computed here, inside the timed batch
         share = (joint.seconds + time.time() - t1) / len(methods)  # each cell's `seconds`: its share of the joint work
@@ -362,20 +363,21 @@ class CellRunner:
             self.joint[(model_id, m, seed, window)] = (res, share, held_of.get(m))  # type: ignore[assignment]
 
 
-def run_sweep(cfg: SweepConfig, stop_after: int | None = None, loader=None, progress: Progress | None = None) -> Path:
-    """Run every unfinished cell; `stop_after` stops after that many new cells, as a kill would. loader: a function
-    (model id, device=) -> LM for ids `models.load` does not know (a model already in memory, a tiny test model);
-    None: `models.load`, and --models is checked against the ids it knows before anything runs."""
+def run_sweep(cfg: SweepConfig | Plan, stop_after: int | None = None, loader=None, progress: Progress | None = None) -> Path:
+    """Run every unfinished cell of a Plan (a SweepConfig is resolved first, once); `stop_after` stops after that many
+    new cells, as a kill would. loader: a function (model id, device=) -> LM for ids `models.load` does not know (a
+    model already in memory, a tiny test model); None: `models.load`, and --models is checked against the ids it
+    knows before anything runs."""
     import torch
 
-    cfg.check(models=loader is None)
+    plan = cfg if isinstance(cfg, Plan) else cfg.resolve(models=loader is None)
     loader = loader or load
-    out, now, expected, grid, todo = prepare(cfg)
+    out, now, expected, grid, todo = prepare(plan)
     bar = progress or Progress(len(grid), len(grid) - len(todo))
     bar.note(
         f"sweep: {len(grid)} cells, {len(grid) - len(todo)} already done, writing {out}/ ({torch.get_num_threads()} threads)"
     )
-    runner = CellRunner(cfg, code_version(), loader)
+    runner = CellRunner(plan, code_version(), loader)
     new = 0
     try:
         for model_id in dict.fromkeys(g[0] for g in todo):
