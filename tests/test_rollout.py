@@ -204,8 +204,8 @@ def test_a_draft_keeps_eos_early_stop_and_several_doses(llama_lm):
 
 
 def test_forks_match_full_forwards_and_must_descend(llama_lm):
+    from isokl.core.forks import fork_rollout
     from isokl.core.models import forward
-    from isokl.core.rollout import fork_rollout
 
     vec = extract(llama_lm, concept.extraction_pairs(0), "pca")
     seqs, suffix = _seqs(llama_lm, n=3), [5, 6, 7]

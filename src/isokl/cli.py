@@ -26,21 +26,12 @@ from typing import TYPE_CHECKING, get_type_hints
 from . import __version__
 
 if TYPE_CHECKING:
-    from .core.vector import Vector
-from .study.config import (
-    CalibrateConfig,
-    CheckConfig,
-    ConfigError,
-    ExportConfig,
-    GenerateConfig,
-    ReportConfig,
-    StudyConfig,
-    SweepConfig,
-    default_out,
-    floats,
-    weights_dtype,
-)
+    pass
+from .cli_calibrate import check_prompts, cmd_calibrate
+from .cli_calibrate import use_threads as _threads
+from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats
 from .study.records import span
+from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, weights_dtype
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,195 +72,6 @@ def given_flags(argv: list[str], cfg_cls) -> set[str]:
 
 def to_config(args: argparse.Namespace, cfg_cls):
     return cfg_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cfg_cls)})
-
-
-def _threads(n: int) -> int:
-    from .core.models import set_threads
-
-    return set_threads(n or None)
-
-
-def layer_picks(cfg: CalibrateConfig, n_layers: int) -> dict[str, tuple[int, ...]]:
-    """Every --layers set parsed once against the model's depth ('' = the method's default band: absent)."""
-    from .study.config import layers
-
-    return {spec: layers("--layers", spec, n_layers, cfg.model) for spec in cfg.layer_sets() if spec}
-
-
-def cmd_calibrate(cfg: CalibrateConfig) -> int:
-    source = cfg.check()  # the model id resolved once (a hub id: one request); load reuses it
-    threads = _threads(cfg.threads)
-    from .core.activations import extract
-    from .core.models import load
-
-    shape = source.shape() if cfg.layers else None
-    picks = layer_picks(cfg, shape[0]) if shape else None  # the depth is known before the weights load
-    concept = cfg.load_concept()
-    cal = cfg.calibration_prompts()
-    t0 = time.time()
-    lm = load(source, device=cfg.device, dtype=cfg.torch_dtype())
-    if picks is None:
-        picks = layer_picks(cfg, lm.n_layers)
-    concept.check_for(lm, max(cfg.window, cfg.horizon if cfg.judging() else 0))
-    if cfg.prompts:
-        check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
-    if len(cfg.grid()) > 1:
-        return calibrate_grid(cfg, lm, cal, t0, threads, picks)
-    picked = picks.get(cfg.layer_sets()[0])
-    vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
-    source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
-    print(
-        f"[isokl] calibrating {vec.method} on {cfg.model}, layers {span(vec.layers)}, T = {cfg.window}{source}, "
-        f"{len(cal)} calibration prompts" + (" (and its random-direction control, jointly)" if cfg.judging() else ""),
-        file=sys.stderr,
-    )
-    joint, controls = _calibrate(cfg, lm, [vec], cal, start=cfg.start or None)
-    res = joint.results[0]
-    if res.status == "non_finite":
-        from .core.rollout import NonFiniteKL
-
-        raise NonFiniteKL(res.error)
-    path = res.vector.save(cfg.out)
-    band = res.c_interval
-    print(f"c* = {res.c_star:.6g}  [{band.lo:.4g}, {band.hi:.4g}]: {band.describe()}")
-    print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
-    print(f"converged = {str(res.converged).lower()} ({res.status})")
-    print(f"evaluations = {res.evaluations}")
-    print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
-    print(f"saved {path}")
-    if cfg.judging():
-        _, board = _judge(cfg, lm, [res], controls, concept)
-        _print_board(board, threads)
-    if not res.converged:
-        print(f"[isokl] NOT CONVERGED: {WHY[res.status]}; the saved vector records status {res.status!r}", file=sys.stderr)
-        return 2
-    return 0
-
-
-WHY = {
-    "unreachable": "even the largest coefficient tried stays below the target: this method cannot move the model that far",
-    "not_converged": "p95 jumps across the target (a greedy token flips) or the solver ran out of evaluations",
-    "non_finite": "the KL is not finite (NaN or inf logits)",
-}
-
-
-def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, start=None):
-    """The vectors and (judging) one random-direction control per layer set, calibrated jointly -> (the joint result
-    of the vectors alone, {layers: the control's result})."""
-    import dataclasses
-
-    from .core.calibrate import calibrate_many
-    from .study.judge import control_vectors
-
-    ctrl = control_vectors(lm, vecs, cfg.load_concept().pairs(cfg.seed), cfg.seed) if cfg.judging() else {}
-    every = [*vecs, *ctrl.values()]
-    starts = [start] * len(vecs) + [None] * len(ctrl)
-    joint = calibrate_many(lm, every, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round, start=starts)
-    controls = dict(zip(ctrl, joint.results[len(vecs) :], strict=True))
-    return dataclasses.replace(joint, results=joint.results[: len(vecs)]), controls
-
-
-def _judge(cfg: CalibrateConfig, lm, results, controls, concept):
-    """The judge's rows (`study.judge`) and their ranked Board (`report.leaderboard`)."""
-    from .report.leaderboard import board
-    from .study.judge import judge
-
-    print(f"[isokl] judging {len(results)} vectors and {len(controls)} controls on held-out prompts", file=sys.stderr)
-    alphas = floats("--alphas", cfg.alphas)
-    t0 = time.time()
-
-    def phase(label: str) -> None:  # progress: the judge takes about as long as the calibration
-        print(f"[isokl] judge ({time.time() - t0:.0f} s): {label}", file=sys.stderr)
-
-    judged = judge(
-        lm, results, concept, alphas=alphas, controls=controls, horizon=cfg.horizon, pmass=cfg.pmass, seed=cfg.seed, phase=phase
-    )
-    return judged, board(judged.rows, judged.record)
-
-
-def _print_board(board, threads: int) -> None:
-    from .report.leaderboard import lines
-
-    print("\n".join(lines(board)))
-    print(f"judged in {board.settings['seconds']:.1f} s ({threads} threads; held-out prompts, model load not included)")
-
-
-def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks: dict[str, tuple[int, ...]]) -> int:
-    """Every (method, layer set) of the grid calibrated jointly (`calibrate_many`, with a random-direction control per
-    layer set when judging): one vector file each in the --out folder, then the judge's rows (OUT/judge/) and the
-    leaderboard as grid.md, grid.csv and grid.svg/png there (written last: an interrupted grid leaves its finished
-    vectors and no table)."""
-    from .core.activations import extract
-    from .report import leaderboard
-    from .study.judge import write
-
-    concept = cfg.load_concept()
-    pairs = concept.pairs(cfg.seed)
-    vecs = [extract(lm, pairs, method, layers=picks.get(spec)) for method, spec in cfg.grid()]
-    print(
-        f"[isokl] calibrating {len(vecs)} vectors jointly on {cfg.model} ({', '.join(v.label for v in vecs)}), "
-        f"T = {cfg.window}, pairs of {concept.name} seed {cfg.seed}, {len(cal)} calibration prompts"
-        + (", with a random-direction control per layer set" if cfg.judging() else ""),
-        file=sys.stderr,
-    )
-    joint, controls = _calibrate(cfg, lm, vecs, cal)
-    out = cfg.out_dir()
-    every = [*joint.results, *controls.values()]
-    files = []
-    for res in every:
-        v = res.vector
-        fname = f"{v.method}_L{span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
-        res.vector.save(out / fname)
-        files.append(fname)
-    secs_cal = time.time() - t0
-    rows_run = sum(r.rows for r in joint.rounds)
-    title = f"# Calibrated grid: {cfg.model}, concept {concept.name} seed {cfg.seed}, T = {cfg.window}, {len(cal)} prompts"
-    if cfg.judging():
-        from .study.judge import name
-
-        judged, board = _judge(cfg, lm, joint.results, controls, concept)
-        write(out, judged)
-        by_name = {name(r.vector): f for r, f in zip(every, files, strict=True)}
-        leaderboard.write_grid(out, board, title, by_name)
-        _print_board(board, threads)
-    else:
-        rows = [_grid_row(r, f) for r, f in zip(joint.results, files, strict=True)]
-        leaderboard.write_calibration_grid(out, rows, title)
-        print("\n".join(leaderboard.calibration_lines(rows)))
-    print(
-        f"seconds = {secs_cal:.1f} to calibrate (model load included; {threads} threads; {cfg.torch_dtype()}); "
-        f"{len(joint.rounds)} batched rounds, {rows_run} rows in all"
-    )
-    print(f"saved {len(files)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
-    failed = [r for r in joint.results if not r.converged]
-    for r in failed:
-        print(f"[isokl] NOT CONVERGED: {r.vector.label}: {r.error or WHY[r.status]}", file=sys.stderr)
-    return 2 if failed else 0
-
-
-def _grid_row(res, fname: str) -> dict:
-    v, band = res.vector, res.c_interval
-    return {
-        "method": v.method,
-        "layers": span(v.layers),
-        "c_star": f"{res.c_star:.6g}",
-        "c_lo": f"{band.lo:.4g}",
-        "c_hi": f"{band.hi:.4g}",
-        "p95": f"{res.p95:.4f}",
-        "status": res.status,
-        "evaluations": res.evaluations,
-        "file": fname,
-    }
-
-
-def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
-    """Every prompt plus T generated tokens fits the model's context: else one line naming the flag, file, line and id."""
-    from .core.concept import ConceptError, check_context
-
-    try:
-        check_context(lm, prompts, T, path, path)
-    except ConceptError as e:
-        raise ConfigError(f"{flag}: {e}") from None
 
 
 def calibrated(path: str, flag: str):
@@ -322,22 +124,6 @@ def cmd_check(cfg: CheckConfig) -> int:
     )
     print(f"seconds = {time.time() - t0:.1f} (model load not included; {threads} threads)")
     return 0 if r.in_band else 2
-
-
-def imported(lm, path: str, cal) -> Vector:
-    """A vector file -> a Vector on `lm`: an isokl file as saved (it must fit `lm`), another tool's under the
-    additive rule, with the residual norm at its layers measured on the calibration prompts (the solver's scale)."""
-    from .core.activations import last_token
-    from .core.interop import as_vector, is_isokl_file, read_layers
-    from .core.vector import Vector
-
-    if is_isokl_file(path):
-        vec = Vector.load(path)
-        vec.check_fits(lm.id, lm.n_layers, lm.d_model)
-        return vec
-    layers = read_layers(path)
-    resid = float(last_token(lm, cal, tuple(x for x in layers if x < lm.n_layers) or (0,)).norm(dim=-1).mean())
-    return as_vector(layers, path, lm.id, lm.n_layers, lm.d_model, resid)
 
 
 def cmd_export(cfg: ExportConfig) -> int:

@@ -16,15 +16,14 @@ emits EOS is scored, later steps are masked out (`valid`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from .hooks import Layout, steer, steer_rows
+from .hooks import Layout, steer_rows
+from .kl import KLStats, chunk_rows, kl_rows, kl_stats, score_step  # noqa: F401  (re-exported)
 from .models import LM, forward, left_pad, new_cache, pad_id
 from .statistic import P95
 from .vector import Vector
@@ -146,50 +145,6 @@ def check_length(lm: LM, seqs: list[list[int]], T: int) -> None:
         raise ValueError("empty prompt: every prompt needs at least one token")
 
 
-def kl_rows(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per row from log-probs [r V] -> [r]. Terms with p = 0 are 0 (guards -inf - -inf = NaN)."""
-    p = lp.exp()
-    kl = torch.where(p > 0, p * (lp - lq), torch.zeros((), dtype=lp.dtype, device=lp.device)).sum(-1)
-    broken = torch.isnan(lp).any(-1) | torch.isnan(lq).any(-1)  # NaN logits must not read as p = 0
-    return torch.where(broken, torch.full_like(kl, float("nan")), kl)
-
-
-def chunk_rows(vocab: int, device) -> int:
-    """Rows of [rows vocab] float32 scored together: ~2 MiB on CPU (stays in cache: 3x faster than one
-    pass over all rows at a 262k vocabulary), up to 256 MiB elsewhere (per-call overhead dominates there)."""
-    budget = 2**19 if torch.device(device).type == "cpu" else 2**26
-    return max(1, budget // vocab)
-
-
-def score_step(logits: torch.Tensor, r: int, twins: bool):
-    """One step's logits [rows V] (steered rows first, then their base twins) -> greedy token, log p of it,
-    and with twins KL(p || q) and log q of it; each [r]. Works through the rows in chunks so that memory
-    is O(chunk x V) and each chunk stays in cache.
-
-    KL = sum p (x - y) - lse(x) + lse(y) for logits x (steered) and y (base). Where that is not finite
-    (a logit of -inf in both rows gives -inf - -inf; or NaN logits), those rows are redone term by term with
-    `kl_rows`, which counts p = 0 terms as 0 and keeps NaN as NaN.
-    """
-    step = chunk_rows(logits.shape[-1], logits.device)
-    nxt, logp = torch.empty(r, dtype=torch.long, device=logits.device), torch.empty(r, device=logits.device)
-    kl, logq = torch.empty(r, device=logits.device), torch.empty(r, device=logits.device)  # filled with twins only
-    for a in range(0, r, step):
-        b = min(r, a + step)
-        x = logits[a:b].float()
-        lx = torch.logsumexp(x, -1)
-        n = x.argmax(-1)
-        nxt[a:b], logp[a:b] = n, x.gather(-1, n[:, None])[:, 0] - lx
-        if twins:
-            y = logits[r + a : r + b].float()
-            ly = torch.logsumexp(y, -1)
-            k = torch.linalg.vecdot(torch.exp(x - lx[:, None]), x - y) - lx + ly
-            odd = ~torch.isfinite(k)
-            if bool(odd.any()):  # only those rows: the others keep their formula (and rounding) whatever shares the chunk
-                k[odd] = kl_rows(x[odd] - lx[odd, None], y[odd] - ly[odd, None])
-            kl[a:b], logq[a:b] = k, y.gather(-1, n[:, None])[:, 0] - ly
-    return nxt, logp, (kl if twins else None), (logq if twins else None)
-
-
 def rollout(
     lm: LM,
     seqs: list[list[int]],
@@ -243,43 +198,6 @@ def rollout_many(
     layout = Layout.for_vectors(coeffs, len(seqs))
     opts = DecodeOptions(True, stop_above, draft, base, check_finite)
     return _decode(lm, seqs, T, tuple(vectors), layout, opts)[0]
-
-
-def fork_rollout(lm: LM, seqs: list[list[int]], T: int, vector: Vector | None, coeffs: tuple[float, ...]) -> Forks:
-    """A steered greedy rollout (no base twins) kept open for branching off it (`Forks`)."""
-    vectors = (vector,) if vector is not None else ()
-    ro, (cache, mask, width) = _decode(lm, seqs, T, vectors, Layout(tuple(coeffs), len(seqs)), DecodeOptions(score_base=False))
-    return Forks(lm, vector, ro, cache, mask, width)
-
-
-class Forks:
-    """A rollout whose KV cache stays open: `logits_after(t, suffix)` = the steered next-token logits after the
-    prompt, the rollout's first t tokens and `suffix`, one forward of the suffix each. Branch points come in
-    descending t, since each crops the cache back to t (no copy)."""
-
-    def __init__(self, lm: LM, vector: Vector | None, ro: Rollout, cache, mask: torch.Tensor, width: int):
-        self.lm, self.vector, self.rollout = lm, vector, ro
-        self._cache, self._mask, self._width = cache, mask, width
-        self._last = math.inf
-
-    @torch.no_grad()
-    def logits_after(self, t: int, suffix: list[int]) -> torch.Tensor:
-        """[r V]; t <= rollout.steps (rows that ended before t are for the caller to censor)."""
-        ro, lm = self.rollout, self.lm
-        if not 0 <= t <= ro.steps or t > self._last:
-            raise ValueError(f"fork at t = {t}: need 0 <= t <= {ro.steps} generated tokens, in descending t")
-        self._last = t
-        keep = min(t, ro.steps - 1)  # the cache holds the prompt and the first steps - 1 generated tokens
-        extra = self._cache.get_seq_length() - (self._width + keep)
-        if extra > 0:
-            self._cache.crop(-extra)  # a negative argument removes tokens in every transformers 5.x API
-        r = ro.tokens.shape[0]
-        feed = torch.cat([ro.tokens[:, keep:t], torch.tensor(suffix, device=lm.device).expand(r, -1)], dim=-1)
-        before = self._mask[:, : self._width + keep]
-        mask = torch.cat([before, torch.ones_like(feed)], dim=-1)
-        pos = before.sum(-1, keepdim=True) + torch.arange(feed.shape[1], device=lm.device)  # real tokens so far
-        with steer(lm.model, self.vector, ro.layout.c_per_row()):
-            return forward(lm.model, feed, mask, pos, self._cache, keep=1)[:, -1]
 
 
 @dataclass(frozen=True)
@@ -497,44 +415,6 @@ def draft_length(lm: LM, draft: torch.Tensor, r: int, width: int, T: int) -> int
     n_draft = min(int(draft.shape[1]), T - 1)
     window = getattr(lm.model.config, "sliding_window", None)
     return 0 if window and width + n_draft >= window - 1 else max(n_draft, 0)
-
-
-@dataclass(frozen=True)
-class KLStats:
-    """Pooled statistic of one dose: p95 over all valid (prompt, token) KL values, plus per-token arrays."""
-
-    c: float
-    p95: float
-    mean: float
-    max: float
-    n_values: int
-    per_t_p95: tuple[float, ...]  # [t] p95 across prompts at each position (NaN where none valid)
-    per_t_max: tuple[float, ...]  # [t]
-    complete: bool = True  # False: the rollout stopped early and p95 is a lower bound (> target + tol)
-    per_prompt: np.ndarray | None = field(default=None, compare=False, repr=False)  # [n t] KL, NaN where not scored
-
-
-def kl_stats(kl: torch.Tensor, valid: torch.Tensor, c: float, stopped: bool = False) -> KLStats:
-    """kl, valid: [n t] -> KLStats of the statistic (`statistic.P95`) over the valid values.
-
-    stopped (an early-stopped rollout): p95 is the lower bound that stopped it (`P95.lower_bound`).
-    """
-    kl_np, ok = kl.double().cpu().numpy(), valid.cpu().numpy()
-    pooled = kl_np[ok]
-    if pooled.size == 0:
-        raise ValueError("no valid tokens to score: every rollout ended at once (EOS as first token)")
-    per_max = [float(kl_np[ok[:, t], t].max()) if ok[:, t].any() else float("nan") for t in range(kl_np.shape[1])]
-    return KLStats(
-        complete=not stopped,
-        c=float(c),
-        p95=P95.lower_bound(pooled, kl_np.size) if stopped else P95.pooled(pooled),
-        mean=float(pooled.mean()),
-        max=float(pooled.max()),
-        n_values=int(pooled.size),
-        per_t_p95=tuple(P95.per_position(kl_np, ok)),
-        per_t_max=tuple(per_max),
-        per_prompt=np.where(ok, kl_np, np.nan),
-    )
 
 
 def evaluate(

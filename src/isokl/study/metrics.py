@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from ..core.activations import last_token
+from ..core.forks import fork_rollout
 from ..core.hooks import Captured, Layout, capture, steer_rows
 from ..core.models import LM, forward, left_pad, new_cache, pad_id
 from ..core.prompts import apart, first_tokens, word_variants
-from ..core.rollout import BasePrefill, fork_rollout, prefill_base
+from ..core.rollout import BasePrefill, prefill_base
 from ..core.vector import Vector
 
 FORKS = tuple(range(0, 51, 5))
