@@ -234,6 +234,7 @@ def test_a_sweep_calibrates_a_seeds_methods_and_control_jointly(tmp_path):
     got = {r["method"]: r for r in records.load(tmp_path / "s")["calibration"]}
     lm = loader("tiny-a")
     methods = ["mean_diff", "directional_ablation", "random_direction"]
-    joint = calibrate_many(lm, [cell_vector(lm, m, 0, cfg) for m in methods], cell_prompts(cfg, 0), T=6, progress=False)
+    plan = cfg.resolve(models=False)
+    joint = calibrate_many(lm, [cell_vector(lm, m, 0, plan) for m in methods], cell_prompts(plan, 0), T=6, progress=False)
     for m, res in zip(methods, joint.results, strict=True):
         assert float(got[m]["c_star"]) == res.c_star and int(got[m]["evaluations"]) == res.evaluations
