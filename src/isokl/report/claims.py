@@ -200,14 +200,6 @@ def r5(s: Study, rows: list[dict]) -> Claim:
         return ("R5", "MISSING", f"R5 needs >= 2 methods; this grid has {len(s.methods)} method(s)")
     need = min(2, len(s.models))  # the spec's 2 of 3 models; a one-model study is read on its one model
     p1, p2 = est.per_t_p95(s, 1.0), est.per_t_p95(s, 2.0)
-
-    def peak(curves, m, meth) -> float:
-        cs = [curves[k] for k in curves if k[0] == m and k[1] == meth]
-        if not cs:
-            return float("nan")
-        n_t = min(len(c) for c in cs)
-        return float(np.nanmax(np.nanmean(np.vstack([c[:n_t] for c in cs]), 0)))
-
     crossing, parts, cross1 = {}, [], 0
     for m in s.models:
         n_cross = 0
@@ -235,10 +227,24 @@ def r5(s: Study, rows: list[dict]) -> Claim:
     )
 
 
-def r6(s: Study, rows: list[dict]) -> Claim:
+def peak(curves, m, meth) -> float:
+    """R5's number: the maximum over t of the per-token p95 curve of (m, meth), averaged over its cells (NaN: none)."""
+    cs = [curves[k] for k in curves if k[0] == m and k[1] == meth]
+    if not cs:
+        return float("nan")
+    n_t = min(len(c) for c in cs)
+    return float(np.nanmax(np.nanmean(np.vstack([c[:n_t] for c in cs]), 0)))
+
+
+def r6_subsets(s: Study) -> list[tuple[str, int, list[dict]]]:
+    """R6's subsets: (seed or window, its value, its cells)."""
+    return [("seed", x, s.cells(seed=x)) for x in s.seeds] + [("window", x, s.cells(window=x)) for x in s.windows]
+
+
+def r6_spreads(s: Study) -> list[tuple[str, str, int, float]]:
+    """R6's numbers: per (model, method, window) with two or more seeds, the median over t of the across-seed range of
+    per-token p95 KL at 1x."""
     p1 = est.per_t_p95(s, 1.0)
-    subsets = [("seed", x, s.cells(seed=x)) for x in s.seeds] + [("window", x, s.cells(window=x)) for x in s.windows]
-    same = {f"{k}={v}": r1_ok(c) for k, v, c in subsets}
     spreads = []
     for m in s.models:
         for meth in s.methods:
@@ -248,6 +254,13 @@ def r6(s: Study, rows: list[dict]) -> Claim:
                     n_t = min(len(c) for c in curves)
                     arr = np.vstack([c[:n_t] for c in curves])
                     spreads.append((m, meth, w, float(np.nanmedian(np.nanmax(arr, 0) - np.nanmin(arr, 0)))))
+    return spreads
+
+
+def r6(s: Study, rows: list[dict]) -> Claim:
+    subsets = r6_subsets(s)
+    same = {f"{k}={v}": r1_ok(c) for k, v, c in subsets}
+    spreads = r6_spreads(s)
     if not spreads:
         return ("R6", "MISSING", "needs at least two seeds per (model, method, window)")
     worst = max(spreads, key=lambda x: x[3])

@@ -11,10 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import estimate as est
-from .claims import Claim, r1_ok
+from .claims import Claim, peak, r1_ok, r6_spreads, r6_subsets
 from .index import Study
 from .thresholds import HOLDOUT_BAND, NLL_HOT, NLL_OK, PMASS_HOT, PMASS_OK, R6_SPREAD
 
@@ -187,14 +185,6 @@ def r4(s: Study, rows: list[dict]) -> tuple[int, int, str, str, list[Table]]:
     return k, n, "models", "where every method is ok at 1x and one or more drops at 2x", [t]
 
 
-def _peak(curves, m, meth) -> float:
-    cs = [curves[k] for k in curves if k[0] == m and k[1] == meth]
-    if not cs:
-        return float("nan")
-    n_t = min(len(c) for c in cs)
-    return float(np.nanmax(np.nanmean(np.vstack([c[:n_t] for c in cs]), 0)))
-
-
 def r5(s: Study, rows: list[dict]) -> tuple[int, int, str, str, list[Table]]:
     if 2.0 not in s.alphas:
         return 0, 0, "models", "no trajectories at dose 2x", []
@@ -203,7 +193,7 @@ def r5(s: Study, rows: list[dict]) -> tuple[int, int, str, str, list[Table]]:
     for m in s.models:
         crossing = 0
         for meth in s.methods:
-            hi, lo = _peak(p2, m, meth), _peak(p1, m, meth)
+            hi, lo = peak(p2, m, meth), peak(p1, m, meth)
             if not math.isnan(hi):
                 crossing += hi > 1.0
                 out.append((m, meth, hi, _yes(hi > 1.0), lo, _yes(lo > 1.0)))
@@ -218,23 +208,13 @@ def r5(s: Study, rows: list[dict]) -> tuple[int, int, str, str, list[Table]]:
 
 
 def r6(s: Study, rows: list[dict]) -> tuple[int, int, str, str, list[Table]]:
-    p1 = est.per_t_p95(s, 1.0)
-    subsets = [("seed", x, s.cells(seed=x)) for x in s.seeds] + [("window", x, s.cells(window=x)) for x in s.windows]
+    subsets = r6_subsets(s)
     sub = Table(
         "The R1 verdict within each seed and each window",
         ("subset", "value", "cells", "R1 holds"),
         [(k, v, len(c), _yes(r1_ok(c))) for k, v, c in subsets],
     )
-    spreads = []
-    for m in s.models:
-        for meth in s.methods:
-            for w in s.windows:
-                curves = [p1[k] for k in p1 if k[0] == m and k[1] == meth and k[3] == w]
-                if len(curves) >= 2:
-                    n_t = min(len(c) for c in curves)
-                    arr = np.vstack([c[:n_t] for c in curves])
-                    spread = float(np.nanmedian(np.nanmax(arr, 0) - np.nanmin(arr, 0)))
-                    spreads.append((m, meth, w, spread, _yes(spread <= R6_SPREAD)))
+    spreads = [(m, meth, w, x, _yes(x <= R6_SPREAD)) for m, meth, w, x in r6_spreads(s)]
     sp = Table(
         f"Median over t of the across-seed range of per-token p95 KL at 1x (at most {R6_SPREAD} nat)",
         ("model", "method", "T", "range (nat)", "within"),
