@@ -14,7 +14,7 @@ from isokl.core import concept, prompts
 from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
 from isokl.core.hooks import steer
-from isokl.core.interop import VectorFileError, as_vector, export, read_layers
+from isokl.core.interop import VectorFileError, export, from_file, read_layers
 from isokl.core.models import forward, left_pad, pad_id
 from isokl.core.rollout import evaluate
 from isokl.core.vector import Vector
@@ -64,7 +64,7 @@ def test_every_format_reads_back_to_the_same_layers(calibrated, tmp_path):
 def test_an_exported_vector_at_scale_1_is_the_calibrated_dose(llama_lm, calibrated, tmp_path):
     """Imported back under the additive rule, c = 1 gives the same logits and the same p95 as c* did."""
     path = export(calibrated, "gguf", tmp_path / "v.gguf")
-    back = as_vector(read_layers(path), path, llama_lm.id, llama_lm.n_layers, llama_lm.d_model, resid_norm=calibrated.resid_norm)
+    back = from_file(llama_lm, path)
     assert back.method == "additive" and back.layers == calibrated.layers
     ids, mask, pos = left_pad(llama_lm.encode(["Hello there"]), pad_id(llama_lm), llama_lm.device)
     outs = []
@@ -141,9 +141,9 @@ def test_a_vector_for_another_width_or_depth_is_refused(llama_lm, tmp_path):
     for name, content in (("wide", {"1": torch.ones(33)}), ("deep", {"9": torch.ones(32)})):
         path = tmp_path / f"{name}.safetensors"
         save_file(content, path)
-        layers = read_layers(path)  # a well-formed file: only the model's shape refuses it
-        with pytest.raises(VectorFileError, match=f"{name}.safetensors: .*do not fit"):
-            as_vector(layers, path, llama_lm.id, llama_lm.n_layers, llama_lm.d_model, 1.0)
+        read_layers(path)  # a well-formed file: only the model's shape refuses it
+        with pytest.raises(VectorFileError, match=f"{name}.safetensors: .*(width 33; tiny-llama has width 32|blocks 0..3)"):
+            from_file(llama_lm, path)
 
 
 def test_what_cannot_be_exported_says_why(llama_lm, calibrated, tmp_path):

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from isokl.core.calibrate import solve
+from isokl.core.solver import jump_width
 
 CURVES = {
     "quadratic": lambda c: (c / 3.0) ** 2,
@@ -39,8 +40,27 @@ def test_unreachable_target_is_reported(c0):
 def test_jump_across_target_is_not_called_converged():
     f = lambda c: 0.5 if c < 2.345 else 1.5
     s = solve(f, c0=1.0, max_evals=30)
-    assert s.status == "not_converged"
-    assert abs(s.c - 2.345) / 2.345 < 0.01  # it located the jump
+    assert s.status == "jump" and not s.converged
+    assert abs(s.c - 2.345) / 2.345 < jump_width(1.0, 0.05)  # it located the jump
+    assert s.c < 2.345 and s.value == 0.5  # the side below the target
+    assert "0.5 to 1.5" in s.note and "more calibration prompts" in s.note
+
+
+def test_a_jump_stops_once_the_bracket_is_narrower_than_a_smooth_crossing():
+    """p95 leaps 0.87 -> 1.14 at c = 3.553 (the measured case of issue 32): the solver stops within a few evaluations of
+    the bracket falling under `jump_width`, instead of bisecting the step to 1e-3."""
+    f = lambda c: 0.87 * (c / 3.553) ** 2 if c < 3.553 else 1.14 * (c / 3.553) ** 2
+    s = solve(f, c0=1.0, max_evals=30)
+    assert s.status == "jump" and len(s.history) <= 10
+    lo, hi = s.c, min(c for c, v in s.history if c > s.c)
+    assert math.log(hi / lo) < jump_width(1.0, 0.05) and f(lo) < 0.95 and f(hi) > 1.05
+
+
+def test_a_steep_smooth_crossing_is_not_called_a_jump():
+    """slope 8 (MAX_SLOPE) still lands in the band: the jump rule only fires where no smooth curve could cross."""
+    f = lambda c: (c / 2.0) ** 8
+    s = solve(f, c0=1.0, max_evals=30)
+    assert s.status == "converged"
 
 
 def test_nan_statistic_raises():

@@ -21,11 +21,10 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
-    "api": ("CheckResult", "check", "judge"),
+    "api": ("CheckResult", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer", "wrap"),
     "core.activations": ("extract",),
     "core.calibrate": ("CalibrationResult", "JointCalibration", "calibrate_iso_kl", "calibrate_many", "solve"),
     "core.concept": ("Concept",),
-    "core.hooks": ("steer",),
     "core.methods": ("METHODS", "get_method"),
     "core.models": ("BUNDLED", "LM", "load"),
     "core.rollout": ("evaluate",),

@@ -1,32 +1,226 @@
-"""The verbs that compose layers, from Python: `check` (a calibrated vector on your prompts -> `CheckResult`, what
-`isokl check` prints) and `judge` (calibrated vectors -> their ranked effect, damage and control floor,
-`report.leaderboard.Board`).
+"""The library's verbs, composed from the layers: what a notebook calls and what `isokl calibrate|check|generate`
+call and print. Every verb takes an `LM` or the `(model, tokenizer)` you loaded yourself, plain strings (or chat
+message lists) and any vector (`core.interop.as_vector`).
 
-    r = isokl.check(lm, vector, prompts)                                          # held-out p95, interval, R1's band
-    print(r.p95, (r.lo, r.hi), r.in_band)
+    lm = isokl.wrap(model, tokenizer)                     # or pass (model, tokenizer) to any verb
+    vec = isokl.extract(lm, [("I love it", "I hate it"), ...], "mean_diff")
+    res = isokl.calibrate_iso_kl(lm, vec, ["Tell me about your weekend.", ...])   # c*, interval, p95, converged
+    with isokl.steer(model, res.vector): model.generate(...)                     # at c* (alpha = 1)
+    grid = isokl.calibrate(lm, [vec_a, vec_b], prompts, controls=True)           # jointly, a random floor per layer set
+    board = isokl.judge(lm, grid)                                                 # ranked effect and damage, held out
+    isokl.check(lm, res.vector, other_prompts)                                    # held-out p95, interval, R1's verdict
+    isokl.generate(lm, res.vector, "Tell me about your weekend.")                 # base and steered, per-token KL
 
-    res = isokl.calibrate_many(lm, [*vecs, *ctrl.values()], prompts, T=20)       # ctrl = judge.control_vectors(...)
-    board = isokl.judge(lm, res.results[: len(vecs)], concept, controls=res.results[len(vecs) :])
-    for e in board.at(1.0): print(e.name, e.concept, e.concept_vs_control, e.excess_nll)
-
-It composes the layers (it sits on top of them, as `cli` does): `study.judge` computes the rows, `report.leaderboard`
-ranks them.
+It sits on top of the layers, as `cli` does: `core` calibrates and rolls out, `study.judge` computes the judge's rows,
+`report.leaderboard` ranks them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .core.calibrate import CalibrationResult
+from .core import show
+from .core.calibrate import CalibrationResult, JointCalibration, Round, calibrate_many
 from .core.concept import Concept
+from .core.inputs import as_lm, as_pairs, as_prompts, wrap
+from .core.interop import as_vector
 from .core.models import LM
-from .core.prompts import Prompt
+from .core.statistic import TARGET, TOL
 from .core.vector import Vector
 from .report.leaderboard import Board, board
 from .report.thresholds import HOLDOUT_BAND
 from .study import judge as _judge
+
+__all__ = ["CheckResult", "Continuation", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer", "wrap"]
+
+
+def _bar(verbose: bool, desc: str, total: int | None = None):
+    """A tqdm.auto bar (a widget in Jupyter, a line in a terminal), or None when silenced."""
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="eval", leave=False)
+
+
+# ---- calibrate: one vector or many, jointly, with optional random-direction controls ----
+
+
+@dataclass(frozen=True)
+class Grid:
+    """`calibrate`'s result: one CalibrationResult per vector (in order), the random-direction control of each layer set
+    (`controls`, by layers; empty without controls) and the joint calibration's rounds."""
+
+    results: tuple[CalibrationResult, ...]
+    controls: dict[tuple[int, ...], CalibrationResult]
+    rounds: tuple[Round, ...]
+    seconds: float
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[CalibrationResult]:
+        return iter(self.results)
+
+    def __getitem__(self, key: int | str) -> CalibrationResult:
+        """By position, or by name `method@layers` (e.g. 'pca@12-17', as the judge names rows)."""
+        if isinstance(key, int):
+            return self.results[key]
+        names = {_judge.name(r.vector): r for r in self.results}
+        if key not in names:
+            raise KeyError(f"{key!r}: this grid holds {', '.join(names)}")
+        return names[key]
+
+    def rows(self) -> list[tuple]:
+        every = [*self.results, *self.controls.values()]
+        return [
+            (
+                _judge.name(r.vector),
+                f"{r.c_star:.5g}",
+                f"[{r.c_interval.lo:.4g}, {r.c_interval.hi:.4g}]",
+                f"{r.p95:.4f}",
+                r.status,
+                r.evaluations,
+            )
+            for r in every
+        ]
+
+    def __repr__(self) -> str:
+        ctrl = f" and {len(self.controls)} controls" if self.controls else ""
+        conv = sum(r.converged for r in self.results)
+        return f"Grid({len(self.results)} vectors{ctrl}: {conv} converged, {len(self.rounds)} rounds, {self.seconds:.1f} s)"
+
+    def _repr_html_(self) -> str:
+        return show.table(("vector", "c*", "interval", "p95", "status", "evaluations"), self.rows())
+
+
+def calibrate(
+    lm: Any,
+    vectors: Any,
+    prompts: Any,
+    *,
+    T: int = 20,
+    controls: bool = False,
+    pairs: Any = None,
+    seed: int = 0,
+    target: float = TARGET,
+    tol: float = TOL,
+    per_round: int = 1,
+    start: float | Sequence[float | None] | None = None,
+    add_library_prompts: int = 0,
+    verbose: bool = True,
+    progress: bool | Callable | None = None,
+) -> Grid:
+    """Calibrate one vector or many on the same prompts, jointly (one batch per solver round), each to p95 = target.
+
+    controls: also one random-direction control per distinct layer set, calibrated with them to the same target (the
+    floor `judge` compares against); its direction is drawn with `seed`, its scale from `pairs` (default: the built-in
+    sentiment pairs of that seed). verbose: a progress bar (tqdm.auto); progress: the core's per-evaluation callback
+    instead (True: a line per evaluation on stderr, as the CLI prints). Other options: `calibrate_iso_kl`'s.
+    """
+    lm = as_lm(lm)
+    many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
+    prompts = as_prompts(prompts, "calibration prompts") if prompts else []
+    vecs = [as_vector(lm, v, prompts or None) for v in many]
+    if not vecs:
+        raise ValueError("calibrate needs at least one vector (got none)")
+    ctrl: dict[tuple[int, ...], Vector] = {}
+    if controls:
+        from .core.concept import extraction_pairs
+
+        ctrl = _judge.control_vectors(lm, vecs, as_pairs(pairs) if pairs is not None else extraction_pairs(seed), seed)
+    every = [*vecs, *ctrl.values()]
+    starts = list(start) if isinstance(start, Sequence) else [start] * len(vecs)
+    bar = _bar(verbose and progress is None, f"calibrating {len(every)} vector{'s' if len(every) > 1 else ''}")
+
+    def tick(j: int, s, secs: float) -> None:
+        assert bar is not None
+        bar.update(1)
+        bar.set_postfix_str(f"[{j}] c = {s.c:.4g}, p95 = {s.p95:.3f}")
+
+    report = progress if progress is not None else (tick if bar is not None else False)
+    try:
+        joint: JointCalibration = calibrate_many(
+            lm,
+            every,
+            prompts,
+            T=T,
+            target=target,
+            tol=tol,
+            per_round=per_round,
+            start=[*starts, *[None] * len(ctrl)],
+            progress=report,
+            add_library_prompts=add_library_prompts,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    n = len(vecs)
+    return Grid(joint.results[:n], dict(zip(ctrl, joint.results[n:], strict=True)), joint.rounds, joint.seconds)
+
+
+# ---- judge ----
+
+
+def judge(
+    lm: Any,
+    results: Grid | Sequence[CalibrationResult],
+    concept: Concept | str | None = None,
+    *,
+    alphas: Sequence[float] = (1.0,),
+    controls: Sequence[CalibrationResult] = (),
+    horizon: int = _judge.HORIZON,
+    pmass: bool = False,
+    seed: int | None = None,
+    verbose: bool = True,
+    phase: Callable[[str], None] | None = None,
+    out: str | Path | None = None,
+) -> Board:
+    """Each calibrated vector at alpha x c* on the concept's held-out sets, in one batch, ranked (docs/decisions.md,
+    "The judge"). results: a `Grid` (its controls come with it) or calibration results; controls: calibrated
+    random-direction vectors, matched to the vectors by their layers; concept: a Concept, a folder or 'sentiment'
+    (the default). out: also write the judge's rows into OUT/judge/ (what `isokl report OUT` reads back); verbose: a
+    progress bar, phase: a function told each phase instead."""
+    lm = as_lm(lm)
+    concept = concept if isinstance(concept, Concept) else Concept.load(concept or "sentiment")
+    if isinstance(results, Grid):
+        by_layers = {**results.controls, **{c.vector.layers: c for c in controls}}
+        results = results.results
+    else:
+        by_layers = {c.vector.layers: c for c in controls}
+    bar = _bar(verbose and phase is None, "judging")
+
+    def step(label: str) -> None:
+        if bar is not None:
+            bar.set_description_str(f"judging: {label}")
+
+    try:
+        judged = _judge.judge(
+            lm,
+            list(results),
+            concept,
+            alphas=alphas,
+            controls=by_layers,
+            horizon=horizon,
+            pmass=pmass,
+            seed=seed,
+            phase=phase or step,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if out is not None:
+        _judge.write(Path(out), judged)
+    return board(judged.rows, judged.record)
+
+
+# ---- check ----
 
 
 @dataclass(frozen=True)
@@ -60,8 +254,34 @@ class CheckResult:
         """Prompts whose own p95 exceeds the target."""
         return sum(v > self.target for v in self.prompt_p95 if not math.isnan(v))
 
+    @property
+    def verdict(self) -> str:
+        """'IN BAND' or 'OUT OF BAND', and whether the interval overlaps the band when outside."""
+        if self.in_band:
+            return "IN BAND"
+        return "OUT OF BAND" + (
+            " (its interval overlaps the band)" if self.interval_overlaps_band else " (its interval misses the band)"
+        )
 
-def check(lm: LM, vector: Vector, prompts: Sequence[Prompt], window: int | None = None, alpha: float = 1.0) -> CheckResult:
+    def __repr__(self) -> str:
+        return (
+            f"CheckResult({self.verdict}: p95 = {self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] at alpha {self.alpha:g} "
+            f"(c = {self.c:.5g}) on {self.n_prompts} prompts, T = {self.window}, band {list(self.band)})"
+        )
+
+    def _repr_html_(self) -> str:
+        colour = "#1a7f37" if self.in_band else "#b00"
+        head = f'<p style="font:600 14px system-ui,sans-serif;color:{colour}">{html.escape(self.verdict)} {list(self.band)} (R1\'s held-out band)</p>'
+        rows = [
+            ("p95", f"{self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] (90% prompt-bootstrap interval; target {self.target:g})"),
+            ("dose", f"alpha {self.alpha:g}, c = {self.c:.6g}"),
+            ("prompts", f"{self.n_prompts} x T = {self.window} ({self.n_values} tokens scored), {self.dtype}"),
+            ("max", f"{self.max:.3f} nats; prompts whose own p95 exceeds {self.target:g}: {self.above_target}/{self.n_prompts}"),
+        ]
+        return head + show.table(("", ""), rows)
+
+
+def check(lm: Any, vector: Any, prompts: Any, window: int | None = None, alpha: float = 1.0) -> CheckResult:
     """C1 for one vector: the held-out p95 of `vector` at alpha x c* on `prompts` (T = `window`, default the vector's
     calibration window), with its 90% prompt-bootstrap interval and the verdict against R1's band."""
     import numpy as np
@@ -69,12 +289,14 @@ def check(lm: LM, vector: Vector, prompts: Sequence[Prompt], window: int | None 
     from .core.rollout import rollout
     from .core.statistic import P95
 
+    lm = as_lm(lm)
+    vector = as_vector(lm, vector)
+    prompts = as_prompts(prompts)
     cal = vector.calibration
     if cal is None:
         raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
     if len(prompts) < 2:
         raise ValueError(f"check needs at least 2 prompts for its interval, got {len(prompts)}")
-    vector.check_fits(lm.id, lm.n_layers, lm.d_model)
     T = window or cal.window
     c = alpha * vector.coeff
     st = rollout(lm, lm.encode([lm.format(p) for p in prompts]), T, vector, (c,)).stats(0)
@@ -86,19 +308,117 @@ def check(lm: LM, vector: Vector, prompts: Sequence[Prompt], window: int | None 
     return CheckResult(alpha, c, T, len(prompts), st.p95, lo, hi, st.max, st.n_values, own, cal.target, HOLDOUT_BAND, dtype)
 
 
-def judge(
-    lm: LM,
-    results: Sequence[CalibrationResult],
-    concept: Concept,
-    *,
-    alphas: Sequence[float] = (1.0,),
-    controls: Sequence[CalibrationResult] = (),
-    horizon: int = _judge.HORIZON,
-    pmass: bool = False,
-    seed: int | None = None,
-) -> Board:
-    """Each calibrated vector at alpha x c* on the concept's held-out sets, in one batch, ranked (docs/decisions.md,
-    "The judge"); controls: calibrated random-direction vectors, matched to the vectors by their layers."""
-    by_layers = {c.vector.layers: c for c in controls}
-    judged = _judge.judge(lm, results, concept, alphas=alphas, controls=by_layers, horizon=horizon, pmass=pmass, seed=seed)
-    return board(judged.rows, judged.record)
+# ---- generate ----
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """One greedy continuation: its text, each token's text (`pieces`, joined = text) and KL(steered || base) per
+    token (empty for the base model)."""
+
+    alpha: float
+    c: float
+    text: str
+    pieces: tuple[str, ...]
+    kl: tuple[float, ...]
+    p95: float = math.nan  # pooled over its tokens (nan for the base model)
+    max: float = math.nan
+
+
+@dataclass(frozen=True)
+class Generation:
+    """`generate`'s result: per prompt, the base model's continuation and one per dose."""
+
+    prompts: tuple[str, ...]
+    vector: str  # its label
+    c_star: float
+    base: tuple[Continuation, ...]  # [prompt]
+    steered: tuple[tuple[Continuation, ...], ...]  # [prompt][dose]
+
+    def __repr__(self) -> str:
+        doses = ", ".join(f"{c.alpha:g}" for c in self.steered[0]) if self.steered else ""
+        return f"Generation({self.vector}, c* = {self.c_star:.5g}: {len(self.prompts)} prompts at alpha 0, {doses})"
+
+    def _repr_html_(self) -> str:
+        out = [show.legend()]
+        for prompt, base, doses in zip(self.prompts, self.base, self.steered, strict=True):
+            rows = [f"<b>{html.escape(prompt)}</b>", f"<div><i>alpha 0 (base model)</i><br>{html.escape(base.text)}</div>"]
+            for d in doses:
+                head = f"alpha {d.alpha:g} (c = {d.c:.4g}): p95 KL {d.p95:.3f}, max {d.max:.3f} nats over {len(d.kl)} tokens"
+                rows.append(f"<div><i>{head}</i><br>{show.tokens_html(d.pieces, d.kl)}</div>")
+            out.append('<div style="margin:8px 0;font:13px system-ui,sans-serif">' + "".join(rows) + "</div>")
+        return "".join(out)
+
+
+def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1.0, 2.0), tokens: int = 60) -> Generation:
+    """Base and steered greedy continuations of each prompt at c = alpha x c*, with each token's KL(steered || base)."""
+    from .core.rollout import rollout
+    from .core.statistic import P95
+    from .study.measures import pieces
+
+    lm = as_lm(lm)
+    vector = as_vector(lm, vector)
+    plist = as_prompts(prompts)
+    alphas = tuple(float(a) for a in alphas)
+    if not alphas or min(alphas) <= 0:
+        raise ValueError(f"alphas must be positive dose multiples, got {alphas}")
+    seqs = lm.encode([lm.format(p) for p in plist])
+    base = rollout(lm, seqs, tokens, None, (0.0,))
+    steered = rollout(lm, seqs, tokens, vector, tuple(a * vector.coeff for a in alphas))
+    decode = lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def one(ro, k: int, i: int, alpha: float) -> Continuation:
+        row = ro.rows(k).start + i
+        ok = ro.valid[row]
+        ids = ro.tokens[row][ok].tolist()
+        text = decode(ids)
+        if ro.kl is None:
+            return Continuation(alpha, 0.0, text.strip(), tuple(pieces(decode, ids)), ())
+        kl = ro.kl[row][ok].double().cpu().tolist()
+        return Continuation(
+            alpha,
+            ro.coeffs[k],
+            text.strip(),
+            tuple(pieces(decode, ids)),
+            tuple(kl),
+            P95.pooled(kl) if kl else math.nan,
+            max(kl, default=math.nan),
+        )
+
+    return Generation(
+        tuple(p.user if p.text is None else p.text for p in plist),
+        vector.label,
+        vector.coeff,
+        tuple(one(base, 0, i, 0.0) for i in range(len(plist))),
+        tuple(tuple(one(steered, k, i, a) for k, a in enumerate(alphas)) for i in range(len(plist))),
+    )
+
+
+# ---- steer ----
+
+
+@contextlib.contextmanager
+def steer(model: Any, vector: Any, *, alpha: float = 1.0, c: float | None = None):
+    """`with isokl.steer(model, v): model.generate(...)`: the model steered at c = alpha x c* (default alpha 1, the
+    calibrated dose); c=: an explicit coefficient instead (an uncalibrated vector needs it). model: the HF model, an LM
+    or (model, tokenizer); vector: a Vector or a calibration result. Hooks are removed on exit, whatever happens."""
+    from .core.hooks import steer as _steer
+
+    hf = model.model if isinstance(model, LM) else model[0] if isinstance(model, (tuple, list)) else model
+    if isinstance(getattr(vector, "vector", None), Vector):
+        vector = vector.vector
+    if not isinstance(vector, Vector):
+        raise ValueError(
+            f"steer: got a {type(vector).__name__}; give an isokl Vector or calibration result "
+            "(a vector from elsewhere: isokl.Vector.from_tensors(lm, tensors) first)"
+        )
+    if c is None:
+        if vector.calibration is None:
+            raise ValueError("steer: this vector is not calibrated, so alpha has no c* to multiply; pass c= or calibrate it")
+        c = alpha * vector.coeff
+    elif alpha != 1.0:
+        raise ValueError("steer: give alpha (a multiple of c*) or c (a coefficient), not both")
+    if not math.isfinite(c):
+        raise ValueError(f"steer: c = {c} is not finite")
+    with _steer(hf, vector, c) as m:
+        yield m

@@ -21,12 +21,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, get_type_hints
+from typing import get_type_hints
 
 from . import __version__
-
-if TYPE_CHECKING:
-    pass
 from .cli_calibrate import check_prompts, cmd_calibrate
 from .cli_calibrate import use_threads as _threads
 from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats
@@ -161,9 +158,8 @@ def cmd_generate(cfg: GenerateConfig) -> int:
             )
         vec = vec.for_model(model_id)
     threads = _threads(cfg.threads)
+    from .api import generate
     from .core.models import load
-    from .core.prompts import Prompt
-    from .core.rollout import rollout
 
     dtype, why = weights_dtype(cfg.dtype, cal.dtype)
     import torch
@@ -171,27 +167,18 @@ def cmd_generate(cfg: GenerateConfig) -> int:
     lm = load(source, device=cfg.device, dtype=getattr(torch, dtype))
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     alphas = floats("--alpha", cfg.alpha)
-    seqs = lm.encode([lm.format(Prompt(user=cfg.prompt))])
     t0 = time.time()
-    base = rollout(lm, seqs, cfg.tokens, None, (0.0,))
-    steered = rollout(lm, seqs, cfg.tokens, vec, tuple(a * vec.coeff for a in alphas))
-
-    def text(ro, k: int) -> str:
-        sl = ro.rows(k)
-        return lm.tokenizer.decode(ro.tokens[sl][ro.valid[sl]].tolist(), skip_special_tokens=True).strip()
-
+    gen = generate(lm, vec, cfg.prompt, alphas=alphas, tokens=cfg.tokens)
     print(f"prompt: {cfg.prompt}")
     print(
         f"vector: {vec.method} on {vec.model_id}, c* = {cal.coeff:.6g} (p95 KL {cal.p95:.3f} at T = {cal.window}, {cal.status}); "
         f"{dtype} ({why})\n"
     )
-    print(f"--- alpha 0 (base model)\n{text(base, 0)}\n")
-    for k, a in enumerate(alphas):
-        st = steered.stats(k)
-        kl = steered.token_kl(k)
-        print(f"--- alpha {a:g} (c = {a * vec.coeff:.4g}): p95 KL {st.p95:.3f}, max {st.max:.3f} nats over {st.n_values} tokens")
-        print(text(steered, k))
-        print("KL per token: " + " ".join(f"{x:.2f}" for x in kl.tolist()) + "\n")
+    print(f"--- alpha 0 (base model)\n{gen.base[0].text}\n")
+    for d in gen.steered[0]:
+        print(f"--- alpha {d.alpha:g} (c = {d.c:.4g}): p95 KL {d.p95:.3f}, max {d.max:.3f} nats over {len(d.kl)} tokens")
+        print(d.text)
+        print("KL per token: " + " ".join(f"{x:.2f}" for x in d.kl) + "\n")
     print(f"[isokl] generated in {time.time() - t0:.1f} s ({threads} threads)", file=sys.stderr)
     return 0
 

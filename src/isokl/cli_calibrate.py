@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from .study.config import ConfigError, floats
 from .study.records import span
 from .study.verbs import CalibrateConfig
-
-if TYPE_CHECKING:
-    from .core.vector import Vector
 
 
 def use_threads(n: int) -> int:
@@ -34,6 +30,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     source = cfg.check()  # the model id resolved once (a hub id: one request); load reuses it
     threads = use_threads(cfg.threads)
     from .core.activations import extract
+    from .core.interop import from_file
     from .core.models import load
 
     shape = source.shape() if cfg.layers else None
@@ -50,14 +47,14 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     if len(cfg.grid()) > 1:
         return calibrate_grid(cfg, lm, cal, t0, threads, picks)
     picked = picks.get(cfg.layer_sets()[0])
-    vec = imported(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
+    vec = from_file(lm, cfg.vector, cal) if cfg.vector else extract(lm, concept.pairs(cfg.seed), cfg.method, layers=picked)
     source = "" if cfg.vector else f", pairs of {concept.name} seed {cfg.seed}"
     print(
         f"[isokl] calibrating {vec.method} on {cfg.model}, layers {span(vec.layers)}, T = {cfg.window}{source}, "
         f"{len(cal)} calibration prompts" + (" (and its random-direction control, jointly)" if cfg.judging() else ""),
         file=sys.stderr,
     )
-    joint, controls = _calibrate(cfg, lm, [vec], cal, start=cfg.start or None)
+    joint, controls = _calibrate(cfg, lm, [vec], cal, concept, start=cfg.start or None)
     res = joint.results[0]
     if res.status == "non_finite":
         from .core.rollout import NonFiniteKL
@@ -72,53 +69,68 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
     print(f"saved {path}")
     if cfg.judging():
-        _, board = _judge(cfg, lm, [res], controls, concept)
-        _print_board(board, threads)
+        _print_board(_judge(cfg, lm, [res], controls, concept), threads)
     if not res.converged:
-        print(f"[isokl] NOT CONVERGED: {WHY[res.status]}; the saved vector records status {res.status!r}", file=sys.stderr)
+        print(
+            f"[isokl] NOT CONVERGED: {res.note or WHY[res.status]}; the saved vector records status {res.status!r}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
 
 WHY = {
     "unreachable": "even the largest coefficient tried stays below the target: this method cannot move the model that far",
-    "not_converged": "p95 jumps across the target (a greedy token flips) or the solver ran out of evaluations",
+    "not_converged": "the solver ran out of evaluations before p95 reached the band",
     "non_finite": "the KL is not finite (NaN or inf logits)",
 }
 
 
-def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, start=None):
-    """The vectors and (judging) one random-direction control per layer set, calibrated jointly -> (the joint result
-    of the vectors alone, {layers: the control's result})."""
-    import dataclasses
+def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, concept, start=None):
+    """`isokl.calibrate` with the flags: the vectors and (judging) one random-direction control per layer set, jointly
+    -> (the Grid, {layers: the control's result})."""
+    from .api import calibrate
 
-    from .core.calibrate import calibrate_many
-    from .study.judge import control_vectors
+    grid = calibrate(
+        lm,
+        vecs,
+        cal,
+        T=cfg.window,
+        controls=cfg.judging(),
+        pairs=concept.pairs(cfg.seed),
+        seed=cfg.seed,
+        target=cfg.target,
+        tol=cfg.tol,
+        per_round=cfg.per_round,
+        start=start,
+        progress=True,  # a line per evaluation on stderr
+    )
+    return grid, grid.controls
 
-    ctrl = control_vectors(lm, vecs, cfg.load_concept().pairs(cfg.seed), cfg.seed) if cfg.judging() else {}
-    every = [*vecs, *ctrl.values()]
-    starts = [start] * len(vecs) + [None] * len(ctrl)
-    joint = calibrate_many(lm, every, cal, T=cfg.window, target=cfg.target, tol=cfg.tol, per_round=cfg.per_round, start=starts)
-    controls = dict(zip(ctrl, joint.results[len(vecs) :], strict=True))
-    return dataclasses.replace(joint, results=joint.results[: len(vecs)]), controls
 
-
-def _judge(cfg: CalibrateConfig, lm, results, controls, concept):
-    """The judge's rows (`study.judge`) and their ranked Board (`report.leaderboard`)."""
-    from .report.leaderboard import board
-    from .study.judge import judge
+def _judge(cfg: CalibrateConfig, lm, results, controls, concept, out=None):
+    """`isokl.judge` with the flags, its phases on stderr -> the ranked Board (rows written into OUT/judge/ with out)."""
+    from .api import judge
 
     print(f"[isokl] judging {len(results)} vectors and {len(controls)} controls on held-out prompts", file=sys.stderr)
-    alphas = floats("--alphas", cfg.alphas)
     t0 = time.time()
 
     def phase(label: str) -> None:  # progress: the judge takes about as long as the calibration
         print(f"[isokl] judge ({time.time() - t0:.0f} s): {label}", file=sys.stderr)
 
-    judged = judge(
-        lm, results, concept, alphas=alphas, controls=controls, horizon=cfg.horizon, pmass=cfg.pmass, seed=cfg.seed, phase=phase
+    alphas = floats("--alphas", cfg.alphas)
+    return judge(
+        lm,
+        results,
+        concept,
+        alphas=alphas,
+        controls=list(controls.values()),
+        horizon=cfg.horizon,
+        pmass=cfg.pmass,
+        seed=cfg.seed,
+        phase=phase,
+        out=out,
     )
-    return judged, board(judged.rows, judged.record)
 
 
 def _print_board(board, threads: int) -> None:
@@ -135,7 +147,6 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     vectors and no table)."""
     from .core.activations import extract
     from .report import leaderboard
-    from .study.judge import write
 
     concept = cfg.load_concept()
     pairs = concept.pairs(cfg.seed)
@@ -146,7 +157,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
         + (", with a random-direction control per layer set" if cfg.judging() else ""),
         file=sys.stderr,
     )
-    joint, controls = _calibrate(cfg, lm, vecs, cal)
+    joint, controls = _calibrate(cfg, lm, vecs, cal, concept)
     out = cfg.out_dir()
     every = [*joint.results, *controls.values()]
     files = []
@@ -161,8 +172,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     if cfg.judging():
         from .study.judge import name
 
-        judged, board = _judge(cfg, lm, joint.results, controls, concept)
-        write(out, judged)
+        board = _judge(cfg, lm, joint.results, controls, concept, out=out)
         by_name = {name(r.vector): f for r, f in zip(every, files, strict=True)}
         leaderboard.write_grid(out, board, title, by_name)
         _print_board(board, threads)
@@ -177,7 +187,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     print(f"saved {len(files)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
     failed = [r for r in joint.results if not r.converged]
     for r in failed:
-        print(f"[isokl] NOT CONVERGED: {r.vector.label}: {r.error or WHY[r.status]}", file=sys.stderr)
+        print(f"[isokl] NOT CONVERGED: {r.vector.label}: {r.error or r.note or WHY[r.status]}", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -204,19 +214,3 @@ def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
         check_context(lm, prompts, T, path, path)
     except ConceptError as e:
         raise ConfigError(f"{flag}: {e}") from None
-
-
-def imported(lm, path: str, cal) -> Vector:
-    """A vector file -> a Vector on `lm`: an isokl file as saved (it must fit `lm`), another tool's under the
-    additive rule, with the residual norm at its layers measured on the calibration prompts (the solver's scale)."""
-    from .core.activations import last_token
-    from .core.interop import as_vector, is_isokl_file, read_layers
-    from .core.vector import Vector
-
-    if is_isokl_file(path):
-        vec = Vector.load(path)
-        vec.check_fits(lm.id, lm.n_layers, lm.d_model)
-        return vec
-    layers = read_layers(path)
-    resid = float(last_token(lm, cal, tuple(x for x in layers if x < lm.n_layers) or (0,)).norm(dim=-1).mean())
-    return as_vector(layers, path, lm.id, lm.n_layers, lm.d_model, resid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .hooks import capture, default_layers
+from .inputs import as_lm, as_pairs
 from .methods import get_method
 from .models import LM, forward, left_pad, pad_id
 from .prompts import Pair, Prompt, prompt_hash
@@ -27,7 +28,9 @@ def last_token(lm: LM, prompts: list[Prompt], layers: tuple[int, ...]) -> torch.
 
 def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | None = None, **config) -> Vector:
     """Fit `method` on contrast pairs at `layers` (default: middle 25%-75% band) -> uncalibrated Vector.
-    config: the method's hyperparameters (`get_method(name).config` lists them with their defaults)."""
+    lm: an LM or (model, tokenizer); pairs: (positive, negative) tuples of strings (full texts) or chat message lists,
+    or `Pair` (`inputs.as_pairs`). config: the method's hyperparameters (`get_method(name).config` lists them)."""
+    lm, pairs = as_lm(lm), as_pairs(pairs)
     m = get_method(method)
     unknown = set(config) - set(m.config)
     if unknown:

@@ -125,6 +125,22 @@ def gguf_path(b: Bundled) -> Path:
     return out
 
 
+def bundled_id(folder: str | Path) -> str | None:
+    """The bundled id of a folder holding one of the bundled models as a user loads it with transformers (its
+    package folder, with gguf_file=...) or as isokl caches it; else None. So a vector fitted on the model you loaded
+    names the same model as `isokl.load(id)` does."""
+    if not str(folder):
+        return None
+    here = Path(folder).expanduser().resolve()
+    for b in BUNDLED.values():
+        places = {cache_root() / "models" / b.id, cache_root() / "models" / b.id / "hf"}
+        if len(b.modules) == 1 and importlib.util.find_spec(b.modules[0]) is not None:
+            places.add(_module_dir(b.modules[0], b))
+        if here in {p.resolve() for p in places}:
+            return b.id
+    return None
+
+
 def converted_dir(b: Bundled) -> Path:
     """Folder with a float32 safetensors copy of a bundled model; created on first use (slow: dequantizes)."""
     out = cache_root() / "models" / b.id / "hf"

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .inputs import as_lm, as_prompts
+from .interop import as_vector
 from .methods import get_method
 from .models import LM
-from .prompts import Prompt, prompt_hash
+from .prompts import Prompt, calibration_prompts, prompt_hash
 from .rollout import KLStats, NonFiniteKL, prefill_base, rollout_many
 from .solver import Solve, solve, solver  # noqa: F401  (solve and Solve re-exported: the names callers know from here)
 from .statistic import P95, TARGET, TOL, Interval
@@ -51,12 +53,23 @@ class CalibrationResult:
     c_star: float
     p95: float  # at c*
     converged: bool
-    status: str  # converged | unreachable | not_converged | non_finite (see `error`)
+    status: str  # converged | unreachable | not_converged | jump (see `note`) | non_finite (see `error`)
     evaluations: int
     history: tuple[KLStats, ...]  # every evaluation: c, pooled stats, per_t_p95 / per_t_max of length T
     seconds: float
     c_interval: Interval  # c* as a band from the prompts' sampling (`P95.crossing_interval`; no extra evaluation)
     error: str = ""  # status non_finite: which vector, prompt, token and dose gave a non-finite KL
+    note: str = ""  # status jump: where p95 jumps across the band, which side c* is and the fix
+
+    def __repr__(self) -> str:
+        from .show import result_repr
+
+        return result_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .show import result_html
+
+        return result_html(self)
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ def calibrate_iso_kl(
     per_round: int = 1,
     draft: bool = True,
     start: float | None = None,
+    add_library_prompts: int = 0,
 ) -> CalibrationResult:
     """Bracket then root-find c so that the pooled p95 KL over N prompts x T tokens equals `target`.
 
@@ -109,6 +123,10 @@ def calibrate_iso_kl(
     set); None: a guess from the vector's activation scales. Speed only: the result is any
     c with |p95 - target| <= tol.
     progress: True prints a line per evaluation to stderr; a function f(stats, seconds) gets each instead.
+    lm: an LM or (model, tokenizer); vector: a Vector, or any vector `interop.as_vector` reads (a {layer: tensor}
+    dict, a SteeringVector, a ControlVector, a file); prompts: strings, chat message lists or Prompts.
+    add_library_prompts: add that many of the library's calibration prompts to yours (seed 0's draw): a few prompts
+    make p95(c) a step function, more prompts smooth it (status "jump" says when).
     Raises NonFiniteKL where the KL is not finite (`calibrate_many` reports it as a status instead).
     """
     report = (lambda _j, s, secs: progress(s, secs)) if callable(progress) else progress
@@ -126,6 +144,7 @@ def calibrate_iso_kl(
         per_round=per_round,
         draft=draft,
         start=start,
+        add_library_prompts=add_library_prompts,
     ).results[0]
     if res.status == "non_finite":
         raise NonFiniteKL(res.error)
@@ -147,6 +166,7 @@ def calibrate_many(
     per_round: int = 1,
     draft: bool = True,
     start: float | Sequence[float | None] | None = None,
+    add_library_prompts: int = 0,
 ) -> JointCalibration:
     """Calibrate several vectors (any methods, any layers) on the same prompts at once: each round rolls out, in one
     batch, the next doses of every vector still solving (`rollout_many`), and a vector whose solver has finished
@@ -156,8 +176,12 @@ def calibrate_many(
     function f(vector index, stats, seconds). A non-finite KL ends that vector only (status non_finite, `error` names
     it); the others go on.
     """
-    if not prompts:
+    lm = as_lm(lm)
+    if not prompts and not add_library_prompts:
         raise ValueError("calibrate_iso_kl needs at least one calibration prompt (got none)")
+    prompts = (as_prompts(prompts, "calibration prompts") if prompts else []) + (
+        calibration_prompts(0, add_library_prompts) if add_library_prompts else []
+    )
     if T < 1:
         raise ValueError(f"the window T must be at least 1 generated token, got {T}")
     if not vectors:
@@ -165,8 +189,7 @@ def calibrate_many(
     starts = list(start) if isinstance(start, Sequence) else [start] * len(vectors)
     if len(starts) != len(vectors):
         raise ValueError(f"start: one value for all vectors or one per vector ({len(vectors)}), got {len(starts)}")
-    for v in vectors:
-        v.check_fits(lm.id, lm.n_layers, lm.d_model)
+    vectors = [as_vector(lm, v, prompts) for v in vectors]
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
     base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation and for every vector
@@ -300,4 +323,5 @@ class _Job:
             seconds=self.finished - t0,  # from the start of the joint calibration to this vector's last round
             c_interval=band,
             error=self.error,
+            note=sol.note,
         )

@@ -107,27 +107,41 @@ def read_layers(path: str | Path) -> dict[int, torch.Tensor]:
         raw = _from_pt(path)
     else:
         raise _err(path, "unknown vector format: give a .gguf, .safetensors or .pt file")
+    return check_layers({_layer_key(path, k): t for k, t in raw.items()}, path)
+
+
+def check_layers(raw: dict, where, n_layers: int | None = None) -> dict[int, torch.Tensor]:
+    """{layer: tensor} from a file or from memory -> {layer: float32 [d]} in layer order, each checked: floating point,
+    one vector per layer, finite, a norm in (0, MAX_NORM], one width. With n_layers, a negative layer L counts from the
+    end (block n_layers + L, as repeng numbers its layers) and a layer the model lacks is refused."""
     if not raw:
-        raise _err(path, "holds no layer tensors")
+        raise _err(where, "holds no layer tensors")
     layers: dict[int, torch.Tensor] = {}
-    for key, t in raw.items():
-        layer = _layer_key(path, key)
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise _err(path, f"layer {layer}: not a floating-point tensor")
+    for key, value in raw.items():
+        layer = int(key)
+        if n_layers is not None:
+            if not -n_layers <= layer < n_layers:
+                raise _err(where, f"layer {layer}: the model has blocks 0..{n_layers - 1} (or -{n_layers}..-1 from the end)")
+            layer %= n_layers
+        elif layer < 0:
+            raise _err(where, f"layer {layer}: a layer from the end needs the model (give the vector with it)")
+        t = torch.as_tensor(value) if not isinstance(value, torch.Tensor) else value
+        if not t.is_floating_point():
+            raise _err(where, f"layer {layer}: not a floating-point tensor ({t.dtype})")
         t = t.detach().reshape(-1) if t.dim() == 2 and 1 in t.shape else t.detach()
         if t.dim() != 1:
-            raise _err(path, f"layer {layer}: shape {tuple(t.shape)}, want one vector [d] per layer")
+            raise _err(where, f"layer {layer}: shape {tuple(t.shape)}, want one vector [d] per layer")
         if not bool(torch.isfinite(t).all()):
-            raise _err(path, f"layer {layer}: NaN or infinite values")
+            raise _err(where, f"layer {layer}: NaN or infinite values")
         norm = float(t.double().norm())
         if not 0 < norm <= MAX_NORM:
-            raise _err(path, f"layer {layer}: norm {norm:.3g} is outside (0, {MAX_NORM:g}]")
+            raise _err(where, f"layer {layer}: norm {norm:.3g} is outside (0, {MAX_NORM:g}]")
         if layer in layers:
-            raise _err(path, f"layer {layer} appears twice")
-        layers[layer] = t.float()
+            raise _err(where, f"layer {layer} appears twice")
+        layers[layer] = t.float().cpu()
     widths = {t.shape[0] for t in layers.values()}
     if len(widths) > 1:
-        raise _err(path, f"layers of different widths {sorted(widths)}")
+        raise _err(where, f"layers of different widths {sorted(widths)}")
     return dict(sorted(layers.items()))
 
 
@@ -143,23 +157,99 @@ def is_isokl_file(path: str | Path) -> bool:
         return False
 
 
-def as_vector(
-    layers: dict[int, torch.Tensor], path: str | Path, model_id: str, n_layers: int, d_model: int, resid_norm: float
-) -> Vector:
-    """`read_layers(path)` -> an uncalibrated `additive` Vector for `model_id` (checked against its shape)."""
-    vec = Vector(
+def layers_of(obj, layers=None) -> tuple[dict, str]:
+    """A vector held in memory -> ({layer: tensor} as given, what it was). Duck-typed, neither package imported:
+    steering-vectors' `SteeringVector` (`layer_activations`, decoder-block outputs), repeng's `ControlVector`
+    (`directions`, negative layers counted from the end), a {layer: tensor or array} dict, or one tensor with its
+    `layers` ([d]: the same vector at each, [l d]: one row per layer)."""
+    if hasattr(obj, "layer_activations"):
+        kind = getattr(obj, "layer_type", "decoder_block")
+        if kind != "decoder_block":
+            raise VectorFileError(f"a SteeringVector of layer_type {kind!r}: isokl steers decoder-block outputs only")
+        raw, what = dict(obj.layer_activations), "SteeringVector"
+    elif isinstance(getattr(obj, "directions", None), dict):
+        raw, what = dict(obj.directions), "ControlVector"
+    elif isinstance(obj, dict):
+        raw, what = dict(obj), "dict"
+    elif hasattr(obj, "shape") and hasattr(obj, "ndim"):  # a torch tensor or numpy array
+        t = torch.as_tensor(obj)
+        if layers is None:
+            raise VectorFileError(f"a tensor of shape {tuple(t.shape)} needs its layers: from_tensors(lm, t, layers=[...])")
+        layers = [int(x) for x in ([layers] if isinstance(layers, int) else layers)]
+        if t.dim() == 1:
+            return {layer: t for layer in layers}, "tensor"
+        if t.dim() == 2 and t.shape[0] == len(layers):
+            return dict(zip(layers, t, strict=True)), "tensor"
+        raise VectorFileError(f"a tensor of shape {tuple(t.shape)} for {len(layers)} layers: give [d] or [{len(layers)} d]")
+    else:
+        raise VectorFileError(
+            f"got a {type(obj).__name__}: give a {{layer: tensor}} dict, a tensor with layers=, a steering-vectors "
+            "SteeringVector or a repeng ControlVector"
+        )
+    if layers is not None:
+        raise VectorFileError(f"layers= goes with one tensor; a {what} names its own layers")
+    return raw, what
+
+
+def from_tensors(lm, vector, layers=None, *, prompts=None) -> Vector:
+    """A vector held in memory (`layers_of`) -> an uncalibrated `additive` Vector on `lm` (an LM or (model,
+    tokenizer)), checked against the model before anything runs (width, layers, finite, non-zero), with the residual
+    norm at its layers measured on `prompts` (default: seed 0's draw of the library's calibration prompts): the
+    solver's first guess. Per-layer magnitudes are kept as given; c scales the whole vector."""
+    from .inputs import as_lm
+
+    lm = as_lm(lm)
+    raw, what = layers_of(vector, layers)
+    return _additive(lm, check_layers(raw, what, lm.n_layers), f"in-memory:{what}", prompts)
+
+
+def from_file(lm, path: str | Path, prompts=None) -> Vector:
+    """A vector file -> a Vector on `lm`: an isokl file as saved (it must fit `lm`), another tool's (`read_layers`)
+    the same way as `from_tensors`."""
+    from .inputs import as_lm
+
+    lm = as_lm(lm)
+    if is_isokl_file(path):
+        vec = Vector.load(path)
+        vec.check_fits(lm.id, lm.n_layers, lm.d_model)
+        return vec
+    layers = read_layers(path)
+    if max(layers) >= lm.n_layers:
+        raise _err(path, f"layer {max(layers)}: {lm.id} has blocks 0..{lm.n_layers - 1}")
+    return _additive(lm, layers, f"imported:{Path(path).name}", prompts)
+
+
+def _additive(lm, layers: dict[int, torch.Tensor], source: str, prompts) -> Vector:
+    from .activations import last_token
+    from .inputs import as_prompts
+    from .prompts import calibration_prompts
+
+    width = next(iter(layers.values())).shape[0]
+    if width != lm.d_model:
+        raise VectorFileError(f"{source}: vectors of width {width}; {lm.id} has width {lm.d_model}")
+    at = tuple(layers)
+    resid = float(last_token(lm, as_prompts(prompts) if prompts else calibration_prompts(0), at).norm(dim=-1).mean())
+    return Vector(
         method="additive",
-        layers=tuple(layers),
+        layers=at,
         directions=torch.stack(list(layers.values())),
-        model_id=model_id,
-        resid_norm=resid_norm,
-        pairs_hash=f"imported:{Path(path).name}",
+        model_id=lm.id,
+        resid_norm=resid,
+        pairs_hash=source,
     )
-    try:
-        vec.check_shape(model_id, n_layers, d_model)
-    except ValueError as e:
-        raise _err(path, str(e)) from None
-    return vec
+
+
+def as_vector(lm, x, prompts=None) -> Vector:
+    """Any vector a verb accepts -> a Vector on `lm`: a `Vector` (it must fit), a calibration result (its vector), a
+    file path (`from_file`), or a vector held in memory (`from_tensors`)."""
+    if isinstance(x, Vector):
+        x.check_fits(lm.id, lm.n_layers, lm.d_model)
+        return x
+    if isinstance(getattr(x, "vector", None), Vector):  # a CalibrationResult
+        return as_vector(lm, x.vector)
+    if isinstance(x, (str, Path)):
+        return from_file(lm, x, prompts)
+    return from_tensors(lm, x, prompts=prompts)
 
 
 def export(vector: Vector, fmt: str, out: str | Path, alpha: float = 1.0) -> Path:

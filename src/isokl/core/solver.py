@@ -9,6 +9,10 @@ with the Illinois rule (halve the *residual* y of an endpoint kept twice, never 
 value p95 itself: DESIGN.md s.7), kept strictly inside the bracket. Stops as soon as
 |p95 - target| <= tol; a c is never evaluated twice; a target that c_max cannot reach
 (or a jump that no c hits) is reported as such, never as a silent edge value.
+
+A jump: few prompts make p95(c) a step function (a greedy token flips at some c and the pooled tail moves with it).
+Once the bracket is narrower than a smooth curve could cross the tolerance band in (`jump_width`), the solver stops
+with status "jump", returns the side below the target and says why in `note`, instead of bisecting the step.
 """
 
 from __future__ import annotations
@@ -25,12 +29,34 @@ from .statistic import TARGET, TOL
 class Solve:
     c: float  # the returned coefficient (converged point, else the closest evaluated one)
     value: float  # f(c): the statistic at the returned c, not at the last step
-    status: str  # converged | unreachable | not_converged
+    status: str  # converged | unreachable | not_converged | jump
     history: tuple[tuple[float, float], ...]  # (c, f(c)) in evaluation order
+    note: str = ""  # status jump: the bracket, the two values, the cause, the fix
 
     @property
     def converged(self) -> bool:
         return self.status == "converged"
+
+
+MAX_SLOPE = 8.0  # the steepest d log f / d log c the solver believes of a smooth curve (`_slope` clamps to it)
+
+
+def jump_width(target: float, tol: float) -> float:
+    """The narrowest bracket (in log c) a smooth f with slope <= MAX_SLOPE needs to go from below target - tol to above
+    target + tol: log((target + tol) / (target - tol)) / MAX_SLOPE (0.0125, 1.3% of c, at 1 +- 0.05). A bracket
+    narrower than this whose ends are both outside the band holds a jump, not a crossing."""
+    return math.log((target + tol) / max(target - tol, 1e-12 * target)) / MAX_SLOPE
+
+
+def jump_note(a: tuple[float, float], b: tuple[float, float], target: float, tol: float) -> str:
+    """One line for a jump between (c, f) points a < b: the bracket, the two values, the likely cause and the fix."""
+    (ca, va), (cb, vb) = a, b
+    return (
+        f"p95 jumps from {va:.3g} to {vb:.3g} between c = {ca:.5g} and {cb:.5g} ({100 * (cb / ca - 1):.2g}% apart): a "
+        f"greedy token flips there, so no c gives {target:g} +- {tol:g} on these prompts; returned the side below the "
+        "target (the dose stays within the budget). Fix: more calibration prompts (add_library_prompts=16 adds the "
+        "library's)"
+    )
 
 
 def solve(f: Callable, *, batched: bool = False, **options) -> Solve:
@@ -70,6 +96,7 @@ def solver(
         raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0, per_round >= 1 (got {c0=}, {target=}, {tol=})")
     hist: list[tuple[float, float]] = []
     pts: list[tuple[float, float]] = []  # (x, y) = (log c, log(f / target)); y = -inf where f = 0
+    value_at: dict[float, float] = {}  # x -> f
     scale = {"lo": 1.0, "hi": 1.0}  # Illinois factors on the endpoint residuals
     last_side = None
     widths: list[float] = []  # bracket width after each bracketed round
@@ -91,6 +118,7 @@ def solver(
             if math.isnan(v):
                 raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
             hist.append((math.exp(xv), v))
+            value_at[xv] = v
             pts.append((xv, math.log(v / target) if v > 0 else -math.inf))
         hits = [(c, v) for c, v in hist[-len(xs) :] if abs(v - target) <= tol]
         if hits:
@@ -108,6 +136,12 @@ def solver(
         if crossings:  # bracketed; with a non-monotone f, take the crossing at the smallest c
             (xa, ya), (xb, yb) = crossings[0]
             w = xb - xa
+            va, vb = value_at[xa], value_at[xb]
+            outside = min(va, vb) < target - tol and max(va, vb) > target + tol
+            if w < jump_width(target, tol) and outside:
+                below = (math.exp(xa), va) if va < target else (math.exp(xb), vb)
+                note = jump_note((math.exp(xa), va), (math.exp(xb), vb), target, tol)
+                return Solve(below[0], below[1], "jump", tuple(hist), note)
             if w < 1e-3:
                 return done("not_converged")  # f jumps across the target within 0.1% of c: no c hits it
             widths.append(w)

@@ -33,7 +33,7 @@ class Calibration:
     window: int  # T
     prompt_hash: str
     converged: bool
-    status: str  # converged | unreachable | not_converged
+    status: str  # converged | unreachable | not_converged | jump
     p95: float  # at c*
     evaluations: int
     n_prompts: int
@@ -77,6 +77,21 @@ class Vector:
         ls = self.layers
         span = f"{ls[0]}-{ls[-1]}" if len(ls) > 1 and list(ls) == list(range(ls[0], ls[-1] + 1)) else ",".join(map(str, ls))
         return f"{self.method} at layer{'s' if len(ls) > 1 else ''} {span}"
+
+    def __repr__(self) -> str:  # short: never the direction tensor
+        dose = f", c* = {self.calibration.coeff:.6g} ({self.calibration.status})" if self.calibration else ", uncalibrated"
+        return f"Vector({self.label} on {self.model_id}, width {self.directions.shape[1]}{dose})"
+
+    @classmethod
+    def from_tensors(cls, lm, tensors, layers=None, *, prompts=None) -> Vector:
+        """A vector held in memory -> an uncalibrated additive Vector on `lm` (an LM or (model, tokenizer)): a {layer:
+        tensor} dict, one tensor with its `layers` ([d] at each, or [l d]), a steering-vectors SteeringVector or a
+        repeng ControlVector (negative layers count from the end). Checked against the model (width, layers, finite,
+        non-zero) before anything runs; the residual norm at its layers is measured on `prompts` (default: the
+        library's). `core.interop.from_tensors`."""
+        from .interop import from_tensors
+
+        return from_tensors(lm, tensors, layers, prompts=prompts)
 
     def calibrated(self, cal: Calibration) -> Vector:
         return dataclasses.replace(self, calibration=cal)
