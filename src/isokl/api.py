@@ -290,8 +290,8 @@ def check(lm: Any, vector: Any, prompts: Any, window: int | None = None, alpha: 
     from .core.statistic import P95
 
     lm = as_lm(lm)
-    vector = as_vector(lm, vector)
     prompts = as_prompts(prompts)
+    vector = as_vector(lm, vector)
     cal = vector.calibration
     if cal is None:
         raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
@@ -357,11 +357,13 @@ def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1
     from .study.measures import pieces
 
     lm = as_lm(lm)
-    vector = as_vector(lm, vector)
     plist = as_prompts(prompts)
     alphas = tuple(float(a) for a in alphas)
     if not alphas or min(alphas) <= 0:
         raise ValueError(f"alphas must be positive dose multiples, got {alphas}")
+    vector = as_vector(lm, vector)
+    if vector.calibration is None:
+        raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
     seqs = lm.encode([lm.format(p) for p in plist])
     base = rollout(lm, seqs, tokens, None, (0.0,))
     steered = rollout(lm, seqs, tokens, vector, tuple(a * vector.coeff for a in alphas))

@@ -74,6 +74,18 @@ class Board:
         """The vectors' names in rank order (controls aside)."""
         return list(dict.fromkeys(e.name for e in self.entries if not e.is_control))
 
+    def __repr__(self) -> str:
+        ranked = self.ranked()
+        top = f": first {ranked[0]}" if ranked else ""
+        return f"Board({len(ranked)} vectors, {sum(e.is_control for e in self.at(1.0))} controls{top})"
+
+    def _repr_html_(self) -> str:
+        """The leaderboard as the CLI prints it (`lines`), as an HTML table."""
+        from ..core.show import table
+
+        cells = [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines(self)]
+        return table(cells[0], cells[2:])
+
 
 def load(out: Path) -> Board:
     """A grid folder's judge rows (OUT/judge/) -> the ranked Board."""
