@@ -256,3 +256,17 @@ def test_the_notebook_colours_are_report_htmls_colours():
 
     assert show.KL_SCALE == KL_SCALE
     assert show.colour(0) == "rgb(255,255,255)" and show.colour(5) == "rgb(179,0,0)"
+
+
+def test_a_bundled_model_this_transformers_reads_wrong_is_refused(monkeypatch):
+    """Under transformers 4, Gemma 3's GGUF tokenizer comes out wrong (docs/decisions.md): its folder is refused by
+    wrap in one line; SmolLM2's is not, and gets its bundled id."""
+    from isokl.core import bundled
+
+    monkeypatch.setattr(bundled, "_major", lambda: 4)
+    model, tok = loaded()
+    model.config._name_or_path = str(bundled.cache_root() / "models" / "gemma3-270m")
+    with pytest.raises(ValueError, match="gemma3-270m needs transformers >= 5: transformers .* builds its GGUF tokenizer wrong"):
+        isokl.wrap(model, tok)
+    model.config._name_or_path = str(bundled.cache_root() / "models" / "smollm2-135m")
+    assert isokl.wrap(model, tok).id == "smollm2-135m"

@@ -1,19 +1,20 @@
 """isokl: iso-KL calibrated activation steering.
 
-    lm = isokl.load("smollm2-135m")
-    concept = isokl.Concept.load("sentiment")             # or a folder of your own (docs/concepts.md)
-    vec = isokl.extract(lm, concept.pairs(seed=0), "mean_diff")
-    res = isokl.calibrate_iso_kl(lm, vec, concept.calibration(seed=0, n=16), T=20)
-    with isokl.steer(lm.model, res.vector, res.c_star): ...
-    grid = isokl.calibrate_many(lm, [vec_a, vec_b, ...], prompts, T=20)   # one batch per solver round
-    board = isokl.judge(lm, grid.results, concept)                         # effect, damage, floor (`isokl.api`)
-    r = isokl.check(lm, res.vector, my_prompts)                            # held-out p95, interval, R1's verdict
+    vec = isokl.extract((model, tok), [("I love it", "I hate it"), ...], "mean_diff")   # the model you loaded
+    res = isokl.calibrate_iso_kl((model, tok), vec, ["Tell me about your weekend.", ...])  # c*, interval, p95
+    with isokl.steer(model, res): model.generate(...)                                   # at c* (alpha=2: twice)
+    isokl.check((model, tok), res, other_prompts)                                        # held-out p95, R1's verdict
+    isokl.generate((model, tok), res, "Hello")                                           # base and steered, KL per token
+    grid = isokl.calibrate(lm, [vec_a, vec_b], prompts, controls=True)                  # jointly, with random floors
+    board = isokl.judge(lm, grid)                                                        # effect, damage, floor
+    lm = isokl.load("smollm2-135m")   # or isokl.wrap(model, tok); Vector.from_tensors(lm, {12: t}) for any vector
 
-Layers (imports only go down): `core` (models, hooks, rollout, statistic, calibrate, vector,
-methods, activations, prompts, concepts) -> `study` (config, measures, metrics, sweep, cluster,
-records) -> `report` (index, estimate, inference, table, claims, figure, build: no torch) -> `cli`.
-docs/architecture.md has the picture.
-Attributes load lazily, so `isokl.report` runs where torch is not installed.
+Layers (imports only go down): `core` (models, bundled, inputs, hooks, rollout, kl, statistic, solver, calibrate,
+vector, interop, methods, activations, prompts, concept, show, forks, reference, files) -> `study` (config, verbs,
+plan, measures, metrics, sweep, cluster, records, judge, progress) -> `report` (index, estimate, inference,
+thresholds, table, claims, figure, evidence, page, leaderboard, browser, build: no torch) -> `api`, `cli`,
+`cli_calibrate`. docs/architecture.md has the picture. Attributes load lazily, so `isokl.report` runs where torch is
+not installed.
 """
 
 from importlib import import_module

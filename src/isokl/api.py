@@ -40,13 +40,13 @@ from .study import judge as _judge
 __all__ = ["CheckResult", "Continuation", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer", "wrap"]
 
 
-def _bar(verbose: bool, desc: str, total: int | None = None):
+def _bar(verbose: bool, desc: str):
     """A tqdm.auto bar (a widget in Jupyter, a line in a terminal), or None when silenced."""
     if not verbose:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="eval", leave=False)
+    return tqdm(desc=desc, leave=False, bar_format="{desc} ({elapsed})")
 
 
 # ---- calibrate: one vector or many, jointly, with optional random-direction controls ----
@@ -92,7 +92,8 @@ class Grid:
         ]
 
     def __repr__(self) -> str:
-        ctrl = f" and {len(self.controls)} controls" if self.controls else ""
+        n = len(self.controls)
+        ctrl = f" and {n} control{'s' if n > 1 else ''}" if n else ""
         conv = sum(r.converged for r in self.results)
         return f"Grid({len(self.results)} vectors{ctrl}: {conv} converged, {len(self.rounds)} rounds, {self.seconds:.1f} s)"
 
@@ -115,14 +116,15 @@ def calibrate(
     start: float | Sequence[float | None] | None = None,
     add_library_prompts: int = 0,
     verbose: bool = True,
-    progress: bool | Callable | None = None,
+    progress: Callable | None = None,
 ) -> Grid:
     """Calibrate one vector or many on the same prompts, jointly (one batch per solver round), each to p95 = target.
 
     controls: also one random-direction control per distinct layer set, calibrated with them to the same target (the
     floor `judge` compares against); its direction is drawn with `seed`, its scale from `pairs` (default: the built-in
-    sentiment pairs of that seed). verbose: a progress bar (tqdm.auto); progress: the core's per-evaluation callback
-    instead (True: a line per evaluation on stderr, as the CLI prints). Other options: `calibrate_iso_kl`'s.
+    sentiment pairs of that seed). verbose: a progress bar (tqdm.auto), or nothing; progress: a function f(vector
+    index, stats, seconds) told each evaluation instead (`core.calibrate.eval_lines`: the CLI's lines). Other options:
+    `calibrate_iso_kl`'s.
     """
     lm = as_lm(lm)
     many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
@@ -137,30 +139,18 @@ def calibrate(
         ctrl = _judge.control_vectors(lm, vecs, as_pairs(pairs) if pairs is not None else extraction_pairs(seed), seed)
     every = [*vecs, *ctrl.values()]
     starts = list(start) if isinstance(start, Sequence) else [start] * len(vecs)
-    bar = _bar(verbose and progress is None, f"calibrating {len(every)} vector{'s' if len(every) > 1 else ''}")
-
-    def tick(j: int, s, secs: float) -> None:
-        assert bar is not None
-        bar.update(1)
-        bar.set_postfix_str(f"[{j}] c = {s.c:.4g}, p95 = {s.p95:.3f}")
-
-    report = progress if progress is not None else (tick if bar is not None else False)
-    try:
-        joint: JointCalibration = calibrate_many(
-            lm,
-            every,
-            prompts,
-            T=T,
-            target=target,
-            tol=tol,
-            per_round=per_round,
-            start=[*starts, *[None] * len(ctrl)],
-            progress=report,
-            add_library_prompts=add_library_prompts,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    joint: JointCalibration = calibrate_many(
+        lm,
+        every,
+        prompts,
+        T=T,
+        target=target,
+        tol=tol,
+        per_round=per_round,
+        start=[*starts, *[None] * len(ctrl)],
+        progress=progress if progress is not None else verbose,
+        add_library_prompts=add_library_prompts,
+    )
     n = len(vecs)
     return Grid(joint.results[:n], dict(zip(ctrl, joint.results[n:], strict=True)), joint.rounds, joint.seconds)
 
@@ -337,7 +327,8 @@ class Generation:
 
     def __repr__(self) -> str:
         doses = ", ".join(f"{c.alpha:g}" for c in self.steered[0]) if self.steered else ""
-        return f"Generation({self.vector}, c* = {self.c_star:.5g}: {len(self.prompts)} prompts at alpha 0, {doses})"
+        n = len(self.prompts)
+        return f"Generation({self.vector}, c* = {self.c_star:.5g}: {n} prompt{'s' if n > 1 else ''} at alpha 0, {doses})"
 
     def _repr_html_(self) -> str:
         out = [show.legend()]

@@ -90,6 +90,7 @@ def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, concept, start=None):
     """`isokl.calibrate` with the flags: the vectors and (judging) one random-direction control per layer set, jointly
     -> (the Grid, {layers: the control's result})."""
     from .api import calibrate
+    from .core.calibrate import eval_lines
 
     grid = calibrate(
         lm,
@@ -103,9 +104,18 @@ def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, concept, start=None):
         tol=cfg.tol,
         per_round=cfg.per_round,
         start=start,
-        progress=True,  # a line per evaluation on stderr
+        progress=eval_lines([v.label for v in vecs] + (_control_labels(vecs) if cfg.judging() else [])),
     )
     return grid, grid.controls
+
+
+def _control_labels(vecs: list) -> list[str]:
+    """The controls' labels in the order `isokl.calibrate` adds them: one per distinct layer set, first seen first."""
+    first = {v.layers: v for v in reversed(vecs)}
+    return [
+        first[layers].label.replace(first[layers].method, "random_direction", 1)
+        for layers in dict.fromkeys(v.layers for v in vecs)
+    ]
 
 
 def _judge(cfg: CalibrateConfig, lm, results, controls, concept, out=None):

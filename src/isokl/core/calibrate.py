@@ -122,7 +122,8 @@ def calibrate_iso_kl(
     start: the first coefficient to evaluate (e.g. a c* found for another window or prompt
     set); None: a guess from the vector's activation scales. Speed only: the result is any
     c with |p95 - target| <= tol.
-    progress: True prints a line per evaluation to stderr; a function f(stats, seconds) gets each instead.
+    progress: True shows a progress bar (tqdm.auto: a widget in Jupyter, a line in a terminal), False nothing; a
+    function f(stats, seconds) gets each evaluation instead.
     lm: an LM or (model, tokenizer); vector: a Vector, or any vector `interop.as_vector` reads (a {layer: tensor}
     dict, a SteeringVector, a ControlVector, a file); prompts: strings, chat message lists or Prompts.
     add_library_prompts: add that many of the library's calibration prompts to yours (seed 0's draw): a few prompts
@@ -200,6 +201,7 @@ def calibrate_many(
     for job in jobs:
         job.start(target=target, tol=tol, max_evals=max_evals, per_round=per_round)
     rounds: list[Round] = []
+    bar, report = _progress(progress, len(jobs))
     with torch.inference_mode():
         while live := [j for j, job in enumerate(jobs) if job.pending]:
             t1 = time.time()
@@ -218,13 +220,44 @@ def calibrate_many(
                 Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
             )
             for b, j in enumerate(live):
-                _take(jobs[j], j, ro, b, secs, progress, len(jobs) > 1)
+                _take(jobs[j], j, ro, b, secs, report)
+    if bar is not None:
+        bar.close()
     results = tuple(job.result(lm, prompts, T, target, t0) for job in jobs)
     return JointCalibration(results, tuple(rounds), time.time() - t0)
 
 
-def _take(job: _Job, j: int, ro, b: int, secs: float, progress, several: bool) -> None:
-    """Vector j's doses (block b of the rollout) -> its stats, tokens for drafts, progress lines; its solver's next round."""
+def _progress(progress, n: int):
+    """progress (True, False or a function f(vector index, stats, seconds)) -> (a tqdm bar or None, the function)."""
+    if callable(progress) or not progress:
+        return None, progress if callable(progress) else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=f"calibrating {n} vector{'s' if n > 1 else ''}", unit="eval", leave=False)
+
+    def tick(j: int, s: KLStats, secs: float) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"[{j}] c = {s.c:.4g}, p95 {'=' if s.complete else '>'} {s.p95:.3f}")
+
+    return bar, tick
+
+
+def eval_lines(labels: Sequence[str]) -> Callable[[int, KLStats, float], None]:
+    """A progress function for `calibrate_many` that prints one line per evaluation to stderr (what the CLI shows):
+    the vector (when several), its evaluation count, c and p95."""
+    count = [0] * len(labels)
+
+    def line(j: int, s: KLStats, secs: float) -> None:
+        count[j] += 1
+        who = f"[{j}] {labels[j]}: " if len(labels) > 1 else ""
+        mark = "=" if s.complete else ">"
+        print(f"  {who}eval {count[j]:2d}: c = {s.c:10.4g}  p95 {mark} {s.p95:8.4f}  ({secs:.1f} s)", file=sys.stderr, flush=True)
+
+    return line
+
+
+def _take(job: _Job, j: int, ro, b: int, secs: float, progress) -> None:
+    """Vector j's doses (block b of the rollout) -> its stats, tokens for drafts, progress; its solver's next round."""
     bad = ro.nonfinite(b)
     if bad is not None:
         job.fail(f"{job.vector.label}: {bad}")
@@ -233,15 +266,8 @@ def _take(job: _Job, j: int, ro, b: int, secs: float, progress, several: bool) -
     for k, s in zip(ro.layout.doses(b), out, strict=True):
         job.tokens[s.c] = (ro.tokens[ro.rows(k)], ro.steps)
         job.stats[s.c] = s
-        if callable(progress):
+        if progress is not None:
             progress(j, s, secs)
-        elif progress:
-            who = f"[{j}] {job.vector.label}: " if several else ""
-            print(
-                f"  {who}eval {len(job.stats):2d}: c = {s.c:10.4g}  p95 {'=' if s.complete else '>'} {s.p95:8.4f}  ({secs:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
     job.tell([s.p95 for s in out])
 
 

@@ -162,13 +162,8 @@ def _read_pairs(path: Path, name: str) -> tuple[list[Pair], list[dict]]:
                     "optional assistant_prefix; or full-text form: positive, negative)"
                 )
         pre = r.get("assistant_prefix")
-        pairs.append(
-            Pair(
-                Prompt(r["user"], r["system_positive"], pre, pid + "+"),
-                Prompt(r["user"], r["system_negative"], pre, pid + "-"),
-                pid,
-            )
-        )
+        side = {k: Prompt(r["user"], r[f"system_{k}"], pre, pid + mark) for k, mark in (("positive", "+"), ("negative", "-"))}
+        pairs.append(Pair(side["positive"], side["negative"], pid))
         # the row as the v1/v2 study hashed it (its settings.json): the system prompts under positive/negative
         canon.append({"id": pid, "positive": r["system_positive"], "negative": r["system_negative"], "user": r["user"]})
         if pre is not None:
@@ -449,10 +444,3 @@ def check_words(tokenizer, words: dict[str, list[str]], where: str, model: str) 
 def extraction_pairs(seed: int, k: int = PAIRS_PER_DRAW) -> list[Pair]:
     """Seed s's k contrast pairs of the built-in sentiment concept (the study's draw)."""
     return Concept.load(DEFAULT).pairs(seed, k)
-
-
-def sentiment_words() -> dict[str, list[str]]:
-    """The built-in sentiment concept's answer words."""
-    words = Concept.load(DEFAULT).words()
-    assert words is not None
-    return words

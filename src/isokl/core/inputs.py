@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .bundled import bundled_id
+from .bundled import BUNDLED, bundled_id, check_transformers
 from .models import LM, from_module
 from .prompts import Pair, Prompt
 
@@ -53,7 +53,10 @@ def wrap(model: Any, tokenizer: Any, *, id: str | None = None, chat: bool | None
     if not callable(tokenizer):
         raise ValueError(f"wrap: the tokenizer must be a transformers tokenizer, got {_what(tokenizer)}")
     path = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", ""))
-    name = id or bundled_id(path) or path or type(model).__name__
+    bundled = bundled_id(path)
+    if bundled is not None:
+        check_transformers(BUNDLED[bundled])  # a bundled GGUF this transformers reads wrong is refused here too
+    name = id or bundled or path or type(model).__name__
     return from_module(model, tokenizer, id=name, chat=chat)
 
 

@@ -18,21 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .bundled import (  # noqa: F401  (re-exported: the names callers know from here)
-    BUNDLED,
-    SETUP_HINT,
-    Bundled,
-    ModelNotFound,
-    ModelPackageMissing,
-    Source,
-    _log,
-    cache_root,
-    check_model_id,
-    converted_dir,
-    gguf_path,
-    model_shape,
-    resolve,
-)
+# BUNDLED, ModelPackageMissing and check_model_id are re-exported: callers know them from here
+from .bundled import BUNDLED, ModelPackageMissing, Source, _log, check_model_id, resolve  # noqa: F401
 from .prompts import Prompt
 
 # A transformers causal LM (PreTrainedModel) and its tokenizer. Typed loosely: torch's Module typing reads
@@ -93,6 +80,13 @@ class LM:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:  # short: never the tokenizer's vocabulary
+        p = next(self.model.parameters())
+        fmt = "chat template" if self.chat else "plain-text prompts"
+        return (
+            f"LM({self.id}: {type(self.model).__name__}, {self.n_layers} layers x {self.d_model}, {p.dtype}, {p.device}, {fmt})"
+        )
 
     @property
     def n_layers(self) -> int:

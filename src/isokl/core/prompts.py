@@ -62,10 +62,6 @@ def pool(name: str) -> list[Prompt]:
     return library_pool(name)
 
 
-def rows(name: str) -> list[dict]:
-    return library_rows(name)
-
-
 def word_variants(word: str) -> list[str]:
     """The spellings of an answer word as it may follow text: ' word', 'word', ' Word', 'Word'."""
     return [" " + word, word, " " + word.capitalize(), word.capitalize()]

@@ -77,7 +77,8 @@ class Board:
     def __repr__(self) -> str:
         ranked = self.ranked()
         top = f": first {ranked[0]}" if ranked else ""
-        return f"Board({len(ranked)} vectors, {sum(e.is_control for e in self.at(1.0))} controls{top})"
+        n = sum(e.is_control for e in self.at(1.0))
+        return f"Board({len(ranked)} vectors, {n} control{'s' if n != 1 else ''}{top})"
 
     def _repr_html_(self) -> str:
         """The leaderboard as the CLI prints it (`lines`), as an HTML table."""
