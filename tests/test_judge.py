@@ -20,7 +20,7 @@ from isokl.core.models import forward, from_module, left_pad, pad_id
 from isokl.report import leaderboard
 from isokl.study import judge as J
 from isokl.study.measures import HeldOut, held_out_many, nll, target, trajectory
-from isokl.study.metrics import concept_axis, text_projection
+from isokl.study.metrics import concept_axis, loo_separation, reference_block, text_projection
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,37 @@ def test_the_base_text_scores_zero_and_a_control_is_paired(lm6, concept, calibra
     assert vec.concept_vs_control.mean == pytest.approx(np.mean([mine[p] - theirs[p] for p in mine]), rel=1e-9)
     assert vec.concept.mean == pytest.approx(np.mean(list(mine.values())), rel=1e-9)
     assert vec.concept_vs_control.lo <= vec.concept_vs_control.mean <= vec.concept_vs_control.hi
+
+
+def test_the_base_text_of_a_prompt_has_one_reading_whatever_layers_steered_it(lm6, concept, calibrated):
+    """One ruler: vectors at layers 1-2 and 3 and their controls, judged together; every row of a prompt carries the
+    same base reading, and it is the reading at the recorded reference block."""
+    results, controls = calibrated
+    judged = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0)
+    rows = judged.rows["concept_score"]
+    assert len({r["method"] for r in rows}) == 4 and len({J.name(r.vector) for r in results}) == 2
+    by_prompt: dict[str, set] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], set()).add(r["base"])
+    assert len(by_prompt) == 24 and all(len(v) == 1 for v in by_prompt.values())
+    block = judged.settings["concept_block"]
+    assert block == reference_block(lm6, concept.pairs()).block and len(judged.settings["concept_block_scores"]) == 6
+
+
+def test_the_reference_block_is_where_left_out_pairs_separate_most_consistently():
+    """Planted: at block 2 every pair differs by the same direction (small noise); at the others by noise alone or by a
+    direction whose size varies wildly across pairs. loo_separation picks block 2; too few pairs are refused."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 12, 16
+    v = torch.zeros(d, dtype=torch.float64)
+    v[0] = 1.0
+    noise = lambda scale: scale * torch.randn(n, d, generator=g, dtype=torch.float64)
+    sizes = torch.linspace(-1.0, 3.0, n, dtype=torch.float64)[:, None]
+    diff = torch.stack([noise(1.0), sizes * v + noise(0.1), 2.0 * v + noise(0.1), noise(1.0)])  # [l n d]
+    scores = loo_separation(diff)
+    assert int(scores.argmax()) == 2 and scores[2] > 3 * scores[1]
+    with pytest.raises(ValueError, match="at least 3 contrast pairs"):
+        loo_separation(diff[:, :2])
 
 
 def test_the_leaderboard_ranks_by_the_score_beyond_the_control(lm6, concept, calibrated):

@@ -187,8 +187,8 @@ def _iv(e: Estimate | None, fmt: str = "+.3f") -> str:
 
 HEADER = (
     "Ranked by concept score beyond the control at alpha 1. concept: the steered text read by the unsteered base model "
-    "along the pairs' direction at the vector's layers, minus the base text (1.0 = as far as the contrast pairs "
-    "differ); beyond ctrl: minus the random-direction control of the same layers, paired per prompt; delta logit: "
+    "along the pairs' direction at one reference block for every vector ({ruler}), minus the base text (1.0 = as far "
+    "as the contrast pairs differ there; it cannot see a change the pairs do not contrast); beyond ctrl: minus the random-direction control of the same layers, paired per prompt; delta logit: "
     "target-axis logit at the dose minus the base model's (probes); excess NLL: base NLL per token of the steered text "
     "minus the base text's; repetitive: share of continuations with distinct-3 < 0.5; held-out p95: over the first T "
     "tokens with its 90% prompt-bootstrap interval, R1 band [{lo}, {hi}]. Other intervals: 95% bootstrap over prompts "
@@ -265,6 +265,13 @@ def lines(b: Board) -> list[str]:
     return out
 
 
+def ruler(settings: dict) -> str:
+    """Where the concept score was read: the reference block and how it was chosen (older grids: each vector's layers)."""
+    if "concept_block" not in settings:
+        return "judged before 2026-12-06: each vector read at its own layers"
+    return f"block {settings['concept_block']}, where held-out contrast pairs separate most consistently"
+
+
 def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
     st = b.settings
     n = st["n_heldout"]
@@ -279,7 +286,7 @@ def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
     text = [
         title,
         "",
-        HEADER.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1]),
+        HEADER.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1], ruler=ruler(st)),
         "",
         f"Held-out: {sets}. Judged in {st.get('seconds', 0):.1f} s.",
         "",

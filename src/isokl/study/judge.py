@@ -5,7 +5,7 @@ Every vector's held-out measures are the sweep's own (`measures.MEASURES` on a `
 target-axis forwards run in one batch for all vectors (`measures.held_out_many`); the base model's rows come from the
 same measures at alpha 0. The concept score (`metrics.concept_axis`, `metrics.text_projection`) is the judge's own
 measure: each continuation, steered and base, read by the unsteered base model along the concept's pairs' direction
-at the vector's layers. Definitions: docs/decisions.md, "The judge". Rows name each vector `method@layers` in the
+at one reference block chosen from the pairs alone (the same ruler for every vector, `metrics.reference_block`). Definitions: docs/decisions.md, "The judge". Rows name each vector `method@layers` in the
 `method` column (a grid holds one method at several layer sets).
 """
 
@@ -25,7 +25,7 @@ from ..core.rollout import prefill_base
 from ..core.vector import Vector
 from .config import QUICK
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
-from .metrics import concept_axis, text_projection
+from .metrics import Reference, concept_axis, reference_block, text_projection
 from .records import BASE, JUDGE_DIR, JUDGE_FILES, _write_rows, code_version, columns
 
 # the quick protocol's held-out sizes and horizon (`config.QUICK`)
@@ -114,8 +114,9 @@ def judge(
             if file in SKIP_WITHOUT_PMASS and not pmass:
                 continue
             rows[file] += fn(h)
-    phase("concept score: the base model reads every continuation")
-    rows["concept_score"] = concept_scores(lm, concept, base, helds)
+    phase("concept score: the base model reads every continuation at one reference block")
+    ref = reference_block(lm, concept.pairs())
+    rows["concept_score"] = concept_scores(lm, concept, base, helds, ref)
     for r, h in zip(every, helds, strict=True):
         rows["calibration"].append(calibration_row(r, h))
         rows["history"] += history_rows(r, h.prov)  # every solver step: the report page's calibration view
@@ -134,6 +135,9 @@ def judge(
         "control_of": {name(r.vector): name(controls[r.vector.layers].vector) for r in results if r.vector.layers in controls},
         "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
         "code_version": version,
+        # the concept score's one ruler: the block every text is read at, and each block's leave-one-pair-out score
+        "concept_block": ref.block,
+        "concept_block_scores": [round(x, 4) for x in ref.scores],
     }
     return Judged(rows, settings, time.time() - t0)
 
@@ -159,30 +163,26 @@ def calibration_row(r: CalibrationResult, h: HeldOut) -> dict:
     }
 
 
-def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]) -> list[dict]:
-    """Per vector, dose and held-out prompt: the steered and the base continuation read along the concept's axis at
-    the vector's layers (units of the pairs' separation); score = steered - base."""
+def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut], ref: Reference | None = None) -> list[dict]:
+    """Per vector, dose and held-out prompt: the steered and the base continuation read by the base model along the
+    concept's axis at one reference block (`metrics.reference_block`, the same for every vector, so a prompt's base
+    text has one reading), in units of the pairs' separation there; score = steered - base."""
     seqs = base.seqs("heldout_generic")
     ids = base.ids("heldout_generic")
     pairs = concept.pairs()
+    ref = ref if ref is not None else reference_block(lm, pairs)
 
     def conts(ro, k: int) -> list[list[int]]:
         sl = ro.rows(k)
         return [t[v].tolist() for t, v in zip(ro.tokens[sl].cpu(), ro.valid[sl].cpu(), strict=True)]
 
-    base_conts = conts(base.generic, 0)
     prefill = prefill_base(lm, seqs)  # the prompts are read once; each continuation is fed on their KV cache
-    by_layers: dict[tuple[int, ...], tuple] = {}
+    axis = concept_axis(lm, pairs, (ref.block,))
+    base_proj = text_projection(lm, seqs, conts(base.generic, 0), axis, prefill)[:, 0]
     out = []
     for h in helds:
-        assert h.vector is not None
-        layers = h.vector.layers
-        if layers not in by_layers:
-            axis = concept_axis(lm, pairs, layers)
-            by_layers[layers] = (axis, text_projection(lm, seqs, base_conts, axis, prefill).mean(1))
-        axis, base_proj = by_layers[layers]
         for k in range(len(h.coeffs)):
-            steered = text_projection(lm, seqs, conts(h.generic, k), axis, prefill).mean(1)
+            steered = text_projection(lm, seqs, conts(h.generic, k), axis, prefill)[:, 0]
             out += [
                 h.row(k, prompt=pid, steered=float(steered[i]), base=float(base_proj[i]), score=float(steered[i] - base_proj[i]))
                 for i, pid in enumerate(ids)

@@ -124,6 +124,39 @@ def target_logit_many(
 # ---- the concept score (the judge; docs/decisions.md, "The judge") ------------------------------------------------
 
 
+def loo_separation(diff: torch.Tensor) -> torch.Tensor:
+    """Pairs' differences h+ - h- [l n d] -> [l]: at each block, how consistently a pair the axis never saw separates
+    along it. For each pair i, u = unit(mean of the other pairs' differences), s_i = diff_i . u; the score is
+    mean_i s_i / sd_i s_i (scale-free; docs/decisions.md, "One ruler for every vector"). NaN where undefined."""
+    n = diff.shape[1]
+    if n < 3:
+        raise ValueError(f"the judge's ruler needs at least 3 contrast pairs to choose its block, got {n}")
+    others = (diff.sum(1, keepdim=True) - diff) / (n - 1)  # [l n d]
+    u = others / others.norm(dim=-1, keepdim=True)
+    s = (diff * u).sum(-1)  # [l n]
+    return s.mean(1) / s.std(1)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The judge's one ruler for a (model, concept): the block where held-out pairs separate best, and every block's
+    score (`loo_separation`)."""
+
+    block: int
+    scores: tuple[float, ...]
+
+
+@torch.no_grad()
+def reference_block(lm: LM, pairs) -> Reference:
+    """The contrast pairs alone -> the block every continuation is read at (the highest `loo_separation`; ties and
+    NaN: the lower block)."""
+    every = tuple(range(lm.n_layers))
+    acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], every).double()  # [l 2n d]
+    scores = loo_separation(acts[:, : len(pairs)] - acts[:, len(pairs) :])
+    best = int(torch.nan_to_num(scores, nan=-torch.inf).argmax())  # argmax: the first of equal maxima
+    return Reference(best, tuple(float(x) for x in scores))
+
+
 @dataclass(frozen=True)
 class ConceptAxis:
     """The concept's direction at some layers: u [l d] the unit mean difference of the contrast pairs' last-token block
