@@ -217,6 +217,10 @@ def test_a_grid_page_shows_the_leaderboard_and_every_vectors_text(chrome, grid):
     vectors = page.locator("#sel-method option").all_inner_texts()
     assert set(vectors) == {r["name"] for r in rows}  # every vector and control has its text
     page.select_option("#sel-method", json.dumps(rows[0]["name"]))
+    n = json.loads((grid / "judge" / "settings.json").read_text())["n_heldout"]["heldout_generic"]
+    assert page.locator("#tokens .prompt").count() == n  # every judged continuation is kept, not the first 3
+    base = page.locator("#tokens .cont").first
+    assert base.locator("h4").inner_text().startswith("base model") and "(not recorded)" not in base.inner_text()
     page.locator("#tokens .cont").nth(1).locator(".tok").first.hover()
     assert page.locator("#tip").inner_text().startswith("token 1")
     assert page.locator("#history tbody tr").count() >= 1  # the judge records every solver step

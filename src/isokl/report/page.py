@@ -284,8 +284,9 @@ def grid_page(s: Study, settings: dict, title: str, grid_csv: str, svg: bytes, t
     steered, base, recorded = token_rows(s, fields)
     n = settings.get("n_heldout", {})
     what = (
-        f"The first held-out prompts the judge ran ({n.get('heldout_generic', '?')} in all, {settings.get('horizon', '?')} "
-        f"tokens), for every vector and control at every judged dose."
+        f"The held-out continuations the judge recorded (it ran {n.get('heldout_generic', '?')} prompts, "
+        f"{settings.get('horizon', '?')} tokens; grids judged since 2026-12-06 keep every one), for every vector and "
+        "control at every judged dose, beside the base model's own."
     )
     sections = [
         f'<section id="leaderboard"><h2>Leaderboard</h2>{table_html(board, "wide", "leaderboard-table")}</section>',
@@ -304,7 +305,7 @@ def grid_page(s: Study, settings: dict, title: str, grid_csv: str, svg: bytes, t
     data = {
         "fields": list(fields),
         "labels": {"method": "vector"},
-        "base_fields": ["model"],
+        "base_fields": [],  # one model per grid: every base row is that model's
         "scale": KL_SCALE,
         "recorded": recorded,
         "band": [TARGET - TOL, TARGET + TOL],

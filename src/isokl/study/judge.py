@@ -105,8 +105,9 @@ def judge(
 
     items = [(r.vector, tuple(a * r.c_star for a in alphas), alphas, prov(name(r.vector), r)) for r in every]
     phase(f"held-out rollouts of {len(items)} vectors in one batch")
-    helds = held_out_many(lm, items, n, horizon, concept, pmass_alphas=alphas)
-    base = HeldOut(lm, None, (0.0,), (0.0,), n, horizon, prov(BASE, None), pmass_alphas=(0.0,), concept=concept)
+    # every judged continuation is kept (examples=None), so a grid can be re-scored offline by any scorer
+    helds = held_out_many(lm, items, n, horizon, concept, pmass_alphas=alphas, examples=None)
+    base = HeldOut(lm, None, (0.0,), (0.0,), n, horizon, prov(BASE, None), pmass_alphas=(0.0,), concept=concept, examples=None)
     rows: dict[str, list[dict]] = {f: [] for f in [*MEASURES, "calibration", "history", *JUDGE_FILES]}
     phase("the base model's held-out rollouts, then every vector's measures")
     for h in [base, *helds]:

@@ -24,6 +24,8 @@ from ..core.vector import Vector
 from .metrics import FORKS, branch_pmass, target_logit, target_logit_many
 from .records import FILES
 
+EXAMPLES = 3  # the study's examples: the first 3 held-out generic prompts (fixed before any v2 result: docs/decisions.md)
+
 
 @dataclass
 class HeldOut:
@@ -39,6 +41,7 @@ class HeldOut:
     pmass_alphas: tuple[float, ...] | None = None  # the doses pmass is measured at (its forks cost most); None: all
     concept: Concept = field(default_factory=Concept.builtin_default)  # whose held-out prompts, probes and words
     joint: dict = field(default_factory=dict)  # passes computed in one batch with other vectors (`held_out_many`)
+    examples: int | None = EXAMPLES  # decoded continuations kept (`examples`): the study's first 3, None: all (the judge)
 
     def prompts(self, pool: str) -> list[Prompt]:
         """The first n prompts of a held-out set (`concept.SETS`)."""
@@ -90,12 +93,16 @@ def held_out_many(
     horizon: int,
     concept: Concept,
     pmass_alphas: tuple[float, ...] | None = None,
+    examples: int | None = EXAMPLES,
 ) -> list[HeldOut]:
     """One `HeldOut` per (vector, coeffs, alphas, prov), their generic rollouts and target-axis forwards run in one
     batch for all vectors (`rollout_many`, `target_logit_many`); each HeldOut then sees its own block, so every
     measure reads it as it reads a vector's own rollout. pmass stays one vector at a time (its forks keep every
     row's KV cache; `metrics.branch_pmass`)."""
-    helds = [HeldOut(lm, v, cs, al, n, horizon, prov, pmass_alphas=pmass_alphas, concept=concept) for v, cs, al, prov in items]
+    helds = [
+        HeldOut(lm, v, cs, al, n, horizon, prov, pmass_alphas=pmass_alphas, concept=concept, examples=examples)
+        for v, cs, al, prov in items
+    ]
     if len(items) < 2:
         return helds
     vectors, coeffs = [v for v, *_ in items], [cs for _, cs, *_ in items]
@@ -218,9 +225,6 @@ def target(h: HeldOut) -> list[dict]:
     ]
 
 
-EXAMPLES = 3  # the first 3 held-out generic prompts (a rule fixed before any v2 result: docs/decisions.md)
-
-
 def pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:
     """The text each token adds to the decoded continuation, one entry per token (so entry i is the token that
     trajectory row t = i + 1 scores): "".join(pieces) == decode(ids). A token that ends inside a multi-byte character
@@ -245,8 +249,8 @@ def pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:
 
 @measure("examples", "decoded example continuations")
 def examples(h: HeldOut) -> list[dict]:
-    """The decoded greedy continuations of the first `EXAMPLES` held-out generic prompts at every dose, and each
-    token's text (`pieces`, a JSON list) for the report's per-token KL view."""
+    """The decoded greedy continuations of the first `h.examples` held-out generic prompts (the study: EXAMPLES; the
+    judge: every one) at every dose, and each token's text (`pieces`, a JSON list) for the report's per-token KL view."""
     ro, ids = h.generic, h.ids("heldout_generic")
 
     def decode(t: list[int]) -> str:
@@ -255,7 +259,7 @@ def examples(h: HeldOut) -> list[dict]:
     out = []
     for k in range(len(h.coeffs)):
         toks, valid = ro.tokens[ro.rows(k)].cpu(), ro.valid[ro.rows(k)].cpu()
-        for i, pid in enumerate(ids[:EXAMPLES]):
+        for i, pid in enumerate(ids[: h.examples]):
             seq = toks[i][valid[i]].tolist()
             parts = pieces(decode, seq)
             out.append(h.row(k, prompt=pid, text=decode(seq), tokens=json.dumps(parts, ensure_ascii=False)))
