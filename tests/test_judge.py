@@ -4,6 +4,7 @@ an interrupted grid leaves no table."""
 
 import csv
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -234,3 +235,16 @@ def test_bad_judge_flags_fail_in_one_line_before_a_model_loads(extra, words, tmp
     assert cli.main(["calibrate", *extra]) == 1
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert len(err) == 1 and all(w in err[0] for w in words), err
+
+
+@pytest.mark.parametrize("at", [[0.5, 0.5, 0.5], [0.1, 0.11, 0.9], [0.97, 0.98, 0.99], [0.2, 0.6]])
+def test_control_labels_keep_apart_in_order_and_inside(at):
+    """grid.svg's control labels (neighbouring bands overprinted each other): at least LABEL_GAP apart, in the bands'
+    order, inside the axes; labels already apart do not move."""
+    from isokl.report.leaderboard import LABEL_GAP, dodge
+
+    got = dodge(sorted(at), LABEL_GAP)
+    assert all(b - a >= LABEL_GAP - 1e-12 for a, b in itertools.pairwise(got))
+    assert got[-1] <= 1 - LABEL_GAP / 2 + 1e-12
+    apart = all(b - a >= LABEL_GAP for a, b in itertools.pairwise(sorted(at))) and max(at) <= 1 - LABEL_GAP / 2
+    assert (got == sorted(at)) == apart

@@ -22,7 +22,7 @@ from ..study.records import BASE, SCHEMAS, judge_rows, span, typed
 from . import estimate as est
 from .index import Study
 from .inference import Estimate, hierarchical
-from .page import grid_report
+from .page import grid_report, ruler
 from .thresholds import HOLDOUT_BAND, in_band
 
 NAN = Estimate(math.nan, math.nan, math.nan, 0, 0)
@@ -265,13 +265,6 @@ def lines(b: Board) -> list[str]:
     return out
 
 
-def ruler(settings: dict) -> str:
-    """Where the concept score was read: the reference block and how it was chosen (older grids: each vector's layers)."""
-    if "concept_block" not in settings:
-        return "judged before 2026-12-06: each vector read at its own layers"
-    return f"block {settings['concept_block']}, where held-out contrast pairs separate most consistently"
-
-
 def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
     st = b.settings
     n = st["n_heldout"]
@@ -343,6 +336,23 @@ def csv_text(b: Board, files: dict[str, str] | None = None) -> str:
 # ---- figure ---------------------------------------------------------------------------------------------------------
 
 
+LABEL_GAP = 0.04  # axes fraction between two label centres: a 7-pt line is 0.023 of the 5.2-inch figure's axes
+
+
+def dodge(at: list[float], gap: float) -> list[float]:
+    """Label positions (axes fractions, ascending) moved apart to at least `gap`, as little as possible: pushed up from
+    the lowest, then the whole run pulled back below 1 if it overflows (order kept)."""
+    out: list[float] = []
+    for f in at:
+        out.append(max(f, out[-1] + gap) if out else f)
+    over = out[-1] - (1 - gap / 2) if out else 0.0
+    if over > 0:
+        out = [f - over for f in out]
+        for i in range(len(out) - 2, -1, -1):  # the pull-back may not close a gap below
+            out[i] = min(out[i], out[i + 1] - gap)
+    return out
+
+
 def figure(b: Board, title: str) -> dict[str, bytes]:
     """Effect (concept score) against damage (excess NLL) at alpha 1: one point per vector with its 95% intervals,
     labelled method x layers; each layer set's control drawn as a grey band (its concept-score interval)."""
@@ -355,11 +365,10 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
     pts = b.at(alpha)
     methods = sorted({e.method for e in pts})
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    for e in [p for p in pts if p.is_control]:
+    controls = sorted((p for p in pts if p.is_control), key=lambda e: e.concept.mean)
+    for e in controls:
         ax.axhspan(e.concept.lo, e.concept.hi, color=OKABE_ITO["random_direction"], alpha=0.15, lw=0)
         ax.axhline(e.concept.mean, color=OKABE_ITO["random_direction"], lw=0.8, ls=":")
-        ax.annotate(f"control {_span(e.layers)}", (1.0, e.concept.mean), xycoords=("axes fraction", "data"),
-                    ha="right", va="bottom", fontsize=7, color="#555555")  # fmt: skip
     for e in [p for p in pts if not p.is_control]:
         x, y = e.excess_nll, e.concept
         ax.errorbar(
@@ -380,6 +389,13 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
         handles.append(Line2D([], [], color="black", marker="x", ls="", label="did not converge (at its last c)"))
     ax.legend(handles=handles, fontsize=7, loc="best", frameon=False)
     ax.axvline(0, color="black", lw=0.5)
+    # control labels at the right edge, moved apart where their bands lie close (a thin line points to each band)
+    y0, y1 = ax.get_ylim()
+    at = dodge([(e.concept.mean - y0) / (y1 - y0) for e in controls], LABEL_GAP)
+    for e, f in zip(controls, at, strict=True):
+        ax.annotate(f"control {_span(e.layers)}", xy=(1.0, e.concept.mean), xycoords=("axes fraction", "data"),
+                    xytext=(0.985, f), textcoords="axes fraction", ha="right", va="center", fontsize=7, color="#555555",
+                    arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5})  # fmt: skip
     ax.set_xlabel("damage: excess base NLL per token (nats), steered minus base text")
     ax.set_ylabel("effect: concept score (units of the pairs' separation)")
     ax.set_title(

@@ -317,11 +317,19 @@ def grid_page(s: Study, settings: dict, title: str, grid_csv: str, svg: bytes, t
     return page(title.lstrip("# "), nav, sections, data)
 
 
+def ruler(settings: dict) -> str:
+    """Where the concept score was read: the reference block and how it was chosen (older grids: each vector's layers)."""
+    if "concept_block" not in settings:
+        return "judged before 2026-12-06: each vector read at its own layers"
+    return f"block {settings['concept_block']}, where held-out contrast pairs separate most consistently"
+
+
 def _grid_provenance(st: dict) -> str:
     return (
         f"Judged on {st.get('model')} ({st.get('dtype', '?')}), concept {st.get('concept')} ({st.get('concept_source', '?')}), "
         f"seed {st.get('seed')}, T = {st.get('window')}, doses {', '.join(f'{a:g}' for a in st.get('alphas', []))} x c*; "
-        f"code {st.get('code_version')}; judged in {st.get('seconds', 0):.1f} s. Built from OUT/judge/ and grid.csv."
+        f"code {st.get('code_version')}; judged in {st.get('seconds', 0):.1f} s. Concept score: {ruler(st)}. Built from "
+        "OUT/judge/ and grid.csv."
     )
 
 
