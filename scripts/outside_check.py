@@ -95,7 +95,9 @@ def main() -> int:
     top = max(vectors, key=lambda n: board[n][0])
     best = max(vectors, key=lambda n: outside[n][0])
     inside = outside[best][1] <= outside[top][0] <= outside[best][2]
-    print(f"\nSpearman, board vs VADER: {every:+.2f} over all {len(order)} rows; {adds:+.2f} over the {len(additive)} additive vectors")
+    print(
+        f"\nSpearman, board vs VADER: {every:+.2f} over all {len(order)} rows; {adds:+.2f} over the {len(additive)} additive vectors"
+    )
     print(
         f"board's top vector: {top} (VADER {outside[top][0]:+.3f}); VADER's best: {best} "
         f"({outside[best][0]:+.3f} [{outside[best][1]:+.3f}, {outside[best][2]:+.3f}]): "
