@@ -128,17 +128,22 @@ def calibrate(
     """
     lm = as_lm(lm)
     many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
-    prompts = as_prompts(prompts, "calibration prompts") if prompts else []
-    vecs = [as_vector(lm, v, prompts or None) for v in many]
-    if not vecs:
+    if not many:
         raise ValueError("calibrate needs at least one vector (got none)")
+    if T < 1:
+        raise ValueError(f"the window T must be at least 1 generated token, got {T}")
+    starts = list(start) if isinstance(start, Sequence) else [start] * len(many)
+    if len(starts) != len(many):
+        raise ValueError(f"start: one value for all vectors or one per vector ({len(many)}), got {len(starts)}")
+    prompts = as_prompts(prompts, "calibration prompts") if prompts else []
+    control_pairs = as_pairs(pairs) if pairs is not None else None  # checked before anything runs
+    vecs = [as_vector(lm, v, prompts or None) for v in many]
     ctrl: dict[tuple[int, ...], Vector] = {}
     if controls:
         from .core.concept import extraction_pairs
 
-        ctrl = _judge.control_vectors(lm, vecs, as_pairs(pairs) if pairs is not None else extraction_pairs(seed), seed)
+        ctrl = _judge.control_vectors(lm, vecs, control_pairs or extraction_pairs(seed), seed)
     every = [*vecs, *ctrl.values()]
-    starts = list(start) if isinstance(start, Sequence) else [start] * len(vecs)
     joint: JointCalibration = calibrate_many(
         lm,
         every,

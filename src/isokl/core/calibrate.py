@@ -202,27 +202,29 @@ def calibrate_many(
         job.start(target=target, tol=tol, max_evals=max_evals, per_round=per_round)
     rounds: list[Round] = []
     bar, report = _progress(progress, len(jobs))
-    with torch.inference_mode():
-        while live := [j for j, job in enumerate(jobs) if job.pending]:
-            t1 = time.time()
-            doses = [jobs[j].pending for j in live]
-            guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
-            guess = None
-            # A draft feeds the whole batch ahead only while every row holds to it: used when every vector has one.
-            # (Two batches, drafted and not, measured slower on CPU: docs/decisions.md.)
-            if all(g is not None for g in guesses):
-                width = min(int(g.shape[1]) for g in guesses if g is not None)
-                guess = torch.cat([g[:, :width] for g in guesses if g is not None])
-            vecs = [jobs[j].vector for j in live]
-            ro = rollout_many(lm, seqs, T, vecs, doses, stop_above=stop, draft=guess, base=base, check_finite=False)
-            secs = time.time() - t1
-            rounds.append(
-                Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
-            )
-            for b, j in enumerate(live):
-                _take(jobs[j], j, ro, b, secs, report)
-    if bar is not None:
-        bar.close()
+    try:
+        with torch.inference_mode():
+            while live := [j for j, job in enumerate(jobs) if job.pending]:
+                t1 = time.time()
+                doses = [jobs[j].pending for j in live]
+                guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
+                guess = None
+                # A draft feeds the whole batch ahead only while every row holds to it: used when every vector has one.
+                # (Two batches, drafted and not, measured slower on CPU: docs/decisions.md.)
+                if all(g is not None for g in guesses):
+                    width = min(int(g.shape[1]) for g in guesses if g is not None)
+                    guess = torch.cat([g[:, :width] for g in guesses if g is not None])
+                vecs = [jobs[j].vector for j in live]
+                ro = rollout_many(lm, seqs, T, vecs, doses, stop_above=stop, draft=guess, base=base, check_finite=False)
+                secs = time.time() - t1
+                rounds.append(
+                    Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
+                )
+                for b, j in enumerate(live):
+                    _take(jobs[j], j, ro, b, secs, report)
+    finally:
+        if bar is not None:
+            bar.close()  # also on Ctrl-C: no bar left behind in a notebook
     results = tuple(job.result(lm, prompts, T, target, t0) for job in jobs)
     return JointCalibration(results, tuple(rounds), time.time() - t0)
 
