@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import F32, byte_tokenizer, grid_exit, tiny_model
+from conftest import F32, byte_tokenizer, grid_exit, one_line_error, tiny_model
 from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_many
 from isokl.core.concept import Concept
@@ -248,3 +248,63 @@ def test_control_labels_keep_apart_in_order_and_inside(at):
     assert got[-1] <= 1 - LABEL_GAP / 2 + 1e-12
     apart = all(b - a >= LABEL_GAP for a, b in itertools.pairwise(sorted(at))) and max(at) <= 1 - LABEL_GAP / 2
     assert (got == sorted(at)) == apart
+
+
+def test_a_users_scorer_is_a_column_with_its_interval_floor_and_ranking(lm6, concept, calibrated):
+    """scorers={"length": text -> len / 10}: each row's score is the steered text's value minus the base text's (the
+    texts the judge kept), the column's mean is theirs, beyond ctrl is paired per prompt, and rank_by ranks by it."""
+    results, controls = calibrated
+    length = lambda text: len(text) / 10
+    judged = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0, scorers={"length": length}, rank_by="length")
+    rows = judged.rows["scorer_score"]
+    texts = {(r["method"], r["prompt"]): r["text"] for r in judged.rows["examples"]}
+    for r in rows:
+        assert r["score"] == pytest.approx(length(texts[(r["method"], r["prompt"])]) - length(texts[("base", r["prompt"])]))
+    board = leaderboard.board(judged.rows, judged.record)
+    head = leaderboard.lines(board)[0]
+    assert "| length |" in head and "| beyond ctrl (length) |" in head and "Ranked by length" in leaderboard.header(board)
+    vec = next(e for e in board.entries if e.name == J.name(results[0].vector))
+    mine = {r["prompt"]: r["score"] for r in rows if r["method"] == vec.name}
+    theirs = {r["prompt"]: r["score"] for r in rows if r["method"] == vec.control}
+    assert vec.scores["length"].mean == pytest.approx(np.mean(list(mine.values())), rel=1e-9)
+    assert vec.scores_vs_control["length"].mean == pytest.approx(np.mean([mine[p] - theirs[p] for p in mine]), rel=1e-9)
+    keys = [e.scores_vs_control["length"].mean for e in board.entries if not e.is_control]
+    assert keys == sorted(keys, reverse=True)  # ranked by the scorer beyond its control
+    table = list(csv.DictReader(leaderboard.csv_text(board).splitlines()))
+    assert float(table[0]["score_length"]) == pytest.approx(board.entries[0].scores["length"].mean, rel=1e-5)
+    with pytest.raises(ValueError, match="rank_by 'nope'"):
+        J.judge(lm6, results, concept, scorers={"length": length}, rank_by="nope")
+    with pytest.raises(ValueError, match="scorer 'bad' returned nan"):
+        J.judge(lm6, results, concept, horizon=8, scorers={"bad": lambda t: float("nan")})
+
+
+def test_a_scorer_from_a_file_on_the_command_line(six_layer_dir, tmp_path, capsys, monkeypatch):
+    from isokl import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text("def exclaims(text):\n    return float(text.count('!'))\n")
+    args = ["calibrate", "--model", str(six_layer_dir), *GRID, "--horizon", "8", "--scorer", "mine.py:exclaims"]
+    assert cli.main([*args, "--rank-by", "exclaims"]) == grid_exit(tmp_path / "grid")
+    rows = list(csv.DictReader((tmp_path / "grid" / "grid.csv").read_text().splitlines()))
+    assert {"score_exclaims", "score_exclaims_lo", "score_exclaims_beyond_control"} <= set(rows[0])
+    assert "Ranked by exclaims" in (tmp_path / "grid" / "grid.md").read_text()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("nofile.py:f", ("--scorer", "does not exist")),
+        ("mine.py", ("--scorer", "PATH.py:FUNCTION")),
+        ("mine.py:missing", ("--scorer", "no function 'missing'")),
+        ("broken.py:f", ("--scorer", "importing broken.py failed: ZeroDivisionError")),
+    ],
+)
+def test_a_bad_scorer_fails_in_one_line_before_a_model_loads(spec, words, tmp_path, capsys, no_load, monkeypatch):
+    from isokl import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text("def f(text):\n    return 1.0\n")
+    (tmp_path / "broken.py").write_text("1 / 0\n")
+    assert cli.main(["calibrate", "--method", "mean_diff,pca", "--layers", "1-2", "--out", "g", "--scorer", spec]) == 1
+    one_line_error(capsys, *words)

@@ -176,13 +176,18 @@ def judge(
     verbose: bool = True,
     phase: Callable[[str], None] | None = None,
     out: str | Path | None = None,
+    scorers: dict[str, Callable[[str], float]] | None = None,
+    rank_by: str = "concept",
 ) -> Board:
     """Each calibrated vector at alpha x c* on the concept's held-out sets, in one batch, ranked (docs/decisions.md,
     "The judge"). results: a `Grid` (its controls come with it) or calibration results; controls: calibrated
     random-direction vectors, matched to the vectors by their layers; concept: a Concept, a folder or 'sentiment'
     (the default). out: also write the judge's rows into OUT/judge/ (what `isokl report OUT` reads back); verbose: a
-    progress bar, phase: a function told each phase instead."""
+    progress bar, phase: a function told each phase instead. scorers: your own rulers, name -> a function text ->
+    float (e.g. a classifier's probability): a column each, the shift of the steered text against the base text per
+    prompt with its interval and beyond the control; rank_by: "concept" or a scorer's name."""
     lm = as_lm(lm)
+    _judge.check_scorers(dict(scorers or {}), rank_by)
     concept = concept if isinstance(concept, Concept) else Concept.load(concept or "sentiment")
     if isinstance(results, Grid):
         by_layers = {**results.controls, **{c.vector.layers: c for c in controls}}
@@ -206,6 +211,8 @@ def judge(
             pmass=pmass,
             seed=seed,
             phase=phase or step,
+            scorers=scorers,
+            rank_by=rank_by,
         )
     finally:
         if bar is not None:

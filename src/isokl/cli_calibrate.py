@@ -140,6 +140,8 @@ def _judge(cfg: CalibrateConfig, lm, results, controls, concept, out=None):
         seed=cfg.seed,
         phase=phase,
         out=out,
+        scorers=cfg.scorers(),
+        rank_by=cfg.rank_by,
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,8 @@ class Entry:
     repetitive: Estimate  # share of continuations with distinct-3 < 0.5
     base_repetitive: float
     pmass_change: Estimate | None  # None: not measured (--pmass)
+    scores: dict[str, Estimate] = field(default_factory=dict)  # a user's scorer: shift against the base text
+    scores_vs_control: dict[str, Estimate | None] = field(default_factory=dict)  # the same minus the control's
 
     @property
     def beyond(self) -> float:
@@ -105,16 +108,38 @@ def _paired(a: dict[str, float], b: dict[str, float]) -> Estimate:
     return hierarchical([np.array([a[k] - b[k] for k in keys])]) if keys else NAN
 
 
+def _est(values: dict[str, float]) -> Estimate:
+    return hierarchical([np.array(list(values.values()))]) if values else NAN
+
+
+def _key(e: Entry, by: str) -> float:
+    """The ranking key: a measure beyond the control (the measure itself where no control was run)."""
+    if by == "concept":
+        return e.beyond
+    est_ = e.scores_vs_control.get(by) or e.scores.get(by)
+    return est_.mean if est_ is not None else math.nan
+
+
 def _text(rows: list[dict]) -> list[dict]:
     """Rows as computed -> as a CSV file holds them (the one form `records.typed` parses)."""
     return [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
 
 
+def _scorer_scores(rows: list[dict]) -> dict[tuple[str, float, str], dict[str, float]]:
+    out: dict[tuple[str, float, str], dict[str, float]] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["alpha"], r["scorer"]), {})[r["prompt"]] = r["score"]
+    return out
+
+
 def board(data: dict[str, list[dict]], settings: dict) -> Board:
-    """The judge's rows (as read from its files, or as computed) + its settings -> the ranked Board."""
+    """The judge's rows (as read from its files, or as computed) + its settings -> the ranked Board (by the concept
+    score beyond the control, or by a user's scorer: settings["rank_by"])."""
     data = {name: _text(data.get(name, [])) for name in SCHEMAS}
     s = Study(data)
     scores = _scores(typed("concept_score", data["concept_score"]))
+    user = _scorer_scores(typed("scorer_score", data["scorer_score"]))
+    names = list(settings.get("scorers", []))
     controls = set(settings.get("controls", {}))
     control_of = settings.get("control_of", {})
     window = int(settings["window"])
@@ -166,10 +191,16 @@ def board(data: dict[str, list[dict]], settings: dict) -> Board:
                     repetitive=est.repetitive(s, model, name, alpha),
                     base_repetitive=base_rep.mean,
                     pmass_change=pm,
+                    scores={n: _est(user.get((name, alpha, n), {})) for n in names},
+                    scores_vs_control={
+                        n: _paired(user.get((name, alpha, n), {}), user.get((ctrl, alpha, n), {})) if ctrl else None
+                        for n in names
+                    },
                 )
             )
     one = min(s.alphas, key=lambda a: abs(a - 1.0)) if s.alphas else 1.0
-    rank = {e.name: -e.beyond if not math.isnan(e.beyond) else math.inf for e in entries if e.alpha == one}
+    by = settings.get("rank_by", "concept")
+    rank = {e.name: -_key(e, by) if not math.isnan(_key(e, by)) else math.inf for e in entries if e.alpha == one}
     entries.sort(key=lambda e: (e.is_control, rank.get(e.name, math.inf), e.name, e.alpha))
     return Board(settings, tuple(entries))
 
@@ -185,51 +216,147 @@ def _iv(e: Estimate | None, fmt: str = "+.3f") -> str:
     return f"{e.mean:{fmt}} [{e.lo:{fmt}}, {e.hi:{fmt}}]"
 
 
-HEADER = (
-    "Ranked by concept score beyond the control at alpha 1. concept: the steered text read by the unsteered base model "
-    "along the pairs' direction at one reference block for every vector ({ruler}), minus the base text (1.0 = as far "
-    "as the contrast pairs differ there; it cannot see a change the pairs do not contrast); beyond ctrl: minus the random-direction control of the same layers, paired per prompt; delta logit: "
-    "target-axis logit at the dose minus the base model's (probes); excess NLL: base NLL per token of the steered text "
-    "minus the base text's; repetitive: share of continuations with distinct-3 < 0.5; held-out p95: over the first T "
-    "tokens with its 90% prompt-bootstrap interval, R1 band [{lo}, {hi}]. Other intervals: 95% bootstrap over prompts "
-    "(probes, questions). docs/concepts.md explains how to read it."
-)
-COLUMNS = (
-    "rank",
-    "name",
-    "method",
-    "layers",
-    "alpha",
-    "c",
-    "c_star",
-    "status",
-    "control",
-    "concept",
-    "concept_lo",
-    "concept_hi",
-    "beyond_control",
-    "beyond_control_lo",
-    "beyond_control_hi",
-    "delta_logit",
-    "delta_logit_lo",
-    "delta_logit_hi",
-    "delta_beyond_control",
-    "delta_beyond_control_lo",
-    "delta_beyond_control_hi",
-    "excess_nll",
-    "excess_nll_lo",
-    "excess_nll_hi",
-    "repetitive",
-    "base_repetitive",
-    "pmass_change",
-    "pmass_change_lo",
-    "pmass_change_hi",
-    "heldout_p95",
-    "heldout_p95_lo",
-    "heldout_p95_hi",
-    "r1",
-    "file",
-)
+@dataclass(frozen=True)
+class Column:
+    """One leaderboard column, the one place it is defined: its CSV fields and values, its markdown header and cell,
+    the sentence the grid's header says about it, and when the markdown table shows it (the CSV always holds it)."""
+
+    header: str  # markdown header ("" for a CSV-only column)
+    csv: Callable[[Entry], dict[str, str]]  # its CSV fields -> values, in order
+    md: Callable[[Entry], str] | None = None  # its markdown cell; None: CSV only
+    help: str = ""  # one sentence for the grid's header
+    shown: Callable[[Board], bool] = lambda b: True
+
+
+def estimate_column(key: str, header: str, get: Callable[[Entry], Estimate | None], help: str, fmt: str = "+.3f",
+                    floor: bool = False, shown: Callable[[Board], bool] = lambda b: True) -> Column:  # fmt: skip
+    """An estimate with its interval: CSV `key`, `key_lo`, `key_hi` (6 significant digits; "not measured" where None);
+    markdown "mean [lo, hi]". floor: a control's own row prints "(floor)" (the value is relative to the control)."""
+
+    def csv_(e: Entry) -> dict[str, str]:
+        v = get(e)
+        if v is None:
+            return {key: "not measured", f"{key}_lo": "", f"{key}_hi": ""}
+        return {key: f"{v.mean:.6g}", f"{key}_lo": f"{v.lo:.6g}", f"{key}_hi": f"{v.hi:.6g}"}
+
+    def md(e: Entry) -> str:
+        return "(floor)" if floor and e.is_control else _iv(get(e), fmt)
+
+    return Column(header, csv_, md, help, shown)
+
+
+def _probes(b: Board) -> bool:
+    return any(e.delta_logit is not None for e in b.entries)
+
+
+def _pmass(b: Board) -> bool:
+    return any(e.pmass_change is not None for e in b.entries)
+
+
+def scorer_columns(name: str) -> list[Column]:
+    """A user's scorer (`isokl.judge(..., scorers=)`): its shift against the base text and beyond the control."""
+    return [
+        estimate_column(
+            f"score_{name}",
+            name,
+            lambda e: e.scores.get(name),
+            f"{name}: your scorer's value of the steered text minus the base text's, per prompt",
+        ),
+        estimate_column(
+            f"score_{name}_beyond_control",
+            f"beyond ctrl ({name})",
+            lambda e: e.scores_vs_control.get(name),
+            "the same minus the control's, paired per prompt",
+            floor=True,
+        ),
+    ]
+
+
+def columns(b: Board) -> list[Column]:
+    """Every column of this board, in order: the fixed ones, then one pair per user scorer before the held-out p95."""
+    head = [
+        Column("#", lambda e: {"rank": _rank(b, e)}, lambda e: "ctrl" if e.is_control else _rank(b, e)),
+        Column(
+            "vector",
+            lambda e: {"name": e.name, "method": e.method, "layers": _span(e.layers)},
+            lambda e: f"{e.method} {_span(e.layers)}{_flag(e)}",
+        ),
+        Column("alpha", lambda e: {"alpha": f"{e.alpha:g}", "c": f"{e.c:.6g}"}, lambda e: f"{e.alpha:g}"),
+        Column(
+            "c*", lambda e: {"c_star": f"{e.c_star:.6g}", "status": e.status, "control": e.control}, lambda e: f"{e.c_star:.4g}"
+        ),
+    ]
+    measures = [
+        estimate_column(
+            "concept",
+            "concept",
+            lambda e: e.concept,
+            "concept: the steered text read by the unsteered "
+            "base model along the pairs' direction at one reference block for every vector ({ruler}), "
+            "minus the base text (1.0 = as far as the contrast pairs differ there; it cannot see a change "
+            "the pairs do not contrast)",
+        ),
+        estimate_column(
+            "beyond_control",
+            "beyond ctrl",
+            lambda e: e.concept_vs_control,
+            "beyond ctrl: minus the random-direction control of the same layers, paired per prompt",
+            floor=True,
+        ),
+        estimate_column(
+            "delta_logit",
+            "delta logit",
+            lambda e: e.delta_logit,
+            "delta logit: target-axis logit at the dose minus the base model's (probes)",
+            "+.2f",
+        ),
+        estimate_column(
+            "delta_beyond_control", "beyond ctrl (logit)", lambda e: e.delta_vs_control, "", "+.2f", floor=True, shown=_probes
+        ),
+        estimate_column(
+            "excess_nll",
+            "excess NLL",
+            lambda e: e.excess_nll,
+            "excess NLL: base NLL per token of the steered text minus the base text's",
+        ),
+        Column(
+            "repetitive",
+            lambda e: {"repetitive": f"{e.repetitive.mean:.4g}", "base_repetitive": f"{e.base_repetitive:.4g}"},
+            lambda e: f"{e.repetitive.mean:.0%} (base {e.base_repetitive:.0%})",
+            "repetitive: share of continuations with distinct-3 < 0.5",
+        ),
+        estimate_column("pmass_change", "pmass change", lambda e: e.pmass_change, "", shown=_pmass),
+    ]
+    scorers = [c for name in b.settings.get("scorers", []) for c in scorer_columns(name)]
+    tail = [
+        Column(
+            "held-out p95",
+            lambda e: {
+                "heldout_p95": f"{e.heldout_p95:.4f}",
+                "heldout_p95_lo": f"{e.heldout_lo:.4f}",
+                "heldout_p95_hi": f"{e.heldout_hi:.4f}",
+            },
+            lambda e: f"{e.heldout_p95:.3f} [{e.heldout_lo:.3f}, {e.heldout_hi:.3f}]",
+            "held-out p95: over the first T tokens with its 90% prompt-bootstrap interval, R1 band [{lo}, {hi}]",
+        ),
+        Column("R1", lambda e: {"r1": "in band" if e.in_band else "out of band"}, lambda e: "in band" if e.in_band else "OUT"),
+    ]
+    return [*head, *measures, *scorers, *tail]
+
+
+def _rank(b: Board, e: Entry) -> str:
+    return "control" if e.is_control else str(1 + b.ranked().index(e.name))
+
+
+def header(b: Board) -> str:
+    """The grid's header: the ranking rule, then each column's sentence."""
+    said = "; ".join(c.help for c in columns(b) if c.help)
+    by = b.settings.get("rank_by", "concept")
+    text = (
+        f"Ranked by {'concept score' if by == 'concept' else by} beyond the control at alpha 1. {said}. Other intervals: "
+        "95% bootstrap over prompts (probes, questions). docs/concepts.md explains how to read it."
+    )
+    return text.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1], ruler=ruler(b.settings))
 
 
 def _span(layers: str) -> str:
@@ -243,25 +370,10 @@ def _flag(e: Entry) -> str:
 
 def lines(b: Board) -> list[str]:
     """The leaderboard as markdown table lines (header row first), one row per vector and dose."""
-    probes = any(e.delta_logit is not None for e in b.entries)
-    pmass = any(e.pmass_change is not None for e in b.entries)
-    head = ["#", "vector", "alpha", "c*", "concept", "beyond ctrl"]
-    head += ["delta logit", "beyond ctrl (logit)"] if probes else ["delta logit"]
-    head += ["excess NLL", "repetitive"] + (["pmass change"] if pmass else []) + ["held-out p95", "R1"]
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-    ranked = b.ranked()
+    cols = [c for c in columns(b) if c.md is not None and c.shown(b)]
+    out = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
     for e in b.entries:
-        rank = "ctrl" if e.is_control else str(1 + ranked.index(e.name))
-        cells = [rank, f"{e.method} {_span(e.layers)}{_flag(e)}", f"{e.alpha:g}", f"{e.c_star:.4g}", _iv(e.concept)]
-        cells.append("(floor)" if e.is_control else _iv(e.concept_vs_control))
-        cells.append(_iv(e.delta_logit, "+.2f"))
-        if probes:
-            cells.append("(floor)" if e.is_control else _iv(e.delta_vs_control, "+.2f"))
-        cells += [_iv(e.excess_nll, "+.3f"), f"{e.repetitive.mean:.0%} (base {e.base_repetitive:.0%})"]
-        if pmass:
-            cells.append(_iv(e.pmass_change, "+.3f"))
-        cells += [f"{e.heldout_p95:.3f} [{e.heldout_lo:.3f}, {e.heldout_hi:.3f}]", "in band" if e.in_band else "OUT"]
-        out.append("| " + " | ".join(cells) + " |")
+        out.append("| " + " | ".join(c.md(e) for c in cols if c.md is not None) + " |")
     return out
 
 
@@ -279,7 +391,7 @@ def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
     text = [
         title,
         "",
-        HEADER.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1], ruler=ruler(st)),
+        header(b),
         "",
         f"Held-out: {sets}. Judged in {st.get('seconds', 0):.1f} s.",
         "",
@@ -293,43 +405,12 @@ def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
 
 def csv_text(b: Board, files: dict[str, str] | None = None) -> str:
     files = files or {}
+    cols = columns(b)
+    rows = [{k: v for c in cols for k, v in c.csv(e).items()} | {"file": files.get(e.name, "")} for e in b.entries]
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["file"])
     w.writeheader()
-    ranked = b.ranked()
-
-    def ests(prefix: str, e: Estimate | None) -> dict:
-        if e is None:
-            return {prefix: "not measured", f"{prefix}_lo": "", f"{prefix}_hi": ""}
-        return {prefix: f"{e.mean:.6g}", f"{prefix}_lo": f"{e.lo:.6g}", f"{prefix}_hi": f"{e.hi:.6g}"}
-
-    for e in b.entries:
-        w.writerow(
-            {
-                "rank": "control" if e.is_control else 1 + ranked.index(e.name),
-                "name": e.name,
-                "method": e.method,
-                "layers": _span(e.layers),
-                "alpha": f"{e.alpha:g}",
-                "c": f"{e.c:.6g}",
-                "c_star": f"{e.c_star:.6g}",
-                "status": e.status,
-                "control": e.control,
-                **ests("concept", e.concept),
-                **ests("beyond_control", e.concept_vs_control),
-                **ests("delta_logit", e.delta_logit),
-                **ests("delta_beyond_control", e.delta_vs_control),
-                **ests("excess_nll", e.excess_nll),
-                "repetitive": f"{e.repetitive.mean:.4g}",
-                "base_repetitive": f"{e.base_repetitive:.4g}",
-                **ests("pmass_change", e.pmass_change),
-                "heldout_p95": f"{e.heldout_p95:.4f}",
-                "heldout_p95_lo": f"{e.heldout_lo:.4f}",
-                "heldout_p95_hi": f"{e.heldout_hi:.4f}",
-                "r1": "in band" if e.in_band else "out of band",
-                "file": files.get(e.name, ""),
-            }
-        )
+    w.writerows(rows)
     return buf.getvalue()
 
 

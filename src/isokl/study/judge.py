@@ -73,10 +73,16 @@ def judge(
     pmass: bool = False,
     seed: int | None = None,
     phase: Callable[[str], None] = lambda s: None,
+    scorers: dict[str, Callable[[str], float]] | None = None,
+    rank_by: str = "concept",
 ) -> Judged:
     """Every calibrated vector (and each layer set's control) at c = alpha x c* on the concept's held-out sets, in one
-    batch; a vector that did not converge is judged at its last c. -> the rows of every file, the base model's too."""
+    batch; a vector that did not converge is judged at its last c. -> the rows of every file, the base model's too.
+    scorers: name -> a function text -> float (the user's own ruler), each judged continuation scored against the base
+    model's continuation of the same prompt (`scorer_score`); rank_by: "concept" or a scorer's name."""
     alphas = tuple(sorted({float(a) for a in alphas}))
+    scorers = dict(scorers or {})
+    check_scorers(scorers, rank_by)
     if not results:
         raise ValueError("judge needs at least one calibrated vector")
     if not alphas or min(alphas) <= 0:
@@ -118,6 +124,9 @@ def judge(
     phase("concept score: the base model reads every continuation at one reference block")
     ref = reference_block(lm, concept.pairs())
     rows["concept_score"] = concept_scores(lm, concept, base, helds, ref)
+    if scorers:
+        phase(f"your scorers ({', '.join(scorers)}) read every continuation")
+        rows["scorer_score"] = scorer_scores(lm, base, helds, scorers)
     for r, h in zip(every, helds, strict=True):
         rows["calibration"].append(calibration_row(r, h))
         rows["history"] += history_rows(r, h.prov)  # every solver step: the report page's calibration view
@@ -139,6 +148,8 @@ def judge(
         # the concept score's one ruler: the block every text is read at, and each block's leave-one-pair-out score
         "concept_block": ref.block,
         "concept_block_scores": [round(x, 4) for x in ref.scores],
+        "scorers": list(scorers),
+        "rank_by": rank_by,
     }
     return Judged(rows, settings, time.time() - t0)
 
@@ -188,6 +199,46 @@ def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]
                 h.row(k, prompt=pid, steered=float(steered[i]), base=float(base_proj[i]), score=float(steered[i] - base_proj[i]))
                 for i, pid in enumerate(ids)
             ]
+    return out
+
+
+def check_scorers(scorers: dict, rank_by: str) -> None:
+    """Each scorer a callable under a plain name; rank_by one of the columns: one line, before anything runs."""
+    for name, fn in scorers.items():
+        if not name.isidentifier() or not callable(fn):
+            raise ValueError(f"scorer {name!r}: give a plain name (letters, digits, _) and a function text -> float")
+    if rank_by not in ("concept", *scorers):
+        raise ValueError(f"rank_by {rank_by!r}: rank by 'concept' or one of your scorers ({', '.join(scorers) or 'none given'})")
+
+
+def scorer_scores(lm: LM, base: HeldOut, helds: list[HeldOut], scorers: dict[str, Callable[[str], float]]) -> list[dict]:
+    """Per scorer, vector, dose and held-out prompt: the scorer's value of the steered and of the base continuation
+    (decoded text, special tokens skipped); score = steered - base. A value that is not a finite number is one error
+    naming the scorer."""
+    import math
+
+    ids = base.ids("heldout_generic")
+
+    def texts(ro, k: int) -> list[str]:
+        sl = ro.rows(k)
+        toks = [t[v].tolist() for t, v in zip(ro.tokens[sl].cpu(), ro.valid[sl].cpu(), strict=True)]
+        return [lm.tokenizer.decode(t, skip_special_tokens=True) for t in toks]
+
+    def value(name: str, text: str) -> float:
+        v = scorers[name](text)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"scorer {name!r} returned {v!r} for {text[:40]!r}...: it must return a finite number")
+        return float(v)
+
+    base_texts = texts(base.generic, 0)
+    out = []
+    for name in scorers:
+        base_v = [value(name, t) for t in base_texts]
+        for h in helds:
+            for k in range(len(h.coeffs)):
+                for i, (pid, t) in enumerate(zip(ids, texts(h.generic, k), strict=True)):
+                    v = value(name, t)
+                    out.append(h.row(k, prompt=pid, scorer=name, steered=v, base=base_v[i], score=v - base_v[i]))
     return out
 
 

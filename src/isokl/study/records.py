@@ -65,6 +65,8 @@ FILES: dict[str, dict[str, str]] = {
 # The judge's own file (`study.judge`; docs/decisions.md, "The judge"): not a sweep file, so a sweep folder never has it.
 JUDGE_FILES: dict[str, dict[str, str]] = {
     "concept_score": {"alpha": "f", "c": "f", "prompt": "s", "steered": "f", "base": "f", "score": "f"},
+    # a user's scorers (`isokl.judge(..., scorers=)`, `--scorer`): each text -> float, steered and base, per prompt
+    "scorer_score": {"alpha": "f", "c": "f", "prompt": "s", "scorer": "s", "steered": "f", "base": "f", "score": "f"},
 }
 SCHEMAS = {**FILES, **JUDGE_FILES}
 JUDGE_DIR = "judge"  # OUT/judge/: the judge's rows, the files the leaderboard and the grid's report.html are built from

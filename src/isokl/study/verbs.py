@@ -90,6 +90,16 @@ class CalibrateConfig:
     alphas: str = field(default="1", metadata={"help": "the judge's doses alpha = c / c*, comma-separated"})
     pmass: bool = field(default=False, metadata={"help": "the judge also measures branch_pmass (its forks are the slowest)"})
     horizon: int = field(default=QUICK["horizon"], metadata={"help": "the judge's held-out rollout length (at least --window)"})
+    scorer: str = field(
+        default="",
+        metadata={
+            "help": "your own ruler(s) for the judge, PATH.py:FUNCTION[,PATH2.py:FUNCTION2]: a function text -> float, a "
+            "column each (shift against the base text, beyond the control); trusted code: the file runs in this process"
+        },
+    )
+    rank_by: str = field(
+        default="concept", metadata={"help": "the judge's ranking column: concept, or a --scorer function's name"}
+    )
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
     dtype: str = field(
         default="auto",
@@ -99,6 +109,10 @@ class CalibrateConfig:
         },
     )
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
+
+    def scorers(self) -> dict:
+        """--scorer's functions by name (each file imported once; one line for a missing file or function)."""
+        return load_scorers(self.scorer) if self.scorer else {}
 
     def load_concept(self) -> Concept:
         """The concept the pairs (and calibration prompts) come from: --concept, --pairs as a one-file concept, or the
@@ -185,6 +199,11 @@ class CalibrateConfig:
                 raise ConfigError(
                     "--method: random_direction is the judge's control (one per layer set); drop it, or add --no-judge"
                 )
+            names = list(self.scorers())
+            if self.rank_by not in ("concept", *names):
+                raise ConfigError(f"--rank-by: {self.rank_by!r}; valid: concept{''.join(', ' + n for n in names)}")
+        elif self.scorer or self.rank_by != "concept":
+            raise ConfigError("--scorer/--rank-by: they are the judge's; drop them or drop --no-judge")
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))
         if self.tol >= self.target:
@@ -204,6 +223,41 @@ class CalibrateConfig:
         if self.vector:
             check_vector_file("--vector", self.vector)
         return check_common("--model", [self.model], self.device, self.threads)[0]
+
+
+_SCORERS: dict[str, dict] = {}
+
+
+def load_scorers(spec: str, flag: str = "--scorer") -> dict:
+    """'PATH.py:FUNCTION[,...]' -> {FUNCTION: the function}: each file imported as a module (trusted code: it runs
+    here), once per spec. One ConfigError naming the flag for a missing file, a failed import, a missing name or one
+    that is not callable."""
+    if spec in _SCORERS:
+        return _SCORERS[spec]
+    import importlib.util
+
+    out = {}
+    for part in spec.split(","):
+        file, sep, name = part.strip().rpartition(":")
+        if not sep or not file.endswith(".py") or not name.isidentifier():
+            raise ConfigError(f"{flag}: {part!r}; give PATH.py:FUNCTION (e.g. my_scorer.py:positivity)")
+        if not Path(file).is_file():
+            raise ConfigError(f"{flag}: {file} does not exist")
+        mod_spec = importlib.util.spec_from_file_location(f"isokl_scorer_{Path(file).stem}", file)
+        assert mod_spec is not None and mod_spec.loader is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # the user's file: any error it raises is reported in one line
+            raise ConfigError(f"{flag}: importing {file} failed: {type(e).__name__}: {e}") from None
+        fn = getattr(module, name, None)
+        if not callable(fn):
+            raise ConfigError(f"{flag}: {file} has no function {name!r}")
+        if name in out:
+            raise ConfigError(f"{flag}: two scorers named {name!r}; give each function its own name")
+        out[name] = fn
+    _SCORERS[spec] = out
+    return out
 
 
 def check_vector_file(flag: str, path: str) -> None:
