@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -115,29 +116,37 @@ def _ci(r, key, fmt="+.2f", lo=None, hi=None) -> str:
     return f"{r[key]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
+def _n(r: dict, key: str) -> str:
+    """'k/n': the cells of this row meeting a threshold, out of its cells."""
+    return f"{r[key]}/{r['cells']}"
+
+
+# Table 1's columns, one entry each: (header, the cell of a row). A new column is one line here.
+TABLE1: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("model", lambda r: r["model"]),
+    ("method", lambda r: f"{r['method']} (control)" if r["kind"] == "control" else r["method"]),
+    ("c* (mean +- sd)", lambda r: f"{r['c_star_mean']:.4g} +- {r['c_star_sd']:.2g}"),
+    ("converged", lambda r: _n(r, "converged")),
+    (
+        "holdout p95, own window: mean [min, max]; in band",
+        lambda r: f"{r['holdout_p95']:.2f} [{r['holdout_p95_min']:.2f}, {r['holdout_p95_max']:.2f}]; {_n(r, 'r1_in_band')}",
+    ),
+    ("in band at t <= 20 / 50", lambda r: f"{_count(r['t20_in_band'])} / {_count(r['t50_in_band'])}"),
+    ("delta logit 1x [95% CI]; cells excl. 0", lambda r: _delta(r)),
+    ("minus control [95% CI]", lambda r: "not measured" if r["n_probes"] == 0 else _ci(r, "delta_vs_control")),
+    ("base NLL ratio 1x [CI]; cells <= 2", lambda r: f"{_ci(r, 'base_nll_ratio_1x', '.2f')}; {_n(r, 'nll_cells_ok_1x')}"),
+    ("2x [CI]; cells > 4", lambda r: f"{_ci(r, 'base_nll_ratio_2x', '.2f')}; {_n(r, 'nll_cells_hot_2x')}"),
+    ("pmass change 1x [CI]; cells ok", lambda r: f"{_ci(r, 'pmass_change_1x', '+.3f')}; {_n(r, 'pmass_cells_ok_1x')}"),
+    ("2x [CI]; cells < -0.3", lambda r: f"{_ci(r, 'pmass_change_2x', '+.3f')}; {_n(r, 'pmass_cells_hot_2x')}"),
+    ("pmass from t = 0, 1x / 2x", lambda r: f"{r['pmass_from_t0_1x']:+.3f} / {r['pmass_from_t0_2x']:+.3f}"),
+    ("repetitive rollouts 1x [CI] / 2x (base)", lambda r: _rep(r)),
+)
+
+
 def table1_markdown(rows: list[dict], title: str = "") -> str:
     """title: lines above the table (a concept study's name and protocol); "" for folders from before concepts."""
-    head = (
-        "| model | method | c* (mean +- sd) | converged | holdout p95, own window: mean [min, max]; in band | in band at "
-        "t <= 20 / 50 | delta logit 1x [95% CI]; cells excl. 0 | minus control [95% CI] | base NLL ratio 1x [CI]; "
-        "cells <= 2 | 2x [CI]; cells > 4 | pmass change 1x [CI]; cells ok | 2x [CI]; cells < -0.3 | pmass from t = 0, "
-        "1x / 2x | repetitive rollouts 1x [CI] / 2x (base) |"
-    )
-    lines = [head, "|" + " --- |" * 14]
-    for r in rows:
-        n = r["cells"]
-        name = f"{r['method']} (control)" if r["kind"] == "control" else r["method"]
-        lines.append(
-            f"| {r['model']} | {name} | {r['c_star_mean']:.4g} +- {r['c_star_sd']:.2g} | {r['converged']}/{n} | "
-            f"{r['holdout_p95']:.2f} [{r['holdout_p95_min']:.2f}, {r['holdout_p95_max']:.2f}]; {r['r1_in_band']}/{n} | "
-            f"{_count(r['t20_in_band'])} / {_count(r['t50_in_band'])} | "
-            f"{_delta(r)} | "
-            f"{_ci(r, 'base_nll_ratio_1x', '.2f')}; {r['nll_cells_ok_1x']}/{n} | "
-            f"{_ci(r, 'base_nll_ratio_2x', '.2f')}; {r['nll_cells_hot_2x']}/{n} | "
-            f"{_ci(r, 'pmass_change_1x', '+.3f')}; {r['pmass_cells_ok_1x']}/{n} | "
-            f"{_ci(r, 'pmass_change_2x', '+.3f')}; {r['pmass_cells_hot_2x']}/{n} | "
-            f"{r['pmass_from_t0_1x']:+.3f} / {r['pmass_from_t0_2x']:+.3f} | {_rep(r)} |"
-        )
+    lines = ["| " + " | ".join(h for h, _ in TABLE1) + " |", "|" + " --- |" * len(TABLE1)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in TABLE1) + " |" for r in rows]
     notes = (
         "\nMeans over seeds; [95% CI]: two-stage bootstrap (seeds, then probes; 10,000 resamples). k/n: cells meeting "
         "the spec's threshold (holdout p95 in [0.7, 1.4]; the cell's own probe interval excludes 0; base NLL ratio <= 2 "
@@ -168,14 +177,10 @@ def _count(k_of_n: str) -> str:
 
 
 def _delta(r: dict) -> str:
-    """The target-axis columns: 'not measured' where the concept has no probes (never a silent 0 or a dash)."""
+    """The target-axis column: 'not measured' where the concept has no probes (never a silent 0 or a dash)."""
     if r["n_probes"] == 0:
-        return "not measured (no probes) | not measured"
-    n = r["cells"]
-    return (
-        f"{_ci(r, 'delta_logit_1x', lo='delta_logit_ci_lo', hi='delta_logit_ci_hi')}; {r['delta_cells_excluding_0']}/{n} | "
-        f"{_ci(r, 'delta_vs_control')}"
-    )
+        return "not measured (no probes)"
+    return f"{_ci(r, 'delta_logit_1x', lo='delta_logit_ci_lo', hi='delta_logit_ci_hi')}; {_n(r, 'delta_cells_excluding_0')}"
 
 
 def csv_text(rows: list[dict]) -> str:
