@@ -445,12 +445,16 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
     alpha = min(b.settings["alphas"], key=lambda a: abs(a - 1.0))
     pts = b.at(alpha)
     methods = sorted({e.method for e in pts})
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(9.0, 5.2))
     controls = sorted((p for p in pts if p.is_control), key=lambda e: e.concept.mean)
     for e in controls:
         ax.axhspan(e.concept.lo, e.concept.hi, color=OKABE_ITO["random_direction"], alpha=0.15, lw=0)
         ax.axhline(e.concept.mean, color=OKABE_ITO["random_direction"], lw=0.8, ls=":")
-    for e in [p for p in pts if not p.is_control]:
+    ranked = b.ranked()
+    handles = []
+    for e in sorted((p for p in pts if not p.is_control), key=lambda e: ranked.index(e.name)):
         x, y = e.excess_nll, e.concept
         ax.errorbar(
             x.mean,
@@ -462,13 +466,15 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
             capsize=2,
             lw=1,
         )
-        ax.annotate(f"{e.method} {_span(e.layers)}", (x.mean, y.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=color(m, methods), marker="o", ls="", label=m) for m in methods if m != "random_direction"]
+        # the point carries its rank; the legend names it (names beside close points overprinted each other)
+        rank = 1 + ranked.index(e.name)
+        ax.annotate(str(rank), (x.mean, y.mean), textcoords="offset points", xytext=(3, 3), fontsize=7, weight="bold")
+        label = f"{rank}  {e.method} {_span(e.layers)}" + ("" if e.converged else f" ({e.status})")
+        handles.append(Line2D([], [], color=color(e.method, methods), marker="o" if e.converged else "x", ls="", label=label))
     if any(not e.converged for e in pts):
-        handles.append(Line2D([], [], color="black", marker="x", ls="", label="did not converge (at its last c)"))
-    ax.legend(handles=handles, fontsize=7, loc="best", frameon=False)
+        handles.append(Line2D([], [], color="black", marker="x", ls="", label="x: did not converge (at its last c)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="rank",
+              title_fontsize=7)  # fmt: skip
     ax.axvline(0, color="black", lw=0.5)
     # control labels at the right edge, moved apart where their bands lie close (a thin line points to each band)
     y0, y1 = ax.get_ylim()
