@@ -294,13 +294,12 @@ def check(lm: Any, vector: Any, prompts: Any, window: int | None = None, alpha: 
     lm = as_lm(lm)
     prompts = as_prompts(prompts)
     vector = as_vector(lm, vector)
+    c = alpha * vector.coeff  # raises for an uncalibrated vector, saying how to calibrate it
     cal = vector.calibration
-    if cal is None:
-        raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
+    assert cal is not None
     if len(prompts) < 2:
         raise ValueError(f"check needs at least 2 prompts for its interval, got {len(prompts)}")
     T = window or cal.window
-    c = alpha * vector.coeff
     st = rollout(lm, lm.encode([lm.format(p) for p in prompts]), T, vector, (c,)).stats(0)
     kl = st.per_prompt
     assert kl is not None
@@ -365,11 +364,10 @@ def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1
     if not alphas or min(alphas) <= 0:
         raise ValueError(f"alphas must be positive dose multiples, got {alphas}")
     vector = as_vector(lm, vector)
-    if vector.calibration is None:
-        raise ValueError("this vector is not calibrated: run isokl.calibrate_iso_kl (or `isokl calibrate`) first")
+    c_star = vector.coeff  # raises for an uncalibrated vector, saying how to calibrate it
     seqs = lm.encode([lm.format(p) for p in plist])
     base = rollout(lm, seqs, tokens, None, (0.0,))
-    steered = rollout(lm, seqs, tokens, vector, tuple(a * vector.coeff for a in alphas))
+    steered = rollout(lm, seqs, tokens, vector, tuple(a * c_star for a in alphas))
     decode = lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True)
 
     def one(ro, k: int, i: int, alpha: float) -> Continuation:
@@ -393,7 +391,7 @@ def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1
     return Generation(
         tuple(p.user if p.text is None else p.text for p in plist),
         vector.label,
-        vector.coeff,
+        c_star,
         tuple(one(base, 0, i, 0.0) for i in range(len(plist))),
         tuple(tuple(one(steered, k, i, a) for k, a in enumerate(alphas)) for i in range(len(plist))),
     )

@@ -93,8 +93,9 @@ def _from_safetensors(path: Path) -> dict:
         raise _err(path, f"not a readable safetensors file ({e})") from None
 
 
-def read_layers(path: str | Path) -> dict[int, torch.Tensor]:
-    """A vector file in any format above -> {layer: float32 [d]}, checked. (An isokl file: `Vector.load`.)"""
+def read_layers(path: str | Path, n_layers: int | None = None) -> dict[int, torch.Tensor]:
+    """A vector file in any format above -> {layer: float32 [d]}, checked (`check_layers`; with n_layers, against
+    the model's depth too). (An isokl file: `Vector.load`.)"""
     path = Path(path)
     if not path.is_file():
         raise _err(path, "no such file")
@@ -107,7 +108,7 @@ def read_layers(path: str | Path) -> dict[int, torch.Tensor]:
         raw = _from_pt(path)
     else:
         raise _err(path, "unknown vector format: give a .gguf, .safetensors or .pt file")
-    return check_layers({_layer_key(path, k): t for k, t in raw.items()}, path)
+    return check_layers({_layer_key(path, k): t for k, t in raw.items()}, path, n_layers)
 
 
 def check_layers(raw: dict, where, n_layers: int | None = None) -> dict[int, torch.Tensor]:
@@ -213,10 +214,7 @@ def from_file(lm, path: str | Path, prompts=None) -> Vector:
         vec = Vector.load(path)
         vec.check_fits(lm.id, lm.n_layers, lm.d_model)
         return vec
-    layers = read_layers(path)
-    if max(layers) >= lm.n_layers:
-        raise _err(path, f"layer {max(layers)}: {lm.id} has blocks 0..{lm.n_layers - 1}")
-    return _additive(lm, layers, f"imported:{Path(path).name}", prompts)
+    return _additive(lm, read_layers(path, lm.n_layers), f"imported:{Path(path).name}", prompts)
 
 
 def _additive(lm, layers: dict[int, torch.Tensor], source: str, prompts) -> Vector:

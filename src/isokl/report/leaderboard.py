@@ -158,7 +158,7 @@ def board(data: dict[str, list[dict]], settings: dict) -> Board:
             p95 = P95.pooled(head[~np.isnan(head)])
             lo, hi = P95.prompt_interval(head, level=0.90)
             mine = scores.get((name, alpha), {})
-            concept = hierarchical([np.array(list(mine.values()))]) if mine else NAN
+            concept = _est(mine)
             delta = est.cell_delta_logit(s, k, alpha) if s.has_target else None
             delta_ctrl = None
             if s.has_target and ctrl:  # paired by probe, as the study's delta_vs_control

@@ -25,7 +25,7 @@ from ..core.rollout import prefill_base
 from ..core.vector import Vector
 from .config import QUICK
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
-from .metrics import Reference, concept_axis, reference_block, text_projection
+from .metrics import Reference, reference_block, text_projection
 from .records import BASE, JUDGE_DIR, JUDGE_FILES, _write_rows, code_version, columns
 
 # the quick protocol's held-out sizes and horizon (`config.QUICK`)
@@ -126,7 +126,7 @@ def judge(
     rows["concept_score"] = concept_scores(lm, concept, base, helds, ref)
     if scorers:
         phase(f"your scorers ({', '.join(scorers)}) read every continuation")
-        rows["scorer_score"] = scorer_scores(lm, base, helds, scorers)
+        rows["scorer_score"] = scorer_scores(rows["examples"], scorers)
     for r, h in zip(every, helds, strict=True):
         rows["calibration"].append(calibration_row(r, h))
         rows["history"] += history_rows(r, h.prov)  # every solver step: the report page's calibration view
@@ -189,7 +189,7 @@ def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]
         return [t[v].tolist() for t, v in zip(ro.tokens[sl].cpu(), ro.valid[sl].cpu(), strict=True)]
 
     prefill = prefill_base(lm, seqs)  # the prompts are read once; each continuation is fed on their KV cache
-    axis = concept_axis(lm, pairs, (ref.block,))
+    axis = ref.axis  # the pairs' axis at the reference block, from the forward that chose it
     base_proj = text_projection(lm, seqs, conts(base.generic, 0), axis, prefill)[:, 0]
     out = []
     for h in helds:
@@ -211,18 +211,11 @@ def check_scorers(scorers: dict, rank_by: str) -> None:
         raise ValueError(f"rank_by {rank_by!r}: rank by 'concept' or one of your scorers ({', '.join(scorers) or 'none given'})")
 
 
-def scorer_scores(lm: LM, base: HeldOut, helds: list[HeldOut], scorers: dict[str, Callable[[str], float]]) -> list[dict]:
-    """Per scorer, vector, dose and held-out prompt: the scorer's value of the steered and of the base continuation
-    (decoded text, special tokens skipped); score = steered - base. A value that is not a finite number is one error
-    naming the scorer."""
+def scorer_scores(examples: list[dict], scorers: dict[str, Callable[[str], float]]) -> list[dict]:
+    """Per scorer, vector, dose and held-out prompt: the scorer's value of the steered and of the base continuation,
+    read from the judge's own examples rows (every continuation, decoded once); score = steered - base. A value that
+    is not a finite number is one error naming the scorer."""
     import math
-
-    ids = base.ids("heldout_generic")
-
-    def texts(ro, k: int) -> list[str]:
-        sl = ro.rows(k)
-        toks = [t[v].tolist() for t, v in zip(ro.tokens[sl].cpu(), ro.valid[sl].cpu(), strict=True)]
-        return [lm.tokenizer.decode(t, skip_special_tokens=True) for t in toks]
 
     def value(name: str, text: str) -> float:
         v = scorers[name](text)
@@ -230,15 +223,14 @@ def scorer_scores(lm: LM, base: HeldOut, helds: list[HeldOut], scorers: dict[str
             raise ValueError(f"scorer {name!r} returned {v!r} for {text[:40]!r}...: it must return a finite number")
         return float(v)
 
-    base_texts = texts(base.generic, 0)
+    steered = [r for r in examples if r["method"] != BASE]
     out = []
     for name in scorers:
-        base_v = [value(name, t) for t in base_texts]
-        for h in helds:
-            for k in range(len(h.coeffs)):
-                for i, (pid, t) in enumerate(zip(ids, texts(h.generic, k), strict=True)):
-                    v = value(name, t)
-                    out.append(h.row(k, prompt=pid, scorer=name, steered=v, base=base_v[i], score=v - base_v[i]))
+        base = {r["prompt"]: value(name, r["text"]) for r in examples if r["method"] == BASE}
+        for r in steered:
+            v = value(name, r["text"])
+            kept = {k: x for k, x in r.items() if k not in ("text", "tokens")}
+            out.append({**kept, "scorer": name, "steered": v, "base": base[r["prompt"]], "score": v - base[r["prompt"]]})
     return out
 
 

@@ -144,6 +144,7 @@ class Reference:
 
     block: int
     scores: tuple[float, ...]
+    axis: ConceptAxis  # the pairs' axis at that block (from the same forward that chose it)
 
 
 @torch.no_grad()
@@ -152,9 +153,10 @@ def reference_block(lm: LM, pairs) -> Reference:
     NaN: the lower block)."""
     every = tuple(range(lm.n_layers))
     acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], every).double()  # [l 2n d]
-    scores = loo_separation(acts[:, : len(pairs)] - acts[:, len(pairs) :])
+    diff = acts[:, : len(pairs)] - acts[:, len(pairs) :]
+    scores = loo_separation(diff)
     best = int(torch.nan_to_num(scores, nan=-torch.inf).argmax())  # argmax: the first of equal maxima
-    return Reference(best, tuple(float(x) for x in scores))
+    return Reference(best, tuple(float(x) for x in scores), ConceptAxis.of(diff[best : best + 1], (best,)))
 
 
 @dataclass(frozen=True)
@@ -166,15 +168,19 @@ class ConceptAxis:
     u: torch.Tensor
     scale: torch.Tensor
 
+    @classmethod
+    def of(cls, diff: torch.Tensor, layers: tuple[int, ...]) -> ConceptAxis:
+        """The pairs' differences h+ - h- [l n d] at `layers` -> their unit mean difference and their mean separation."""
+        u = diff.mean(1)
+        u = u / u.norm(dim=-1, keepdim=True)
+        return cls(tuple(layers), u, (diff * u[:, None]).sum(-1).mean(1))
+
 
 @torch.no_grad()
 def concept_axis(lm: LM, pairs, layers: tuple[int, ...]) -> ConceptAxis:
     """The base model's block outputs at the last token of every pair -> the concept's axis at `layers`."""
     acts = last_token(lm, [p.positive for p in pairs] + [p.negative for p in pairs], layers).double()  # [l 2n d]
-    diff = acts[:, : len(pairs)] - acts[:, len(pairs) :]
-    u = diff.mean(1)
-    u = u / u.norm(dim=-1, keepdim=True)
-    return ConceptAxis(tuple(layers), u, (diff * u[:, None]).sum(-1).mean(1))
+    return ConceptAxis.of(acts[:, : len(pairs)] - acts[:, len(pairs) :], tuple(layers))
 
 
 @torch.no_grad()
