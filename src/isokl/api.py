@@ -117,6 +117,8 @@ def calibrate(
     add_library_prompts: int = 0,
     verbose: bool = True,
     progress: Callable | None = None,
+    runtime: str = "transformers",
+    gguf: str | Path | None = None,
 ) -> Grid:
     """Calibrate one vector or many on the same prompts, jointly (one batch per solver round), each to p95 = target.
 
@@ -124,8 +126,16 @@ def calibrate(
     floor `judge` compares against); its direction is drawn with `seed`, its scale from `pairs` (default: the built-in
     sentiment pairs of that seed). verbose: a progress bar (tqdm.auto), or nothing; progress: a function f(vector
     index, stats, seconds) told each evaluation instead (`core.calibrate.eval_lines`: the CLI's lines). Other options:
-    `calibrate_iso_kl`'s.
+    `calibrate_iso_kl`'s. runtime="llama.cpp": every evaluation's rollouts and KL from llama.cpp on the model's GGUF
+    file (`gguf`: a bundled model's own file by default), so c* is the served model's dose (`core.served`; the `llama`
+    extra); each vector records the runtime, the file and its quantization.
     """
+    from .core.llamacpp import RUNTIMES, binding
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    if runtime == "llama.cpp":
+        binding()  # one line naming the extra, before anything runs
     lm = as_lm(lm)
     many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
     if not many:
@@ -144,18 +154,40 @@ def calibrate(
 
         ctrl = _judge.control_vectors(lm, vecs, control_pairs or extraction_pairs(seed), seed)
     every = [*vecs, *ctrl.values()]
-    joint: JointCalibration = calibrate_many(
-        lm,
-        every,
-        prompts,
-        T=T,
-        target=target,
-        tol=tol,
-        per_round=per_round,
-        start=[*starts, *[None] * len(ctrl)],
-        progress=progress if progress is not None else verbose,
-        add_library_prompts=add_library_prompts,
-    )
+    if runtime == "llama.cpp":
+        from .core.calibrate import _progress
+        from .core.prompts import calibration_prompts
+        from .core.served import calibrate_llama
+
+        bar, report = _progress(progress if progress is not None else verbose, len(every))
+        try:
+            joint: JointCalibration = calibrate_llama(
+                lm,
+                every,
+                prompts + (calibration_prompts(0, add_library_prompts) if add_library_prompts else []),
+                gguf=gguf,
+                T=T,
+                target=target,
+                tol=tol,
+                start=[*starts, *[None] * len(ctrl)],
+                progress=report,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    else:
+        joint = calibrate_many(
+            lm,
+            every,
+            prompts,
+            T=T,
+            target=target,
+            tol=tol,
+            per_round=per_round,
+            start=[*starts, *[None] * len(ctrl)],
+            progress=progress if progress is not None else verbose,
+            add_library_prompts=add_library_prompts,
+        )
     n = len(vecs)
     return Grid(joint.results[:n], dict(zip(ctrl, joint.results[n:], strict=True)), joint.rounds, joint.seconds)
 
@@ -241,7 +273,9 @@ class CheckResult:
     prompt_p95: tuple[float, ...]  # each prompt's own p95
     target: float  # the vector's calibration target
     band: tuple[float, float]  # R1's held-out band
-    dtype: str  # the model's weights during the check
+    dtype: str  # the model's weights during the check (a llama.cpp check: the GGUF's quantization)
+    runtime: str = "transformers"  # where the rollouts ran: transformers or llama.cpp
+    weights: str = ""  # llama.cpp: the GGUF file (name, sha256 prefix, quantization)
 
     @property
     def in_band(self) -> bool:
@@ -283,14 +317,27 @@ class CheckResult:
         return head + show.table(("", ""), rows)
 
 
-def check(lm: Any, vector: Any, prompts: Any, window: int | None = None, alpha: float = 1.0) -> CheckResult:
+def check(
+    lm: Any,
+    vector: Any,
+    prompts: Any,
+    window: int | None = None,
+    alpha: float = 1.0,
+    *,
+    runtime: str = "transformers",
+    gguf: str | Path | None = None,
+) -> CheckResult:
     """C1 for one vector: the held-out p95 of `vector` at alpha x c* on `prompts` (T = `window`, default the vector's
-    calibration window), with its 90% prompt-bootstrap interval and the verdict against R1's band."""
-    import numpy as np
+    calibration window), with its 90% prompt-bootstrap interval and the verdict against R1's band.
 
-    from .core.rollout import rollout
-    from .core.statistic import P95
+    runtime="llama.cpp": the same measurement where the vector is served: the vector exported as llama.cpp's control
+    vector GGUF (alpha x c* baked in), read back by llama.cpp's own parser, applied to the model's GGUF file (`gguf`:
+    a bundled model's own file by default), rollouts and KL from llama.cpp's logits (`core.served`). Needs the
+    `llama` extra."""
+    from .core.llamacpp import RUNTIMES
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: {runtime!r}; valid: {', '.join(RUNTIMES)}")
     lm = as_lm(lm)
     prompts = as_prompts(prompts)
     vector = as_vector(lm, vector)
@@ -300,13 +347,45 @@ def check(lm: Any, vector: Any, prompts: Any, window: int | None = None, alpha: 
     if len(prompts) < 2:
         raise ValueError(f"check needs at least 2 prompts for its interval, got {len(prompts)}")
     T = window or cal.window
-    st = rollout(lm, lm.encode([lm.format(p) for p in prompts]), T, vector, (c,)).stats(0)
+    seqs = lm.encode([lm.format(p) for p in prompts])
+    if runtime == "llama.cpp":
+        st, dtype, weights = _served_stats(lm, vector, seqs, T, alpha, gguf, lm.format(prompts[0]))
+    else:
+        from .core.rollout import rollout
+
+        st = rollout(lm, seqs, T, vector, (c,)).stats(0)
+        dtype, weights = str(next(lm.model.parameters()).dtype).removeprefix("torch."), ""
+    return _check_result(st, alpha, c, T, cal.target, dtype, runtime, weights)
+
+
+def _served_stats(lm: LM, vector: Vector, seqs, T: int, alpha: float, gguf, sample: str):
+    """The exported GGUF control vector, as llama.cpp reads it, applied to the model's GGUF file: KLStats at c."""
+    import tempfile
+
+    from .core import served
+    from .core.interop import export
+    from .core.llamacpp import read_cvec
+
+    with served.open_gguf(lm, seqs, T, gguf, sample) as llama:
+        with tempfile.TemporaryDirectory() as tmp:
+            cvec = read_cvec(export(vector, "gguf", Path(tmp) / "vector.gguf", alpha))
+        llama.set_cvec(cvec.buffer(llama.file.n_layers))
+        st = llama.evaluate(seqs, T, lm.eos_ids).stats(alpha * vector.coeff)
+        return st, llama.file.quantization, llama.file.describe()
+
+
+def _check_result(st, alpha: float, c: float, T: int, target: float, dtype: str, runtime: str, weights: str) -> CheckResult:
+    import numpy as np
+
+    from .core.statistic import P95
+
     kl = st.per_prompt
     assert kl is not None
     lo, hi = P95.prompt_interval(kl, level=0.90)
     own = tuple(P95.pooled(row[~np.isnan(row)]) if (~np.isnan(row)).any() else math.nan for row in kl)
-    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
-    return CheckResult(alpha, c, T, len(prompts), st.p95, lo, hi, st.max, st.n_values, own, cal.target, HOLDOUT_BAND, dtype)
+    return CheckResult(
+        alpha, c, T, kl.shape[0], st.p95, lo, hi, st.max, st.n_values, own, target, HOLDOUT_BAND, dtype, runtime, weights
+    )
 
 
 # ---- generate ----

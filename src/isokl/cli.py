@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import get_type_hints
 
 from . import __version__
@@ -71,6 +72,31 @@ def to_config(args: argparse.Namespace, cfg_cls):
     return cfg_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cfg_cls)})
 
 
+def calibrated_any(path: str, flag: str):
+    """`calibrated`, or an isokl-exported GGUF control vector: (None, its calibration, its isokl fields), the vector
+    rebuilt once the model it names is loaded."""
+    if Path(path).suffix.lower() != ".gguf":
+        return (*calibrated(path, flag), {})
+    import json
+
+    from .core.interop import VectorFileError, gguf_fields
+    from .core.vector import Calibration
+
+    try:
+        fields = gguf_fields(path)
+    except VectorFileError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+    if not fields:
+        raise ConfigError(
+            f"{flag}: {path} carries no isokl fields (another tool's control vector: its dose is unknown); calibrate it "
+            "with `isokl calibrate --vector FILE`"
+        )
+    try:
+        return None, Calibration(**json.loads(str(fields["vector"]))["calibration"]), fields
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{flag}: {path}: its isokl fields are malformed ({type(e).__name__}: {e})") from None
+
+
 def calibrated(path: str, flag: str):
     """A saved vector and its calibration; an uncalibrated file is one line saying how to make one."""
     from .core.vector import Vector
@@ -83,14 +109,14 @@ def calibrated(path: str, flag: str):
 
 def cmd_check(cfg: CheckConfig) -> int:
     """A calibrated vector on the user's prompts (`isokl.check`): held-out p95 at alpha x c* with its interval and
-    R1's verdict, printed; exit 0 in band, 2 outside."""
+    R1's verdict, printed, in each --runtime on the same prompts; exit 0 in band (every runtime), 2 outside."""
     cfg.check()
     from .api import check
     from .core.concept import read_prompts
     from .core.models import check_model_id, load
 
-    vec, cal = calibrated(cfg.vector, "vector")
-    source = check_model_id(vec.model_id)  # resolved once; load reuses it
+    vec, cal, fields = calibrated_any(cfg.vector, "vector")
+    source = check_model_id(vec.model_id if vec is not None else str(fields["model_id"]))  # resolved once
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
     threads = _threads(cfg.threads)
@@ -98,29 +124,51 @@ def cmd_check(cfg: CheckConfig) -> int:
     import torch
 
     lm = load(source, device=cfg.device, dtype=getattr(torch, dtype))
+    if vec is None:  # an isokl-exported GGUF: its fields checked against this model (id, fingerprints)
+        from .core.interop import from_isokl_gguf
+
+        vec = from_isokl_gguf(lm, Path(cfg.vector), fields)
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     check_prompts(lm, prompts, T, cfg.prompts, "--prompts")
-    t0 = time.time()
-    r = check(lm, vec, prompts, T, cfg.alpha)
     print(
         f"vector: {vec.method} on {vec.model_id}, layers {span(vec.layers)}, c* = {vec.coeff:.6g} (p95 {cal.p95:.3f} at "
-        f"T = {cal.window} on {cal.n_prompts} calibration prompts, {cal.status})"
+        f"T = {cal.window} on {cal.n_prompts} calibration prompts, {cal.status}"
+        + (f"; calibrated in {cal.runtime} on {cal.weights}" if cal.runtime else "")
+        + ")"
     )
-    print(f"checked at alpha {cfg.alpha:g} (c = {r.c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}; {dtype} ({why})")
-    print(f"p95 = {r.p95:.4f}  [{r.lo:.3f}, {r.hi:.3f}]: 90% prompt-bootstrap interval (target {cal.target:g})")
-    band_lo, band_hi = r.band
-    overlap = (
-        ""
-        if r.in_band
-        else (" (its interval overlaps the band)" if r.interval_overlaps_band else " (its interval misses the band)")
-    )
-    print(f"verdict = {'IN BAND' if r.in_band else 'OUT OF BAND'} [{band_lo}, {band_hi}] (R1's held-out band){overlap}")
-    print(
-        f"max = {r.max:.3f} nats over {r.n_values} tokens; prompts whose own p95 exceeds {cal.target:g}: "
-        f"{r.above_target}/{len(prompts)}"
-    )
-    print(f"seconds = {time.time() - t0:.1f} (model load not included; {threads} threads)")
-    return 0 if r.in_band else 2
+    results = []
+    for runtime in cfg.runtimes():
+        t0 = time.time()
+        results.append((check(lm, vec, prompts, T, cfg.alpha, runtime=runtime, gguf=cfg.gguf or None), time.time() - t0))
+    r = results[0][0]
+    where = {"transformers": f"transformers {dtype} ({why})"}
+    if len(results) == 1:
+        print(
+            f"checked at alpha {cfg.alpha:g} (c = {r.c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}; "
+            + (f"llama.cpp on {r.weights}" if r.runtime == "llama.cpp" else f"{dtype} ({why})")
+        )
+        print(f"p95 = {r.p95:.4f}  [{r.lo:.3f}, {r.hi:.3f}]: 90% prompt-bootstrap interval (target {cal.target:g})")
+        band_lo, band_hi = r.band
+        overlap = (
+            ""
+            if r.in_band
+            else (" (its interval overlaps the band)" if r.interval_overlaps_band else " (its interval misses the band)")
+        )
+        print(f"verdict = {'IN BAND' if r.in_band else 'OUT OF BAND'} [{band_lo}, {band_hi}] (R1's held-out band){overlap}")
+        print(
+            f"max = {r.max:.3f} nats over {r.n_values} tokens; prompts whose own p95 exceeds {cal.target:g}: "
+            f"{r.above_target}/{len(prompts)}"
+        )
+        print(f"seconds = {results[0][1]:.1f} (model load not included; {threads} threads)")
+        return 0 if r.in_band else 2
+    print(f"checked at alpha {cfg.alpha:g} (c = {r.c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}, side by side:")
+    names = [where.get(res.runtime, f"llama.cpp on {res.weights}") for res, _ in results]
+    w = max(len(n) for n in names)
+    print(f"  {'runtime':<{w}}  {'p95':>6}  {'90% interval':<16} {'max':>6}  {'seconds':>7}  verdict {list(r.band)}")
+    for name, (res, secs) in zip(names, results, strict=True):
+        print(f"  {name:<{w}}  {res.p95:6.4f}  [{res.lo:.3f}, {res.hi:.3f}]   {res.max:6.3f}  {secs:7.1f}  {res.verdict}")
+    print(f"({threads} threads; model load not included)")
+    return 0 if all(res.in_band for res, _ in results) else 2
 
 
 def cmd_export(cfg: ExportConfig) -> int:

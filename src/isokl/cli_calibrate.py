@@ -44,6 +44,8 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     concept.check_for(lm, max(cfg.window, cfg.horizon if cfg.judging() else 0))
     if cfg.prompts:
         check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
+    if cfg.runtime != "transformers" and not cfg.no_judge and not cfg.vector:
+        print(f"[isokl] --runtime {cfg.runtime}: the judge measures in transformers, so it is skipped", file=sys.stderr)
     if len(cfg.grid()) > 1:
         return calibrate_grid(cfg, lm, cal, t0, threads, picks)
     picked = picks.get(cfg.layer_sets()[0])
@@ -66,7 +68,9 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"p95 = {res.p95:.4f} (target {cfg.target} +- {cfg.tol})")
     print(f"converged = {str(res.converged).lower()} ({res.status})")
     print(f"evaluations = {res.evaluations}")
-    print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {cfg.torch_dtype()})")
+    c = res.vector.calibration
+    where = f"llama.cpp on {c.weights}" if c is not None and c.runtime else str(cfg.torch_dtype())
+    print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {where})")
     print(f"saved {path}")
     if cfg.judging():
         _print_board(_judge(cfg, lm, [res], controls, concept), threads)
@@ -104,6 +108,8 @@ def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, concept, start=None):
         tol=cfg.tol,
         per_round=cfg.per_round,
         start=start,
+        runtime=cfg.runtime,
+        gguf=cfg.gguf or None,
         progress=eval_lines([v.label for v in vecs] + (_control_labels(vecs) if cfg.judging() else [])),
     )
     return grid, grid.controls

@@ -314,6 +314,8 @@ class _Job:
         self.error, self.pending, self.finished = error, [], time.time()
 
     def result(self, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float) -> CalibrationResult:
+        from .served import fingerprints
+
         if self.solve is None:  # failed: the dose nearest the target so far, if any
             hist = tuple(self.stats.values())
             best = min(hist, key=lambda h: abs(h.p95 - target), default=None)
@@ -339,6 +341,7 @@ class _Job:
             c_hi=band.hi,
             interval=band.describe(),
             dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+            **fingerprints(lm),
         )
         return CalibrationResult(
             vector=self.vector.calibrated(cal),

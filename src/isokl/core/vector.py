@@ -41,6 +41,11 @@ class Calibration:
     c_hi: float = float("nan")
     interval: str = ""  # how that interval was computed
     dtype: str = ""  # the model's weights during calibration (float32, bfloat16); "" in files from before 2026-11-29
+    runtime: str = ""  # where its rollouts ran: "" = transformers; "llama.cpp (llama-cpp-python 0.3.36)"
+    weights: str = ""  # the weights file, for a runtime that reads one (name, sha256 prefix, quantization)
+    quantization: str = ""  # that file's quantization as llama.cpp names it
+    tokenizer_sha: str = ""  # the model's fingerprints at calibration (`served.fingerprints`): an exported file carries
+    weights_sha: str = ""  # them, and isokl refuses it on a model whose vocabulary or embeddings differ
 
 
 @dataclass(frozen=True)

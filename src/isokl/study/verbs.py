@@ -25,6 +25,28 @@ from .config import (
 )
 from .records import TARGET, TOL
 
+GGUF_HELP = "llama.cpp's model file (default: a bundled model's own GGUF; required for any other model)"
+
+
+def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
+    """--runtime: known names (one, or a comma list), the llama extra installed where llama.cpp is named; --gguf a
+    file and only with llama.cpp."""
+    from ..core.llamacpp import RUNTIMES, RuntimeMissing, binding
+
+    names = split(spec)
+    if not names or any(n not in RUNTIMES for n in names) or len(set(names)) != len(names) or (one and len(names) > 1):
+        want = "one of" if one else "one or more, comma-separated, of"
+        raise ConfigError(f"--runtime: {spec!r}; valid: {want} {', '.join(RUNTIMES)}")
+    if "llama.cpp" in names:
+        try:
+            binding()
+        except RuntimeMissing as e:
+            raise ConfigError(f"--runtime llama.cpp: {e}") from None
+    elif gguf:
+        raise ConfigError("--gguf: only llama.cpp reads a GGUF model file; add --runtime llama.cpp")
+    if gguf and not Path(gguf).expanduser().is_file():
+        raise ConfigError(f"--gguf: {gguf} is not a file")
+
 
 @dataclass
 class CalibrateConfig:
@@ -109,6 +131,14 @@ class CalibrateConfig:
         },
     )
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
+    runtime: str = field(
+        default="transformers",
+        metadata={
+            "help": "where the calibration's rollouts run: transformers, or llama.cpp on the model's GGUF file (c* of "
+            "the quantized model as served; the judge is skipped there: it measures in transformers)"
+        },
+    )
+    gguf: str = field(default="", metadata={"help": GGUF_HELP})
 
     def scorers(self) -> dict:
         """--scorer's functions by name (each file imported once; one line for a missing file or function)."""
@@ -144,8 +174,9 @@ class CalibrateConfig:
         return split(self.method)
 
     def judging(self) -> bool:
-        """The judge runs unless --no-judge; a vector file (--vector) has no concept to judge it against."""
-        return not self.no_judge and not self.vector
+        """The judge runs unless --no-judge; a vector file (--vector) has no concept to judge it against; it measures
+        in transformers, so --runtime llama.cpp skips it."""
+        return not self.no_judge and not self.vector and self.runtime == "transformers"
 
     def layer_sets(self) -> list[str]:
         """--layers split into its sets ('' = the default band)."""
@@ -170,6 +201,7 @@ class CalibrateConfig:
         """Every flag, in one line on the first bad one; returns the --model's resolved Source."""
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"--dtype: {self.dtype!r}; valid: auto, float32, bfloat16")
+        check_runtimes(self.runtime, self.gguf, one=True)
         check_methods("--method", self.methods())
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
@@ -311,8 +343,20 @@ class CheckConfig:
     device: str = field(default="cpu", metadata={"help": "torch device"})
     dtype: str = field(default=VECTOR_DTYPE, metadata={"help": DTYPE_HELP})
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
+    runtime: str = field(
+        default="transformers",
+        metadata={
+            "help": "where to measure: transformers (at --dtype), llama.cpp (the exported control vector on the "
+            "model's GGUF file), or both, comma-separated, on the same prompts side by side"
+        },
+    )
+    gguf: str = field(default="", metadata={"help": GGUF_HELP})
+
+    def runtimes(self) -> list[str]:
+        return split(self.runtime)
 
     def check(self) -> None:
+        check_runtimes(self.runtime, self.gguf)
         if not self.vector or not Path(self.vector).expanduser().is_file():
             raise ConfigError(f"vector: {self.vector!r} does not exist or is not a file; give a file from `isokl calibrate`")
         if not self.prompts:

@@ -1,0 +1,450 @@
+"""llama.cpp as a second runtime: the dose measured where a vector is served, on the model's own GGUF file.
+
+`Llama(path)` opens a GGUF model through llama-cpp-python's C API (ctypes; its high-level `Llama` class keeps one
+sequence and no second context) and holds two contexts on the one model: *steered*, with a control vector set the
+way llama.cpp's `--control-vector` sets one (`llama_set_adapter_cvec`: the vector of block L added to block L's output
+after its residual add, block 0 never steered), and *base*, with none. `evaluate` rolls every prompt out greedily in
+the steered context, all prompts in one batch (one llama.cpp sequence each), and feeds each chosen token to the base
+context in the same batch shape, so the two contexts run the same arithmetic on the same inputs: at c = 0 their
+logits are the same bits and KL is exactly 0. Per-token KL(steered || base) comes from llama.cpp's full logits, in
+float64, scored as isokl scores a transformers rollout (`kl.kl_stats`: the same statistic, the same validity rule:
+a row ends after its first EOS, which is scored).
+
+What differs from the transformers runtime is llama.cpp's arithmetic, which is the point: quantized weights used as
+stored (Q4_1, Q4_K ...), activations quantized to 8 bits inside each quantized dot product, an f16 KV cache (llama.cpp's
+default, what a server uses), and its own kernels. The prompts' token ids are isokl's (`LM.encode` of `LM.format`),
+checked against the GGUF's own vocabulary (`check_model`), so both runtimes read the same tokens.
+
+Control-vector files (`read_cvec`) are read by llama.cpp's own GGUF parser (libggml's `gguf_init_from_file`, the one
+`common_control_vector_load` uses) under that loader's rules: tensors `direction.L`, L >= 1, F32, one dimension, one
+width; the buffer llama.cpp gets starts at layer 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .kl import KLStats, kl_rows, kl_stats
+from .statistic import P95
+
+HINT = (
+    "the llama.cpp runtime needs llama-cpp-python, built from source (about 4 minutes on 2 cores): `bash "
+    "scripts/setup.sh` installs it into .venv (ISOKL_LLAMA=0 skips it), or `pip install 'isokl[llama]'`"
+)
+RUNTIMES = ("transformers", "llama.cpp")
+
+
+class RuntimeMissing(ImportError):
+    pass
+
+
+class LlamaError(ValueError):
+    pass
+
+
+def binding():
+    """The llama_cpp module, or one line naming the extra."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise RuntimeMissing(HINT) from None
+    return llama_cpp
+
+
+def available() -> bool:
+    try:
+        binding()
+    except RuntimeMissing:
+        return False
+    return True
+
+
+def version() -> str:
+    """'llama-cpp-python 0.3.36' (its vendored llama.cpp)."""
+    return f"llama-cpp-python {binding().__version__}"
+
+
+_quiet = None
+
+
+def _silence(ll) -> None:
+    """llama.cpp logs every load to stderr; keep its errors only."""
+    global _quiet
+    if _quiet is None:
+
+        @ll.llama_log_callback
+        def cb(level, text, _user):
+            if level == 4:  # GGML_LOG_LEVEL_ERROR
+                import sys
+
+                print(f"[llama.cpp] {text.decode(errors='replace').rstrip()}", file=sys.stderr)
+
+        _quiet = cb
+        ll.llama_log_set(_quiet, ctypes.c_void_p())
+        ll.llama_backend_init()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- GGUF files through libggml's own parser ----
+
+
+def _ggml():
+    """libggml-base from llama-cpp-python's lib folder, with the gguf reader's signatures."""
+    ll = binding()
+    libdir = Path(ll.__file__).parent / "lib"
+    found = sorted(libdir.glob("libggml-base.*")) or sorted(libdir.glob("libggml.*"))
+    if not found:
+        raise RuntimeMissing(f"libggml-base not found in {libdir}; reinstall llama-cpp-python")
+    lib = ctypes.CDLL(str(found[0]))
+    vp, cp, i64 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64
+
+    class Params(ctypes.Structure):
+        _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
+
+    sig = {
+        "gguf_init_from_file": ([cp, Params], vp),
+        "gguf_free": ([vp], None),
+        "gguf_get_n_tensors": ([vp], i64),
+        "gguf_get_tensor_name": ([vp, i64], cp),
+        "gguf_get_tensor_type": ([vp, i64], ctypes.c_int),
+        "gguf_get_n_kv": ([vp], i64),
+        "gguf_get_key": ([vp, i64], cp),
+        "gguf_get_kv_type": ([vp, i64], ctypes.c_int),
+        "gguf_get_val_str": ([vp, i64], cp),
+        "gguf_get_val_f64": ([vp, i64], ctypes.c_double),
+        "gguf_get_val_f32": ([vp, i64], ctypes.c_float),
+        "gguf_get_val_u32": ([vp, i64], ctypes.c_uint32),
+        "gguf_get_val_i32": ([vp, i64], ctypes.c_int32),
+        "ggml_get_tensor": ([vp, cp], vp),
+        "ggml_get_data": ([vp], vp),
+        "ggml_nelements": ([vp], i64),
+        "ggml_n_dims": ([vp], ctypes.c_int),
+        "ggml_free": ([vp], None),
+    }
+    for name, (args, res) in sig.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, res
+    return lib, Params
+
+
+# gguf_type codes (ggml/include/gguf.h)
+_KV = {4: "u32", 5: "i32", 6: "f32", 8: "str", 12: "f64"}
+
+
+@dataclass(frozen=True)
+class CvecFile:
+    """A control vector as llama.cpp reads it: {layer: float32 [d]} and its key-value fields (strings and numbers)."""
+
+    layers: dict[int, np.ndarray]
+    fields: dict[str, object]
+
+    def buffer(self, n_layers: int) -> np.ndarray:
+        """The flat float32 buffer `llama_set_adapter_cvec` takes: layers 1..n_layers-1, layer 1 first."""
+        d = next(iter(self.layers.values())).shape[0]
+        buf = np.zeros((n_layers - 1) * d, dtype=np.float32)
+        for layer, t in self.layers.items():
+            buf[(layer - 1) * d : layer * d] += t
+        return buf
+
+
+def read_cvec(path: str | Path) -> CvecFile:
+    """A control-vector GGUF read by llama.cpp's own parser under `common_control_vector_load`'s rules; a file it
+    would refuse is refused here in one line."""
+    path = Path(path)
+    lib, Params = _ggml()
+    ctx = ctypes.c_void_p()
+    g = lib.gguf_init_from_file(str(path).encode(), Params(False, ctypes.pointer(ctx)))
+    if not g:
+        raise LlamaError(f"{path}: llama.cpp cannot read it as a GGUF file (gguf_init_from_file failed)")
+    try:
+        fields: dict[str, object] = {}
+        for i in range(lib.gguf_get_n_kv(g)):
+            kind = _KV.get(lib.gguf_get_kv_type(g, i))
+            if kind is not None:
+                value = getattr(lib, f"gguf_get_val_{kind}")(g, i)
+                fields[lib.gguf_get_key(g, i).decode()] = value.decode() if kind == "str" else value
+        layers: dict[int, np.ndarray] = {}
+        width = None
+        for i in range(lib.gguf_get_n_tensors(g)):
+            name = lib.gguf_get_tensor_name(g, i).decode()
+            head, _, tail = name.partition(".")
+            if head != "direction" or not tail.isdigit():
+                raise LlamaError(f"{path}: tensor {name!r}: llama.cpp's loader wants direction.L")
+            layer = int(tail)
+            if layer == 0:
+                raise LlamaError(f"{path}: direction.0: llama.cpp refuses layer 0 (block 0 is never steered)")
+            if lib.gguf_get_tensor_type(g, i) != 0:  # GGML_TYPE_F32
+                raise LlamaError(f"{path}: {name} is not F32, which llama.cpp's loader requires")
+            t = lib.ggml_get_tensor(ctx, name.encode())
+            n = lib.ggml_nelements(t)
+            if lib.ggml_n_dims(t) != 1 or (width is not None and n != width):
+                raise LlamaError(f"{path}: {name} is not one vector of the file's width")
+            width = n
+            data = (ctypes.c_float * n).from_address(lib.ggml_get_data(t))
+            layers[layer] = layers.get(layer, np.zeros(n, np.float32)) + np.frombuffer(data, np.float32)
+        if not layers:
+            raise LlamaError(f"{path}: no direction tensors (llama.cpp would load nothing)")
+        return CvecFile(dict(sorted(layers.items())), fields)
+    finally:
+        lib.gguf_free(g)
+        if ctx.value:
+            lib.ggml_free(ctx)
+
+
+# ---- a model in two contexts ----
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A GGUF model file as llama.cpp reads it."""
+
+    path: Path
+    sha256: str
+    quantization: str  # llama.cpp's file type, e.g. "Q4_1" or "Q4_K - Medium"
+    arch: str
+    n_layers: int
+    d_model: int
+    n_vocab: int
+
+    def describe(self) -> str:
+        return f"{self.path.name} (sha256 {self.sha256[:12]}, {self.quantization})"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One dose in llama.cpp: KL [n T] (NaN where not scored), which values are scored, the steered tokens, and the
+    steps run (< T where every row ended or the dose was stopped early)."""
+
+    kl: torch.Tensor
+    valid: torch.Tensor
+    tokens: list[list[int]]
+    steps: int
+    stopped: bool
+
+    def stats(self, c: float) -> KLStats:
+        return kl_stats(self.kl, self.valid, c, self.stopped)
+
+
+class Llama:
+    """One GGUF model in llama.cpp, a steered and a base context on it. `evaluate(seqs, T, c, buffer)` is one dose.
+    Use as a context manager, or `close()`: llama.cpp's memory is not Python's."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, n_ctx: int = 4096, n_seq: int = 16):
+        ll = binding()
+        _silence(ll)
+        self.ll = ll
+        path = Path(path)
+        if not path.is_file():
+            raise LlamaError(f"{path}: no such GGUF file")
+        mp = ll.llama_model_default_params()
+        mp.use_mmap = True
+        self.model = ll.llama_model_load_from_file(str(path).encode(), mp)
+        if not self.model:
+            raise LlamaError(f"{path}: llama.cpp cannot load it as a model")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.threads = threads or torch.get_num_threads()
+        self.n_ctx, self.n_seq = n_ctx, n_seq
+        self.contexts = [self._context(), self._context()]  # steered, base
+        ftype = self._meta("general.file_type")
+        self.file = ModelFile(
+            path=path,
+            sha256=_sha256(path),
+            quantization=_FTYPES.get(int(ftype), f"file type {ftype}") if ftype.isdigit() else "unknown",
+            arch=self._meta("general.architecture"),
+            n_layers=ll.llama_model_n_layer(self.model),
+            d_model=ll.llama_model_n_embd(self.model),
+            n_vocab=ll.llama_vocab_n_tokens(self.vocab),
+        )
+
+    def _meta(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = self.ll.llama_model_meta_val_str(self.model, key.encode(), buf, 256)
+        return buf.value.decode(errors="replace") if n >= 0 else ""
+
+    def _context(self):
+        ll = self.ll
+        cp = ll.llama_context_default_params()
+        cp.n_ctx = self.n_ctx
+        cp.n_batch = self.n_ctx
+        cp.n_ubatch = min(512, self.n_ctx)
+        cp.n_seq_max = self.n_seq
+        cp.n_threads = cp.n_threads_batch = self.threads
+        cp.kv_unified = True
+        cp.no_perf = True
+        ctx = ll.llama_init_from_model(self.model, cp)
+        if not ctx:
+            raise LlamaError("llama.cpp could not create a context (out of memory?)")
+        return ctx
+
+    def __enter__(self) -> Llama:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if getattr(self, "contexts", None):
+            for ctx in self.contexts:
+                self.ll.llama_free(ctx)
+            self.contexts = []
+        if getattr(self, "model", None):
+            self.ll.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        self.close()
+
+    # -- the control vector --
+
+    def set_cvec(self, buffer: np.ndarray | None) -> None:
+        """Set the steered context's control vector (`CvecFile.buffer`), or clear it with None; as llama.cpp's
+        `--control-vector` does (layers 1..n_layers-1)."""
+        ctx = self.contexts[0]
+        if buffer is None:
+            rc = self.ll.llama_set_adapter_cvec(ctx, None, 0, self.file.d_model, 1, self.file.n_layers)
+        else:
+            buf = np.ascontiguousarray(buffer, dtype=np.float32)
+            if buf.size % self.file.d_model:
+                raise LlamaError(f"a control vector of {buf.size} values is not a whole number of width {self.file.d_model}")
+            self._buf = buf  # llama.cpp copies it, but keep it alive across the call
+            ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            rc = self.ll.llama_set_adapter_cvec(ctx, ptr, buf.size, self.file.d_model, 1, self.file.n_layers)
+        if rc != 0:
+            raise LlamaError(f"llama.cpp refused the control vector (llama_set_adapter_cvec returned {rc})")
+
+    # -- decoding --
+
+    def _decode(self, ctx, items: list[tuple[int, int, int, bool]]) -> None:
+        """items: (token, position, sequence, wants logits)."""
+        ll = self.ll
+        batch = ll.llama_batch_init(len(items), 0, 1)
+        try:
+            for i, (tok, pos, seq, want) in enumerate(items):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos, 1
+                batch.seq_id[i][0], batch.logits[i] = seq, want
+            batch.n_tokens = len(items)
+            rc = ll.llama_decode(ctx, batch)
+            if rc != 0:
+                raise LlamaError(f"llama_decode returned {rc} (context of {self.n_ctx} tokens too small?)")
+        finally:
+            ll.llama_batch_free(batch)
+
+    def _logits(self, ctx, k: int) -> torch.Tensor:
+        """The last decode's k output rows of logits [k V], as float64 (a copy: llama.cpp reuses its buffer)."""
+        ptr = self.ll.llama_get_logits(ctx)
+        return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(k, self.file.n_vocab)).astype(np.float64))
+
+    def _clear(self, ctx) -> None:
+        self.ll.llama_memory_clear(self.ll.llama_get_memory(ctx), True)
+
+    def _base(self, seqs: list[list[int]]) -> torch.Tensor:
+        """The base context's prompts, prefilled once for a prompt set and kept (the base is the same at every dose):
+        each evaluation's tokens are removed from its sequences afterwards (`_trim`)."""
+        key = tuple(map(tuple, seqs))
+        if getattr(self, "_base_key", None) != key:
+            base = self.contexts[1]
+            self._clear(base)
+            self._base_logits, self._base_key = self.prefill(base, seqs), key
+        return self._base_logits
+
+    def _trim(self, seqs: list[list[int]]) -> None:
+        mem = self.ll.llama_get_memory(self.contexts[1])
+        for s, seq in enumerate(seqs):
+            if not self.ll.llama_memory_seq_rm(mem, s, len(seq), -1):
+                self._base_key = None  # could not remove: prefill again next time
+
+    def check_room(self, seqs: list[list[int]], T: int) -> None:
+        if len(seqs) > self.n_seq:
+            raise LlamaError(f"{len(seqs)} prompts in one llama.cpp batch; this context holds {self.n_seq} (n_seq)")
+        need = sum(len(s) + T for s in seqs)
+        if need > self.n_ctx:
+            raise LlamaError(f"{len(seqs)} prompts x (prompt + {T} tokens) = {need} tokens; the context holds {self.n_ctx}")
+
+    def prefill(self, ctx, seqs: list[list[int]]) -> torch.Tensor:
+        """Every prompt into its own sequence in one batch -> the logits at each prompt's last token [n V]."""
+        self._decode(ctx, [(tok, p, s, p == len(seq) - 1) for s, seq in enumerate(seqs) for p, tok in enumerate(seq)])
+        return self._logits(ctx, len(seqs))
+
+    def evaluate(self, seqs: list[list[int]], T: int, eos: tuple[int, ...], stop_above: float | None = None) -> Evaluation:
+        """The steered greedy rollout of every prompt (the control vector set by `set_cvec`) beside the base, in
+        lockstep: per-token KL(steered || base) [n T]. stop_above: end early once the pooled p95 over n x T must
+        exceed it (`P95.must_exceed`), as `rollout` does."""
+        self.check_room(seqs, T)
+        steered, base = self.contexts
+        self._clear(steered)
+        y = self._base(seqs)
+        n = len(seqs)
+        kl = torch.full((n, T), math.nan, dtype=torch.float64)
+        valid = torch.zeros((n, T), dtype=torch.bool)
+        tokens: list[list[int]] = [[] for _ in seqs]
+        try:
+            x = self.prefill(steered, seqs)  # [live V] steered logits; y: the base's
+            live = list(range(n))
+            need = P95.must_exceed(n * T) if stop_above is not None else 0
+            above, steps, stopped = 0, 0, False
+            for t in range(T):
+                lx, ly = x.log_softmax(-1), y.log_softmax(-1)
+                step = kl_rows(lx, ly)  # float64; exactly 0 where the two rows are the same bits
+                nxt = x.argmax(-1).tolist()
+                rows = torch.tensor(live)
+                kl[rows, t], valid[rows, t] = step, True
+                above += int((step >= stop_above).sum()) if stop_above is not None else 0
+                for s, tok in zip(live, nxt, strict=True):
+                    tokens[s].append(tok)
+                live = [s for s, tok in zip(live, nxt, strict=True) if tok not in eos]
+                steps = t + 1
+                if stop_above is not None and above >= need:
+                    stopped = t + 1 < T and bool(live)
+                    break
+                if not live or t == T - 1:
+                    break
+                items = [(tokens[s][-1], len(seqs[s]) + t, s, True) for s in live]
+                self._decode(steered, items)
+                self._decode(base, items)
+                x, y = self._logits(steered, len(live)), self._logits(base, len(live))
+        finally:
+            self._trim(seqs)  # the base keeps its prompts only, also after an error
+        return Evaluation(kl, valid, tokens, steps, stopped)
+
+    def logits(self, ids: list[int], steered: bool = True) -> np.ndarray:
+        """Every position's logits [len(ids) V] of one sequence in one pass (tests)."""
+        ctx = self.contexts[0 if steered else 1]
+        self._clear(ctx)
+        self._base_key = None
+        self._decode(ctx, [(tok, p, 0, True) for p, tok in enumerate(ids)])
+        return self._logits(ctx, len(ids)).numpy()
+
+
+_FTYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}  # fmt: skip  (llama_ftype, include/llama.h)

@@ -1,0 +1,177 @@
+"""Served: a vector's dose in the runtime that serves it (llama.cpp on the model's GGUF file), beside isokl's own.
+
+`open_gguf(lm)` opens the GGUF file a model is served from (a bundled model's own file, else the one you name) in
+llama.cpp and checks that it is the model `lm` holds: depth, width and the token ids of a probe text. `evaluate` is
+one dose there: the vector goes in as llama.cpp's control-vector buffer, built by the same arithmetic as the exported
+file (`interop.scaled`). `calibrate_llama` runs isokl's solver (`solver`, `_Job`) with every evaluation's rollouts and
+KL from llama.cpp, so c* is the dose of the quantized model as served; the vector records the runtime, the weights
+file and its quantization.
+
+Fingerprints (`fingerprints`) say which model a vector belongs to beyond its id: the tokenizer's vocabulary, and the
+token-embedding matrix (every 97th row, rounded to bfloat16, so a float32 and a bfloat16 load agree).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .llamacpp import Llama, LlamaError, version
+from .models import LM
+from .prompts import Prompt
+from .statistic import P95, TARGET, TOL
+from .vector import Vector
+
+N_CTX_MIN = 512
+
+
+def tokenizer_fingerprint(lm: LM) -> str:
+    vocab = sorted(lm.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def weights_fingerprint(lm: LM) -> str:
+    emb = lm.model.get_input_embeddings().weight.detach()[::97].to("cpu", torch.bfloat16).contiguous()
+    return hashlib.sha256(emb.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+
+
+def fingerprints(lm: LM) -> dict[str, str]:
+    """{tokenizer_sha, weights_sha} of `lm` (Calibration's fields), computed once per LM."""
+    if "fingerprints" not in lm.meta:
+        lm.meta["fingerprints"] = {"tokenizer_sha": tokenizer_fingerprint(lm), "weights_sha": weights_fingerprint(lm)}
+    return dict(lm.meta["fingerprints"])
+
+
+def gguf_of(lm: LM, gguf: str | Path | None = None, flag: str = "--gguf") -> Path:
+    """The GGUF file `lm` is served from: `gguf` if given, else a bundled model's own file."""
+    if gguf:
+        p = Path(gguf).expanduser()
+        if not p.is_file():
+            raise LlamaError(f"{flag}: {p} is not a file")
+        return p
+    from .bundled import BUNDLED, gguf_path
+
+    if lm.id not in BUNDLED:
+        raise LlamaError(f"{flag}: {lm.id} is not a bundled model; give the GGUF file it is served from")
+    return gguf_path(BUNDLED[lm.id])
+
+
+def _probe_ids(llama: Llama, text: str) -> list[int]:
+    ll = llama.ll
+    raw = text.encode()
+    buf = (ll.llama_token * (len(raw) + 16))()
+    n = ll.llama_tokenize(llama.vocab, raw, len(raw), buf, len(buf), False, True)
+    if n < 0:
+        raise LlamaError(f"llama.cpp could not tokenize the probe ({n})")
+    return list(buf[:n])
+
+
+def check_model(lm: LM, llama: Llama, sample: str) -> None:
+    """The GGUF holds the model `lm` holds: same depth and width, and llama.cpp reads `sample` (a formatted prompt) as
+    the same token ids as isokl's tokenizer; else one line."""
+    f = llama.file
+    if (f.n_layers, f.d_model) != (lm.n_layers, lm.d_model):
+        raise LlamaError(
+            f"{f.path.name}: a {f.arch} of {f.n_layers} layers x {f.d_model}; {lm.id} has {lm.n_layers} x {lm.d_model}: "
+            "not the same model"
+        )
+    ours = lm.tokenizer(sample, add_special_tokens=False)["input_ids"]
+    theirs = _probe_ids(llama, sample)
+    if ours != theirs:
+        at = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs)))
+        raise LlamaError(
+            f"{f.path.name}: llama.cpp reads a prompt of {lm.id} as other token ids (first difference at token {at}: "
+            f"{ours[at : at + 3]} vs {theirs[at : at + 3]}): not this model's tokenizer"
+        )
+
+
+def open_gguf(lm: LM, seqs: list[list[int]], T: int, gguf: str | Path | None = None, sample: str = "") -> Llama:
+    """llama.cpp on `lm`'s GGUF file with room for `seqs` + T tokens each in one batch, checked against `lm`."""
+    n_ctx = max(N_CTX_MIN, 256 * math.ceil(sum(len(s) + T for s in seqs) / 256))
+    llama = Llama(gguf_of(lm, gguf), n_ctx=n_ctx, n_seq=max(1, len(seqs)))
+    try:
+        check_model(lm, llama, sample or "The quick brown fox jumps over the lazy dog.")
+    except LlamaError:
+        llama.close()
+        raise
+    return llama
+
+
+def cvec_buffer(vector: Vector, c: float, n_layers: int) -> np.ndarray:
+    """`vector` at dose c as llama.cpp's control-vector buffer, from the exported file's own arithmetic."""
+    from .interop import scaled
+    from .llamacpp import CvecFile
+
+    return CvecFile({layer: t.numpy() for layer, t in scaled(vector, c).items()}, {}).buffer(n_layers)
+
+
+def evaluate(llama: Llama, lm: LM, seqs: list[list[int]], T: int, vector: Vector, c: float, stop_above=None):
+    """One dose of `vector` in llama.cpp (`Llama.evaluate`); c = 0 sets no control vector at all."""
+    llama.set_cvec(cvec_buffer(vector, c, llama.file.n_layers) if c != 0 else None)
+    return llama.evaluate(seqs, T, lm.eos_ids, stop_above)
+
+
+def provenance(llama: Llama, cal):
+    """`cal` (a Calibration) marked as found in llama.cpp on this file."""
+    return dataclasses.replace(
+        cal, dtype="", runtime=f"llama.cpp ({version()})", weights=llama.file.describe(), quantization=llama.file.quantization
+    )
+
+
+def calibrate_llama(
+    lm: LM,
+    vectors: Sequence[Vector],
+    prompts: list[Prompt],
+    *,
+    gguf: str | Path | None = None,
+    T: int = 20,
+    target: float = TARGET,
+    tol: float = TOL,
+    max_evals: int = 20,
+    start: float | Sequence[float | None] | None = None,
+    early_stop: bool = True,
+    progress: Callable | None = None,
+):
+    """Calibrate each vector with llama.cpp's rollouts and KL on the GGUF file (the solver, first guess, bounds and
+    statistic of `calibrate_many`; one vector after the other, every prompt in one llama.cpp batch) -> a
+    `JointCalibration` whose vectors record runtime, weights file and quantization."""
+    from .calibrate import CalibrationResult, JointCalibration, _c_max, _first_dose, _Job
+
+    if not prompts:
+        raise ValueError("calibrate needs at least one calibration prompt (got none)")
+    starts = list(start) if isinstance(start, Sequence) else [start] * len(vectors)
+    seqs = lm.encode([lm.format(p) for p in prompts])
+    stop = P95.stop_above(target, tol) if early_stop else None
+    t0 = time.time()
+    results: list[CalibrationResult] = []
+    with open_gguf(lm, seqs, T, gguf, lm.format(prompts[0])) as llama:
+        for j, (vec, s) in enumerate(zip(vectors, starts, strict=True)):
+            job = _Job(vec, _first_dose(vec, s, None), _c_max(vec, None))
+            job.start(target=target, tol=tol, max_evals=max_evals, per_round=1)
+            while job.pending:
+                t1 = time.time()
+                out = []
+                for c in job.pending:
+                    ev = evaluate(llama, lm, seqs, T, vec, c, stop)
+                    st = ev.stats(c)
+                    if not math.isfinite(st.p95):
+                        job.fail(f"{vec.label}: a non-finite KL at c = {c:.6g} in llama.cpp")
+                        break
+                    job.stats[c] = st
+                    out.append(st.p95)
+                    if progress is not None:
+                        progress(j, st, time.time() - t1)
+                else:
+                    job.tell(out)
+            res = job.result(lm, prompts, T, target, t0)
+            assert res.vector.calibration is not None
+            results.append(dataclasses.replace(res, vector=res.vector.calibrated(provenance(llama, res.vector.calibration))))
+    return JointCalibration(tuple(results), (), time.time() - t0)
