@@ -191,9 +191,10 @@ def test_cli_check_both_runtimes_and_the_exported_file(smol, vec, tmp_path, caps
     ptxt = tmp_path / "p.txt"
     ptxt.write_text("Tell me about your weekend.\nExplain how a bicycle works.\nWrite a short poem about rain.\n")
     args = ["check", "--prompts", str(ptxt), "--window", "8", "--threads", "2"]
-    main_exit([*args[:1], str(saved), *args[1:], "--runtime", "transformers,llama.cpp"])
+    main_exit([*args[:1], str(saved), *args[1:], "--runtime", "transformers,llama.cpp", "--dtype", "float32,bfloat16"])
     out = capsys.readouterr().out
-    assert "side by side" in out and "transformers float32" in out and "llama.cpp on SmolLM2-135M-Instruct.Q4_1.gguf" in out
+    assert "side by side" in out and "llama.cpp on SmolLM2-135M-Instruct.Q4_1.gguf" in out
+    assert "transformers float32 (--dtype)" in out and "transformers bfloat16 (--dtype)" in out  # the three numbers
     ll_line = next(x for x in out.splitlines() if "llama.cpp on" in x)
     main_exit([*args[:1], str(gg), *args[1:], "--runtime", "llama.cpp"])
     out2 = capsys.readouterr().out

@@ -10,7 +10,7 @@
     lm = isokl.load("smollm2-135m")   # or isokl.wrap(model, tok); Vector.from_tensors(lm, {12: t}) for any vector
 
 Layers (imports only go down): `core` (models, bundled, inputs, hooks, rollout, kl, statistic, solver, calibrate,
-vector, interop, methods, activations, prompts, concept, show, forks, reference, files) -> `study` (config, verbs,
+vector, interop, methods, activations, prompts, concept, show, forks, reference, files, llamacpp, served) -> `study` (config, verbs,
 plan, measures, metrics, sweep, cluster, records, judge, progress) -> `report` (index, estimate, inference,
 thresholds, table, claims, figure, evidence, page, leaderboard, browser, build: no torch) -> `api`, `cli`,
 `cli_calibrate`. docs/architecture.md has the picture. Attributes load lazily, so `isokl.report` runs where torch is

@@ -27,7 +27,7 @@ from typing import get_type_hints
 from . import __version__
 from .cli_calibrate import check_prompts, cmd_calibrate
 from .cli_calibrate import use_threads as _threads
-from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats
+from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats, split
 from .study.records import span
 from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, weights_dtype
 
@@ -120,10 +120,17 @@ def cmd_check(cfg: CheckConfig) -> int:
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
     threads = _threads(cfg.threads)
-    dtype, why = weights_dtype(cfg.dtype, cal.dtype)
+    dtypes = list(dict.fromkeys(weights_dtype(d, cal.dtype) for d in split(cfg.dtype)))
     import torch
 
-    lm = load(source, device=cfg.device, dtype=getattr(torch, dtype))
+    lms: dict = {}
+
+    def lm_in(dtype: str):
+        if dtype not in lms:
+            lms[dtype] = load(source, device=cfg.device, dtype=getattr(torch, dtype))
+        return lms[dtype]
+
+    lm = lm_in(dtypes[0][0])
     if vec is None:  # an isokl-exported GGUF: its fields checked against this model (id, fingerprints)
         from .core.interop import from_isokl_gguf
 
@@ -136,16 +143,21 @@ def cmd_check(cfg: CheckConfig) -> int:
         + (f"; calibrated in {cal.runtime} on {cal.weights}" if cal.runtime else "")
         + ")"
     )
+    runs = [  # (what to print, the dtype whose LM runs it, runtime): transformers once per --dtype
+        (f"transformers {d} ({why})" if r == "transformers" else "", d, r)
+        for r in cfg.runtimes()
+        for d, why in (dtypes if r == "transformers" else dtypes[:1])
+    ]
     results = []
-    for runtime in cfg.runtimes():
+    for label, d, runtime in runs:
         t0 = time.time()
-        results.append((check(lm, vec, prompts, T, cfg.alpha, runtime=runtime, gguf=cfg.gguf or None), time.time() - t0))
-    r = results[0][0]
-    where = {"transformers": f"transformers {dtype} ({why})"}
+        res = check(lm_in(d), vec, prompts, T, cfg.alpha, runtime=runtime, gguf=cfg.gguf or None)
+        results.append((label or f"llama.cpp on {res.weights}", res, time.time() - t0))
+    label, r, secs = results[0]
     if len(results) == 1:
         print(
             f"checked at alpha {cfg.alpha:g} (c = {r.c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}; "
-            + (f"llama.cpp on {r.weights}" if r.runtime == "llama.cpp" else f"{dtype} ({why})")
+            + label.removeprefix("transformers ")
         )
         print(f"p95 = {r.p95:.4f}  [{r.lo:.3f}, {r.hi:.3f}]: 90% prompt-bootstrap interval (target {cal.target:g})")
         band_lo, band_hi = r.band
@@ -159,16 +171,15 @@ def cmd_check(cfg: CheckConfig) -> int:
             f"max = {r.max:.3f} nats over {r.n_values} tokens; prompts whose own p95 exceeds {cal.target:g}: "
             f"{r.above_target}/{len(prompts)}"
         )
-        print(f"seconds = {results[0][1]:.1f} (model load not included; {threads} threads)")
+        print(f"seconds = {secs:.1f} (model load not included; {threads} threads)")
         return 0 if r.in_band else 2
     print(f"checked at alpha {cfg.alpha:g} (c = {r.c:.6g}) on {len(prompts)} prompts of {cfg.prompts}, T = {T}, side by side:")
-    names = [where.get(res.runtime, f"llama.cpp on {res.weights}") for res, _ in results]
-    w = max(len(n) for n in names)
+    w = max(len(label) for label, _, _ in results)
     print(f"  {'runtime':<{w}}  {'p95':>6}  {'90% interval':<16} {'max':>6}  {'seconds':>7}  verdict {list(r.band)}")
-    for name, (res, secs) in zip(names, results, strict=True):
-        print(f"  {name:<{w}}  {res.p95:6.4f}  [{res.lo:.3f}, {res.hi:.3f}]   {res.max:6.3f}  {secs:7.1f}  {res.verdict}")
+    for label, res, secs in results:
+        print(f"  {label:<{w}}  {res.p95:6.4f}  [{res.lo:.3f}, {res.hi:.3f}]   {res.max:6.3f}  {secs:7.1f}  {res.verdict}")
     print(f"({threads} threads; model load not included)")
-    return 0 if all(res.in_band for res, _ in results) else 2
+    return 0 if all(res.in_band for _, res, _ in results) else 2
 
 
 def cmd_export(cfg: ExportConfig) -> int:

@@ -23,6 +23,7 @@ width; the buffer llama.cpp gets starts at layer 1.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -92,6 +93,13 @@ def _silence(ll) -> None:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256, once per (file, size, modification time) in a process (a GGUF model is 100 MB to GBs)."""
+    st = path.stat()
+    return _sha256_of(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: Path, _size: int, _mtime: int) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):

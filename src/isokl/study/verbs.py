@@ -341,7 +341,9 @@ class CheckConfig:
     window: int = field(default=0, metadata={"help": "T, generated tokens per prompt (0: the vector's calibration window)"})
     alpha: float = field(default=1.0, metadata={"help": "dose multiple alpha = c / c* to check"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    dtype: str = field(default=VECTOR_DTYPE, metadata={"help": DTYPE_HELP})
+    dtype: str = field(
+        default=VECTOR_DTYPE, metadata={"help": DTYPE_HELP + "; several, comma-separated, check in each side by side"}
+    )
     threads: int = field(default=0, metadata={"help": THREADS_HELP})
     runtime: str = field(
         default="transformers",
@@ -369,7 +371,8 @@ class CheckConfig:
             raise ConfigError(f"--prompts: {self.prompts} has {len(ps)} prompt; the interval needs at least 2")
         at_least("--window", self.window, 0)
         floats("--alpha", str(self.alpha))
-        check_dtype(self.dtype)
+        for d in split(self.dtype) or [""]:
+            check_dtype(d)
         check_common("--model", [], self.device, self.threads)
 
 
