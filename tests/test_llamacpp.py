@@ -216,3 +216,14 @@ def test_without_the_binding_the_runtime_flag_fails_in_one_line_naming_the_extra
 def test_runtime_names_are_checked(capsys):
     assert main_exit(["calibrate", "--runtime", "vllm", "--no-judge"]) == 1
     one_line_error(capsys, "--runtime", "transformers, llama.cpp")
+
+
+def test_cli_calibrate_in_llama_cpp_saves_where_it_ran(tmp_path, capsys):
+    out = tmp_path / "v.safetensors"
+    code = main_exit(["calibrate", "--runtime", "llama.cpp", "--n-prompts", "2", "--window", "8", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code in (0, 2) and out.exists()  # 2: not converged, said on stderr (the solver's own outcome)
+    assert "the judge measures in transformers, so it is skipped" in printed.err
+    assert "llama.cpp on SmolLM2-135M-Instruct.Q4_1.gguf" in printed.out
+    cal = isokl.Vector.load(out).calibration
+    assert cal.runtime.startswith("llama.cpp") and cal.quantization == "Q4_1" and cal.window == 8
