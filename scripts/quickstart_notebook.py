@@ -104,6 +104,13 @@ print(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))"
     ),
     (
         "md",
+        """Served by llama.cpp on the quantized GGUF file instead? Measure the dose there: the exported control vector on
+the model's own file (Q4_1), rollouts and KL from llama.cpp (`docs/runtimes.md`; `runtime="llama.cpp"` in `isokl.calibrate`
+finds c* there).""",
+    ),
+    ("code", """isokl.check((model, tok), res, other, runtime="llama.cpp")"""),
+    (
+        "md",
         """Which method? Calibrate several jointly, each layer set with a random-direction control at the same 1 nat, and
 judge them on held-out prompts (the built-in sentiment concept): effect, effect beyond the control, damage.""",
     ),

@@ -227,3 +227,14 @@ def test_cli_calibrate_in_llama_cpp_saves_where_it_ran(tmp_path, capsys):
     assert "llama.cpp on SmolLM2-135M-Instruct.Q4_1.gguf" in printed.out
     cal = isokl.Vector.load(out).calibration
     assert cal.runtime.startswith("llama.cpp") and cal.quantization == "Q4_1" and cal.window == 8
+
+
+def test_more_prompts_than_one_batch_run_in_batches(smol, vec, prompts):
+    """Prompts beyond the contexts' sequences run in batches (`Llama.evaluate`); c = 0 is still exactly 0 everywhere."""
+    seqs = seqs_of(smol, prompts)
+    with Llama(gguf_path(BUNDLED["smollm2-135m"]), n_ctx=512, n_seq=3) as llama:
+        ev = served.evaluate(llama, smol, seqs, 6, vec, 0.0)
+        assert ev.kl.shape == (4, 6) and len(ev.tokens) == 4 and bool(ev.valid[:, 0].all())
+        assert torch.equal(ev.kl[ev.valid], torch.zeros(int(ev.valid.sum()), dtype=torch.float64))
+        hot = served.evaluate(llama, smol, seqs, 6, vec, 6.0)
+        assert float(hot.kl[hot.valid].min()) >= 0 and float(hot.kl[3][hot.valid[3]].max()) > 0

@@ -302,7 +302,8 @@ class CheckResult:
     def __repr__(self) -> str:
         return (
             f"CheckResult({self.verdict}: p95 = {self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] at alpha {self.alpha:g} "
-            f"(c = {self.c:.5g}) on {self.n_prompts} prompts, T = {self.window}, band {list(self.band)})"
+            f"(c = {self.c:.5g}) on {self.n_prompts} prompts, T = {self.window}, band {list(self.band)}"
+            + (f", in llama.cpp on {self.weights})" if self.runtime == "llama.cpp" else ")")
         )
 
     def _repr_html_(self) -> str:
@@ -312,6 +313,7 @@ class CheckResult:
             ("p95", f"{self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] (90% prompt-bootstrap interval; target {self.target:g})"),
             ("dose", f"alpha {self.alpha:g}, c = {self.c:.6g}"),
             ("prompts", f"{self.n_prompts} x T = {self.window} ({self.n_values} tokens scored), {self.dtype}"),
+            ("runtime", f"llama.cpp on {self.weights}" if self.runtime == "llama.cpp" else f"transformers, {self.dtype}"),
             ("max", f"{self.max:.3f} nats; prompts whose own p95 exceeds {self.target:g}: {self.above_target}/{self.n_prompts}"),
         ]
         return head + show.table(("", ""), rows)

@@ -13,7 +13,8 @@ a row ends after its first EOS, which is scored).
 What differs from the transformers runtime is llama.cpp's arithmetic, which is the point: quantized weights used as
 stored (Q4_1, Q4_K ...), activations quantized to 8 bits inside each quantized dot product, an f16 KV cache (llama.cpp's
 default, what a server uses), and its own kernels. The prompts' token ids are isokl's (`LM.encode` of `LM.format`),
-checked against the GGUF's own vocabulary (`check_model`), so both runtimes read the same tokens.
+checked against the GGUF's own vocabulary (`served.check_model`), so both runtimes read the same tokens. The base
+context keeps its prompts' cache across doses (the base does not change with c); each dose's tokens are removed after it.
 
 Control-vector files (`read_cvec`) are read by llama.cpp's own GGUF parser (libggml's `gguf_init_from_file`, the one
 `common_control_vector_load` uses) under that loader's rules: tensors `direction.L`, L >= 1, F32, one dimension, one
@@ -396,7 +397,20 @@ class Llama:
     def evaluate(self, seqs: list[list[int]], T: int, eos: tuple[int, ...], stop_above: float | None = None) -> Evaluation:
         """The steered greedy rollout of every prompt (the control vector set by `set_cvec`) beside the base, in
         lockstep: per-token KL(steered || base) [n T]. stop_above: end early once the pooled p95 over n x T must
-        exceed it (`P95.must_exceed`), as `rollout` does."""
+        exceed it (`P95.must_exceed`), as `rollout` does. More prompts than the contexts' sequences (`n_seq`) run in
+        batches of n_seq, one after the other (then without the early stop: each batch would see only its part)."""
+        if len(seqs) > self.n_seq:
+            parts = [self._lockstep(seqs[i : i + self.n_seq], T, eos, None) for i in range(0, len(seqs), self.n_seq)]
+            return Evaluation(
+                torch.cat([p.kl for p in parts]),
+                torch.cat([p.valid for p in parts]),
+                [tok for p in parts for tok in p.tokens],
+                max(p.steps for p in parts),
+                False,
+            )
+        return self._lockstep(seqs, T, eos, stop_above)
+
+    def _lockstep(self, seqs: list[list[int]], T: int, eos: tuple[int, ...], stop_above: float | None) -> Evaluation:
         self.check_room(seqs, T)
         steered, base = self.contexts
         self._clear(steered)

@@ -31,6 +31,7 @@ from .statistic import P95, TARGET, TOL
 from .vector import Vector
 
 N_CTX_MIN = 512
+MAX_SEQ = 64  # prompts per llama.cpp batch (llama.cpp allows 256 sequences; 64 keeps the KV cache and logits small)
 
 
 def tokenizer_fingerprint(lm: LM) -> str:
@@ -95,8 +96,10 @@ def check_model(lm: LM, llama: Llama, sample: str) -> None:
 
 def open_gguf(lm: LM, seqs: list[list[int]], T: int, gguf: str | Path | None = None, sample: str = "") -> Llama:
     """llama.cpp on `lm`'s GGUF file with room for `seqs` + T tokens each in one batch, checked against `lm`."""
-    n_ctx = max(N_CTX_MIN, 256 * math.ceil(sum(len(s) + T for s in seqs) / 256))
-    llama = Llama(gguf_of(lm, gguf), n_ctx=n_ctx, n_seq=max(1, len(seqs)))
+    n_seq = max(1, min(MAX_SEQ, len(seqs)))  # more prompts run in batches of MAX_SEQ (`Llama.evaluate`)
+    longest = sorted((len(s) + T for s in seqs), reverse=True)[:n_seq]
+    n_ctx = max(N_CTX_MIN, 256 * math.ceil(sum(longest) / 256))
+    llama = Llama(gguf_of(lm, gguf), n_ctx=n_ctx, n_seq=n_seq)
     try:
         check_model(lm, llama, sample or "The quick brown fox jumps over the lazy dog.")
     except LlamaError:
