@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import isokl
-from conftest import main_exit, one_line_error
+from conftest import main_exit, one_line_error, run_refused
 from isokl.core import served
 from isokl.core.bundled import BUNDLED, gguf_path
 from isokl.core.hooks import steer
@@ -238,3 +238,8 @@ def test_more_prompts_than_one_batch_run_in_batches(smol, vec, prompts):
         assert torch.equal(ev.kl[ev.valid], torch.zeros(int(ev.valid.sum()), dtype=torch.float64))
         hot = served.evaluate(llama, smol, seqs, 6, vec, 6.0)
         assert float(hot.kl[hot.valid].min()) >= 0 and float(hot.kl[3][hot.valid[3]].max()) > 0
+
+
+def test_a_model_that_is_not_bundled_needs_its_gguf_said_before_it_loads(six_layer_dir, tmp_path, capsys, no_load):
+    args = ["calibrate", "--model", str(six_layer_dir), "--runtime", "llama.cpp", "--no-judge", "--out", str(tmp_path / "v")]
+    run_refused(args, tmp_path, capsys, 1, "--gguf", "not a bundled model")

@@ -29,7 +29,7 @@ from .cli_calibrate import check_prompts, cmd_calibrate
 from .cli_calibrate import use_threads as _threads
 from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats, split
 from .study.records import span
-from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, weights_dtype
+from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, check_runtimes, weights_dtype
 
 
 class Parser(argparse.ArgumentParser):
@@ -116,11 +116,13 @@ def cmd_check(cfg: CheckConfig) -> int:
     from .core.models import check_model_id, load
 
     vec, cal, fields = calibrated_any(cfg.vector, "vector")
-    source = check_model_id(vec.model_id if vec is not None else str(fields["model_id"]))  # resolved once
+    model_id = vec.model_id if vec is not None else str(fields["model_id"])
+    check_runtimes(cfg.runtime, cfg.gguf, model=model_id)  # a model that is not bundled needs --gguf: said before it loads
+    source = check_model_id(model_id)  # resolved once
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window
     threads = _threads(cfg.threads)
-    dtypes = list(dict.fromkeys(weights_dtype(d, cal.dtype) for d in split(cfg.dtype)))
+    dtypes = list(dict.fromkeys(weights_dtype(d, cal.dtype, cal.runtime) for d in split(cfg.dtype)))
     import torch
 
     lms: dict = {}
@@ -220,7 +222,7 @@ def cmd_generate(cfg: GenerateConfig) -> int:
     from .api import generate
     from .core.models import load
 
-    dtype, why = weights_dtype(cfg.dtype, cal.dtype)
+    dtype, why = weights_dtype(cfg.dtype, cal.dtype, cal.runtime)
     import torch
 
     lm = load(source, device=cfg.device, dtype=getattr(torch, dtype))

@@ -28,9 +28,9 @@ from .records import TARGET, TOL
 GGUF_HELP = "llama.cpp's model file (default: a bundled model's own GGUF; required for any other model)"
 
 
-def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
+def check_runtimes(spec: str, gguf: str, one: bool = False, model: str = "") -> None:
     """--runtime: known names (one, or a comma list), the llama extra installed where llama.cpp is named; --gguf a
-    file and only with llama.cpp."""
+    file, only with llama.cpp, and required there for a `model` that is not bundled."""
     from ..core.llamacpp import RUNTIMES, RuntimeMissing, binding
 
     names = split(spec)
@@ -46,6 +46,10 @@ def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
         raise ConfigError("--gguf: only llama.cpp reads a GGUF model file; add --runtime llama.cpp")
     if gguf and not Path(gguf).expanduser().is_file():
         raise ConfigError(f"--gguf: {gguf} is not a file")
+    from ..core.bundled import BUNDLED
+
+    if "llama.cpp" in names and not gguf and model and model not in BUNDLED:
+        raise ConfigError(f"--gguf: {model} is not a bundled model; give the GGUF file llama.cpp serves it from")
 
 
 @dataclass
@@ -201,7 +205,7 @@ class CalibrateConfig:
         """Every flag, in one line on the first bad one; returns the --model's resolved Source."""
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"--dtype: {self.dtype!r}; valid: auto, float32, bfloat16")
-        check_runtimes(self.runtime, self.gguf, one=True)
+        check_runtimes(self.runtime, self.gguf, one=True, model=self.model)
         check_methods("--method", self.methods())
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
@@ -312,13 +316,15 @@ DTYPE_HELP = (
 )
 
 
-def weights_dtype(flag: str, calibrated_in: str) -> tuple[str, str]:
+def weights_dtype(flag: str, calibrated_in: str, runtime: str = "") -> tuple[str, str]:
     """The one dtype policy of check and generate: a vector runs in the dtype it was calibrated in unless --dtype says
     otherwise -> (dtype, why: how the verbs print it)."""
     if flag != VECTOR_DTYPE:
         return flag, "--dtype"
     if calibrated_in in ("float32", "bfloat16"):
         return calibrated_in, "the vector's calibration dtype"
+    if runtime:
+        return "float32", f"calibrated in {runtime.split(' (')[0]}; float32 on the transformers side"
     return "float32", "the vector file does not say; float32"
 
 
