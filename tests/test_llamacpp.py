@@ -81,7 +81,8 @@ def test_steered_logits_agree_with_transformers_within_the_quantization_floor(sm
     rms e0, measured here. The steering effect D = steered - base then agrees between the runtimes within 2 e0: D_llama -
     D_tf = e(steered) - e(base), two errors of the same quantizers on activations of the same scale, each of rms about
     e0 (triangle inequality). The dose is strong (rms D >= 4 e0) so that a wrong scale, sign or layer exceeds the bound:
-    the same comparison against transformers at 0.8 c, -c and the layers shifted by one is checked to fail it."""
+    the same comparison against transformers at 0.8 c, -c and the layers shifted by one is checked to fail it. At a
+    small dose (c = 1, about a third of c*) the bound holds too, but there a wrong scale would pass it as well."""
     ids = seqs_of(smol, prompts[:1])[0]
     c = 10.0
 
@@ -94,11 +95,14 @@ def test_steered_logits_agree_with_transformers_within_the_quantization_floor(sm
 
     with served.open_gguf(smol, [ids], 1, None, smol.format(prompts[0])) as llama:
         base_l = llama.logits(ids, steered=False)
+        llama.set_cvec(served.cvec_buffer(vec, 1.0, llama.file.n_layers))
+        small_l = llama.logits(ids, steered=True) - base_l
         llama.set_cvec(served.cvec_buffer(vec, c, llama.file.n_layers))
         d_l = llama.logits(ids, steered=True) - base_l
     base_t = tf(None, 0.0)
     n = min(base_l.shape[1], base_t.shape[1])
     e0 = rms(base_l[:, :n] - base_t[:, :n])
+    assert rms(small_l[:, :n] - (tf(vec, 1.0) - base_t)[:, :n]) <= 2 * e0
     d_t = tf(vec, c) - base_t
     assert rms(d_t) >= 4 * e0
     assert rms(d_l[:, :n] - d_t[:, :n]) <= 2 * e0
