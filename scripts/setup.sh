@@ -31,7 +31,7 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep 
 pip install "torch==2.13.0"
 # The llama extra (`--runtime llama.cpp`): llama-cpp-python has no CPU wheel, so pip compiles llama.cpp once (about
 # 4 minutes on 2 cores); an installed copy is kept, so later runs only check it. GGML_NATIVE=OFF: the AVX2/FMA/F16C
-# kernels on every x86-64-v3 CPU, so llama.cpp's numbers are the same on this project's Intel and AMD machines;
+# kernels on every x86-64-v3 CPU: the same kernels on this project's Intel and AMD machines (and a cached wheel fits both);
 # LLAVA_BUILD=OFF: no multimodal library. ISOKL_LLAMA=0 skips it (the llama.cpp tests then skip).
 extras="all"
 if [[ "${ISOKL_LLAMA:-1}" != 0 ]]; then
