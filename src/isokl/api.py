@@ -30,6 +30,7 @@ from .core.calibrate import CalibrationResult, JointCalibration, Round, calibrat
 from .core.concept import Concept
 from .core.inputs import as_lm, as_pairs, as_prompts, wrap
 from .core.interop import as_vector
+from .core.llamacpp import require_runtime
 from .core.models import LM
 from .core.statistic import TARGET, TOL
 from .core.vector import Vector
@@ -130,12 +131,7 @@ def calibrate(
     file (`gguf`: a bundled model's own file by default), so c* is the served model's dose (`core.served`; the `llama`
     extra); each vector records the runtime, the file and its quantization.
     """
-    from .core.llamacpp import RUNTIMES, binding
-
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime: {runtime!r}; valid: {', '.join(RUNTIMES)}")
-    if runtime == "llama.cpp":
-        binding()  # one line naming the extra, before anything runs
+    require_runtime(runtime)  # before anything runs (the controls' extraction included)
     lm = as_lm(lm)
     many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
     if not many:
@@ -154,40 +150,20 @@ def calibrate(
 
         ctrl = _judge.control_vectors(lm, vecs, control_pairs or extraction_pairs(seed), seed)
     every = [*vecs, *ctrl.values()]
-    if runtime == "llama.cpp":
-        from .core.calibrate import _progress
-        from .core.prompts import calibration_prompts
-        from .core.served import calibrate_llama
-
-        bar, report = _progress(progress if progress is not None else verbose, len(every))
-        try:
-            joint: JointCalibration = calibrate_llama(
-                lm,
-                every,
-                prompts + (calibration_prompts(0, add_library_prompts) if add_library_prompts else []),
-                gguf=gguf,
-                T=T,
-                target=target,
-                tol=tol,
-                start=[*starts, *[None] * len(ctrl)],
-                progress=report,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-    else:
-        joint = calibrate_many(
-            lm,
-            every,
-            prompts,
-            T=T,
-            target=target,
-            tol=tol,
-            per_round=per_round,
-            start=[*starts, *[None] * len(ctrl)],
-            progress=progress if progress is not None else verbose,
-            add_library_prompts=add_library_prompts,
-        )
+    joint: JointCalibration = calibrate_many(
+        lm,
+        every,
+        prompts,
+        T=T,
+        target=target,
+        tol=tol,
+        per_round=per_round,
+        start=[*starts, *[None] * len(ctrl)],
+        progress=progress if progress is not None else verbose,
+        add_library_prompts=add_library_prompts,
+        runtime=runtime,
+        gguf=gguf,
+    )
     n = len(vecs)
     return Grid(joint.results[:n], dict(zip(ctrl, joint.results[n:], strict=True)), joint.rounds, joint.seconds)
 
@@ -336,10 +312,7 @@ def check(
     vector GGUF (alpha x c* baked in), read back by llama.cpp's own parser, applied to the model's GGUF file (`gguf`:
     a bundled model's own file by default), rollouts and KL from llama.cpp's logits (`core.served`). Needs the
     `llama` extra."""
-    from .core.llamacpp import RUNTIMES
-
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime: {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    require_runtime(runtime)
     lm = as_lm(lm)
     prompts = as_prompts(prompts)
     vector = as_vector(lm, vector)
@@ -351,29 +324,15 @@ def check(
     T = window or cal.window
     seqs = lm.encode([lm.format(p) for p in prompts])
     if runtime == "llama.cpp":
-        st, dtype, weights = _served_stats(lm, vector, seqs, T, alpha, gguf, lm.format(prompts[0]))
+        from .core.served import check_stats
+
+        st, dtype, weights = check_stats(lm, vector, seqs, T, alpha, gguf, lm.format(prompts[0]))
     else:
         from .core.rollout import rollout
 
         st = rollout(lm, seqs, T, vector, (c,)).stats(0)
         dtype, weights = str(next(lm.model.parameters()).dtype).removeprefix("torch."), ""
     return _check_result(st, alpha, c, T, cal.target, dtype, runtime, weights)
-
-
-def _served_stats(lm: LM, vector: Vector, seqs, T: int, alpha: float, gguf, sample: str):
-    """The exported GGUF control vector, as llama.cpp reads it, applied to the model's GGUF file: KLStats at c."""
-    import tempfile
-
-    from .core import served
-    from .core.interop import export
-    from .core.llamacpp import read_cvec
-
-    with served.open_gguf(lm, seqs, T, gguf, sample) as llama:
-        with tempfile.TemporaryDirectory() as tmp:
-            cvec = read_cvec(export(vector, "gguf", Path(tmp) / "vector.gguf", alpha))
-        llama.set_cvec(cvec.buffer(llama.file.n_layers))
-        st = llama.evaluate(seqs, T, lm.eos_ids).stats(alpha * vector.coeff)
-        return st, llama.file.quantization, llama.file.describe()
 
 
 def _check_result(st, alpha: float, c: float, T: int, target: float, dtype: str, runtime: str, weights: str) -> CheckResult:

@@ -29,7 +29,7 @@ from .cli_calibrate import check_prompts, cmd_calibrate
 from .cli_calibrate import use_threads as _threads
 from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats, split
 from .study.records import span
-from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, check_runtimes, weights_dtype
+from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, check_gguf_for, weights_dtype
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,28 +73,24 @@ def to_config(args: argparse.Namespace, cfg_cls):
 
 
 def calibrated_any(path: str, flag: str):
-    """`calibrated`, or an isokl-exported GGUF control vector: (None, its calibration, its isokl fields), the vector
-    rebuilt once the model it names is loaded."""
+    """`calibrated`, or an isokl-exported GGUF control vector -> (the vector, or None for a GGUF: rebuilt once the
+    model it names is loaded; its calibration; its model id; its isokl fields)."""
     if Path(path).suffix.lower() != ".gguf":
-        return (*calibrated(path, flag), {})
-    import json
-
-    from .core.interop import VectorFileError, gguf_fields
-    from .core.vector import Calibration
+        vec, cal = calibrated(path, flag)
+        return vec, cal, vec.model_id, {}
+    from .core.interop import VectorFileError, gguf_fields, gguf_meta
 
     try:
         fields = gguf_fields(path)
+        if not fields:
+            raise ConfigError(
+                f"{flag}: {path} carries no isokl fields (another tool's control vector: its dose is unknown); "
+                "calibrate it with `isokl calibrate --vector FILE`"
+            )
+        meta, cal, _ = gguf_meta(path, fields)
     except VectorFileError as e:
         raise ConfigError(f"{flag}: {e}") from None
-    if not fields:
-        raise ConfigError(
-            f"{flag}: {path} carries no isokl fields (another tool's control vector: its dose is unknown); calibrate it "
-            "with `isokl calibrate --vector FILE`"
-        )
-    try:
-        return None, Calibration(**json.loads(str(fields["vector"]))["calibration"]), fields
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{flag}: {path}: its isokl fields are malformed ({type(e).__name__}: {e})") from None
+    return None, cal, str(meta["model_id"]), fields
 
 
 def calibrated(path: str, flag: str):
@@ -115,9 +111,8 @@ def cmd_check(cfg: CheckConfig) -> int:
     from .core.concept import read_prompts
     from .core.models import check_model_id, load
 
-    vec, cal, fields = calibrated_any(cfg.vector, "vector")
-    model_id = vec.model_id if vec is not None else str(fields["model_id"])
-    check_runtimes(cfg.runtime, cfg.gguf, model=model_id)  # a model that is not bundled needs --gguf: said before it loads
+    vec, cal, model_id, fields = calibrated_any(cfg.vector, "vector")
+    check_gguf_for(cfg.runtime, cfg.gguf, model_id)  # a model that is not bundled needs --gguf: said before it loads
     source = check_model_id(model_id)  # resolved once
     prompts, _ = read_prompts(cfg.prompts)
     T = cfg.window or cal.window

@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .inputs import as_lm, as_prompts
 from .interop import as_vector
+from .llamacpp import require_runtime
 from .methods import get_method
 from .models import LM
 from .prompts import Prompt, calibration_prompts, prompt_hash
@@ -168,6 +170,8 @@ def calibrate_many(
     draft: bool = True,
     start: float | Sequence[float | None] | None = None,
     add_library_prompts: int = 0,
+    runtime: str = "transformers",
+    gguf: str | Path | None = None,
 ) -> JointCalibration:
     """Calibrate several vectors (any methods, any layers) on the same prompts at once: each round rolls out, in one
     batch, the next doses of every vector still solving (`rollout_many`), and a vector whose solver has finished
@@ -175,8 +179,10 @@ def calibrate_many(
     stop, so its result is that of `calibrate_iso_kl` alone (up to the float rounding of a larger batch; see
     docs/calibration.md). Options as `calibrate_iso_kl`'s; start: one value for all or one per vector; progress: a
     function f(vector index, stats, seconds). A non-finite KL ends that vector only (status non_finite, `error` names
-    it); the others go on.
+    it); the others go on. runtime="llama.cpp": the same solvers with every evaluation in llama.cpp on the model's GGUF
+    file (`gguf`: a bundled model's own file by default; `served.solve_in_llama`), one vector after the other.
     """
+    require_runtime(runtime)
     lm = as_lm(lm)
     if not prompts and not add_library_prompts:
         raise ValueError("calibrate_iso_kl needs at least one calibration prompt (got none)")
@@ -193,40 +199,54 @@ def calibrate_many(
     vectors = [as_vector(lm, v, prompts) for v in vectors]
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
-    base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation and for every vector
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
     # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
     stop = P95.stop_above(target, tol) if early_stop else None
     jobs = [_Job(v, _first_dose(v, s, c_max), _c_max(v, c_max)) for v, s in zip(vectors, starts, strict=True)]
     for job in jobs:
         job.start(target=target, tol=tol, max_evals=max_evals, per_round=per_round)
+    where = {"dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch.")}  # what each Calibration records
     rounds: list[Round] = []
     bar, report = _progress(progress, len(jobs))
     try:
-        with torch.inference_mode():
-            while live := [j for j, job in enumerate(jobs) if job.pending]:
-                t1 = time.time()
-                doses = [jobs[j].pending for j in live]
-                guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
-                guess = None
-                # A draft feeds the whole batch ahead only while every row holds to it: used when every vector has one.
-                # (Two batches, drafted and not, measured slower on CPU: docs/decisions.md.)
-                if all(g is not None for g in guesses):
-                    width = min(int(g.shape[1]) for g in guesses if g is not None)
-                    guess = torch.cat([g[:, :width] for g in guesses if g is not None])
-                vecs = [jobs[j].vector for j in live]
-                ro = rollout_many(lm, seqs, T, vecs, doses, stop_above=stop, draft=guess, base=base, check_finite=False)
-                secs = time.time() - t1
-                rounds.append(
-                    Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
-                )
-                for b, j in enumerate(live):
-                    _take(jobs[j], j, ro, b, secs, report)
+        if runtime == "llama.cpp":
+            from .served import solve_in_llama
+
+            where = solve_in_llama(lm, jobs, seqs, T, stop, report, gguf, lm.format(prompts[0]))
+        else:
+            rounds = _solve_in_transformers(lm, jobs, seqs, T, stop, report, draft)
     finally:
         if bar is not None:
             bar.close()  # also on Ctrl-C: no bar left behind in a notebook
-    results = tuple(job.result(lm, prompts, T, target, t0) for job in jobs)
+    results = tuple(job.result(lm, prompts, T, target, t0, where) for job in jobs)
     return JointCalibration(results, tuple(rounds), time.time() - t0)
+
+
+def _solve_in_transformers(lm: LM, jobs: list[_Job], seqs: list[list[int]], T: int, stop, report, draft: bool) -> list[Round]:
+    """Every job's solver to its end, each round one batched rollout of the next doses of every vector still solving
+    (`rollout_many`), fed from the nearest evaluated doses' tokens where every vector has some -> the rounds."""
+    base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation and for every vector
+    rounds: list[Round] = []
+    with torch.inference_mode():
+        while live := [j for j, job in enumerate(jobs) if job.pending]:
+            t1 = time.time()
+            doses = [jobs[j].pending for j in live]
+            guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
+            guess = None
+            # A draft feeds the whole batch ahead only while every row holds to it: used when every vector has one.
+            # (Two batches, drafted and not, measured slower on CPU: docs/decisions.md.)
+            if all(g is not None for g in guesses):
+                width = min(int(g.shape[1]) for g in guesses if g is not None)
+                guess = torch.cat([g[:, :width] for g in guesses if g is not None])
+            vecs = [jobs[j].vector for j in live]
+            ro = rollout_many(lm, seqs, T, vecs, doses, stop_above=stop, draft=guess, base=base, check_finite=False)
+            secs = time.time() - t1
+            rounds.append(
+                Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
+            )
+            for b, j in enumerate(live):
+                _take(jobs[j], j, ro, b, secs, report)
+    return rounds
 
 
 def _progress(progress, n: int):
@@ -313,7 +333,8 @@ class _Job:
         self._rounds.close()
         self.error, self.pending, self.finished = error, [], time.time()
 
-    def result(self, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float) -> CalibrationResult:
+    def result(self, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float, where: dict) -> CalibrationResult:
+        """where: the Calibration's runtime fields (dtype; or runtime, weights, quantization)."""
         from .served import fingerprints
 
         if self.solve is None:  # failed: the dose nearest the target so far, if any
@@ -340,7 +361,7 @@ class _Job:
             c_lo=band.lo,
             c_hi=band.hi,
             interval=band.describe(),
-            dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+            **where,
             **fingerprints(lm),
         )
         return CalibrationResult(

@@ -327,20 +327,28 @@ def gguf_fields(path: str | Path) -> dict[str, object]:
     return out
 
 
-def from_isokl_gguf(lm, path: Path, fields: dict) -> Vector:
-    """An isokl-exported GGUF -> the calibrated Vector it was exported from (directions = the baked tensors / c), after
-    checking it is for `lm`: its id, then its tokenizer and embedding fingerprints."""
-    from .served import fingerprints
+def gguf_meta(path, fields: dict):
+    """An isokl GGUF's fields (`gguf_fields`) -> (the vector's metadata, its Calibration, the dose c baked in); one line
+    for another format or incomplete fields."""
     from .vector import Calibration
 
     if fields.get("format") != GGUF_FORMAT:
         raise _err(path, f"isokl fields of format {fields.get('format')!r}; this isokl reads {GGUF_FORMAT!r}")
     try:
         meta = json.loads(str(fields["vector"]))
-        c = float(str(fields["c"]))
-        cal = Calibration(**meta["calibration"])
+        if "model_id" not in meta:
+            raise KeyError("model_id")
+        return meta, Calibration(**meta["calibration"]), float(str(fields["c"]))
     except (KeyError, TypeError, ValueError) as e:
         raise _err(path, f"its isokl fields are incomplete or malformed ({type(e).__name__}: {e})") from None
+
+
+def from_isokl_gguf(lm, path: Path, fields: dict) -> Vector:
+    """An isokl-exported GGUF -> the calibrated Vector it was exported from (directions = the baked tensors / c), after
+    checking it is for `lm`: its id, then its tokenizer and embedding fingerprints."""
+    from .served import fingerprints
+
+    meta, cal, c = gguf_meta(path, fields)
     if meta["model_id"] != lm.id:
         raise _err(path, f"a vector for {meta['model_id']}, not {lm.id}: refused (its dose was calibrated there)")
     mine = fingerprints(lm)

@@ -60,6 +60,14 @@ def binding():
     return llama_cpp
 
 
+def require_runtime(runtime: str) -> None:
+    """A known runtime name, and for llama.cpp its binding installed; else one line."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    if runtime == "llama.cpp":
+        binding()
+
+
 def available() -> bool:
     try:
         binding()

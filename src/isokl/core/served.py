@@ -3,9 +3,9 @@
 `open_gguf(lm)` opens the GGUF file a model is served from (a bundled model's own file, else the one you name) in
 llama.cpp and checks that it is the model `lm` holds: depth, width and the token ids of a probe text. `evaluate` is
 one dose there: the vector goes in as llama.cpp's control-vector buffer, built by the same arithmetic as the exported
-file (`interop.scaled`). `calibrate_llama` runs isokl's solver (`solver`, `_Job`) with every evaluation's rollouts and
-KL from llama.cpp, so c* is the dose of the quantized model as served; the vector records the runtime, the weights
-file and its quantization.
+file (`interop.scaled`); `check_stats` goes through the exported file itself. `solve_in_llama` runs `calibrate_many`'s
+solvers (`solver`, `_Job`) with every evaluation's rollouts and KL from llama.cpp, so c* is the dose of the quantized
+model as served; the vector records the runtime, the weights file and its quantization.
 
 Fingerprints (`fingerprints`) say which model a vector belongs to beyond its id: the tokenizer's vocabulary, and the
 token-embedding matrix (every 97th row, rounded to bfloat16, so a float32 and a bfloat16 load agree).
@@ -13,12 +13,10 @@ token-embedding matrix (every 97th row, rounded to bfloat16, so a float32 and a 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,6 @@ import torch
 
 from .llamacpp import Llama, LlamaError, version
 from .models import LM
-from .prompts import Prompt
-from .statistic import P95, TARGET, TOL
 from .vector import Vector
 
 N_CTX_MIN = 512
@@ -122,59 +118,45 @@ def evaluate(llama: Llama, lm: LM, seqs: list[list[int]], T: int, vector: Vector
     return llama.evaluate(seqs, T, lm.eos_ids, stop_above)
 
 
-def provenance(llama: Llama, cal):
-    """`cal` (a Calibration) marked as found in llama.cpp on this file."""
-    return dataclasses.replace(
-        cal, dtype="", runtime=f"llama.cpp ({version()})", weights=llama.file.describe(), quantization=llama.file.quantization
-    )
+def check_stats(lm: LM, vector: Vector, seqs: list[list[int]], T: int, alpha: float, gguf, sample: str):
+    """`vector` at alpha x c* as served: exported as a control-vector GGUF, read back by llama.cpp's parser, applied to
+    the model's GGUF file -> (KLStats, the file's quantization, the file described)."""
+    import tempfile
+
+    from .interop import export
+    from .llamacpp import read_cvec
+
+    with open_gguf(lm, seqs, T, gguf, sample) as llama:
+        with tempfile.TemporaryDirectory() as tmp:
+            cvec = read_cvec(export(vector, "gguf", Path(tmp) / "vector.gguf", alpha))
+        llama.set_cvec(cvec.buffer(llama.file.n_layers))
+        st = llama.evaluate(seqs, T, lm.eos_ids).stats(alpha * vector.coeff)
+        return st, llama.file.quantization, llama.file.describe()
 
 
-def calibrate_llama(
-    lm: LM,
-    vectors: Sequence[Vector],
-    prompts: list[Prompt],
-    *,
-    gguf: str | Path | None = None,
-    T: int = 20,
-    target: float = TARGET,
-    tol: float = TOL,
-    max_evals: int = 20,
-    start: float | Sequence[float | None] | None = None,
-    early_stop: bool = True,
-    progress: Callable | None = None,
-):
-    """Calibrate each vector with llama.cpp's rollouts and KL on the GGUF file (the solver, first guess, bounds and
-    statistic of `calibrate_many`; one vector after the other, every prompt in one llama.cpp batch) -> a
-    `JointCalibration` whose vectors record runtime, weights file and quantization."""
-    from .calibrate import CalibrationResult, JointCalibration, _c_max, _first_dose, _Job
-
-    if not prompts:
-        raise ValueError("calibrate needs at least one calibration prompt (got none)")
-    starts = list(start) if isinstance(start, Sequence) else [start] * len(vectors)
-    seqs = lm.encode([lm.format(p) for p in prompts])
-    stop = P95.stop_above(target, tol) if early_stop else None
-    t0 = time.time()
-    results: list[CalibrationResult] = []
-    with open_gguf(lm, seqs, T, gguf, lm.format(prompts[0])) as llama:
-        for j, (vec, s) in enumerate(zip(vectors, starts, strict=True)):
-            job = _Job(vec, _first_dose(vec, s, None), _c_max(vec, None))
-            job.start(target=target, tol=tol, max_evals=max_evals, per_round=1)
+def solve_in_llama(lm: LM, jobs: list, seqs: list[list[int]], T: int, stop, report, gguf, sample: str) -> dict[str, str]:
+    """`calibrate_many`'s solvers (`calibrate._Job`) to their end with every evaluation in llama.cpp on `lm`'s GGUF file:
+    one vector after the other (a control vector is context-wide), every prompt in one llama.cpp batch -> the fields
+    each Calibration records (runtime, weights file, quantization; no torch dtype)."""
+    with open_gguf(lm, seqs, T, gguf, sample) as llama:
+        for j, job in enumerate(jobs):
             while job.pending:
                 t1 = time.time()
                 out = []
                 for c in job.pending:
-                    ev = evaluate(llama, lm, seqs, T, vec, c, stop)
-                    st = ev.stats(c)
+                    st = evaluate(llama, lm, seqs, T, job.vector, c, stop).stats(c)
                     if not math.isfinite(st.p95):
-                        job.fail(f"{vec.label}: a non-finite KL at c = {c:.6g} in llama.cpp")
+                        job.fail(f"{job.vector.label}: a non-finite KL at c = {c:.6g} in llama.cpp")
                         break
                     job.stats[c] = st
                     out.append(st.p95)
-                    if progress is not None:
-                        progress(j, st, time.time() - t1)
+                    if report is not None:
+                        report(j, st, time.time() - t1)
                 else:
                     job.tell(out)
-            res = job.result(lm, prompts, T, target, t0)
-            assert res.vector.calibration is not None
-            results.append(dataclasses.replace(res, vector=res.vector.calibrated(provenance(llama, res.vector.calibration))))
-    return JointCalibration(tuple(results), (), time.time() - t0)
+        return {
+            "dtype": "",
+            "runtime": f"llama.cpp ({version()})",
+            "weights": llama.file.describe(),
+            "quantization": llama.file.quantization,
+        }

@@ -28,9 +28,9 @@ from .records import TARGET, TOL
 GGUF_HELP = "llama.cpp's model file (default: a bundled model's own GGUF; required for any other model)"
 
 
-def check_runtimes(spec: str, gguf: str, one: bool = False, model: str = "") -> None:
+def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
     """--runtime: known names (one, or a comma list), the llama extra installed where llama.cpp is named; --gguf a
-    file, only with llama.cpp, and required there for a `model` that is not bundled."""
+    file, only with llama.cpp."""
     from ..core.llamacpp import RUNTIMES, RuntimeMissing, binding
 
     names = split(spec)
@@ -46,9 +46,13 @@ def check_runtimes(spec: str, gguf: str, one: bool = False, model: str = "") -> 
         raise ConfigError("--gguf: only llama.cpp reads a GGUF model file; add --runtime llama.cpp")
     if gguf and not Path(gguf).expanduser().is_file():
         raise ConfigError(f"--gguf: {gguf} is not a file")
+
+
+def check_gguf_for(spec: str, gguf: str, model: str) -> None:
+    """--gguf is required where llama.cpp runs a `model` that is not bundled (a bundled one brings its own file)."""
     from ..core.bundled import BUNDLED
 
-    if "llama.cpp" in names and not gguf and model and model not in BUNDLED:
+    if "llama.cpp" in split(spec) and not gguf and model not in BUNDLED:
         raise ConfigError(f"--gguf: {model} is not a bundled model; give the GGUF file llama.cpp serves it from")
 
 
@@ -205,7 +209,8 @@ class CalibrateConfig:
         """Every flag, in one line on the first bad one; returns the --model's resolved Source."""
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"--dtype: {self.dtype!r}; valid: auto, float32, bfloat16")
-        check_runtimes(self.runtime, self.gguf, one=True, model=self.model)
+        check_runtimes(self.runtime, self.gguf, one=True)
+        check_gguf_for(self.runtime, self.gguf, self.model)
         check_methods("--method", self.methods())
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
