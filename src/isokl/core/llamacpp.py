@@ -119,8 +119,9 @@ def _sha256_of(path: Path, _size: int, _mtime: int) -> str:
 # ---- GGUF files through libggml's own parser ----
 
 
+@functools.cache
 def _ggml():
-    """libggml-base from llama-cpp-python's lib folder, with the gguf reader's signatures."""
+    """libggml-base from llama-cpp-python's lib folder, with the signatures used here (loaded once)."""
     ll = binding()
     libdir = Path(ll.__file__).parent / "lib"
     found = sorted(libdir.glob("libggml-base.*")) or sorted(libdir.glob("libggml.*"))
@@ -147,6 +148,7 @@ def _ggml():
         "gguf_get_val_u32": ([vp, i64], ctypes.c_uint32),
         "gguf_get_val_i32": ([vp, i64], ctypes.c_int32),
         "ggml_get_tensor": ([vp, cp], vp),
+        "ggml_get_name": ([vp], cp),
         "ggml_get_data": ([vp], vp),
         "ggml_nelements": ([vp], i64),
         "ggml_n_dims": ([vp], ctypes.c_int),
@@ -461,7 +463,6 @@ class Llama:
         graph names after `build_cvec`): {L: float32 [len(ids) d]}, in a context of its own with the steered context's
         control vector (or none)."""
         lib, _ = _ggml()
-        lib.ggml_get_name.argtypes, lib.ggml_get_name.restype = [ctypes.c_void_p], ctypes.c_char_p
         want = {f"l_out-{layer}".encode(): layer for layer in layers}
         got: dict[int, np.ndarray] = {}
 
