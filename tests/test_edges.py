@@ -265,37 +265,29 @@ def test_sweep_and_study_default_to_a_run_folder_not_results(tiny_dir, tmp_path,
 
 
 def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir, tmp_path):
-    out = tmp_path / "s"
-    cmd = [
-        sys.executable,
-        "-m",
-        "isokl.cli",
-        "sweep",
-        "--models",
-        str(tiny_dir),
-        "--methods",
-        "mean_diff,pca",
-        "--seeds",
-        ",".join(map(str, range(9))),  # the built-in concept's 36 pairs support 9 seeds
-        "--windows",
-        "6,7,8",
-        "--n-heldout",
-        "3",
-        "--horizon",
-        "10",
-        "--out",
-        str(out),
-        "--threads",
-        "1",
-    ]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    """Ctrl-C at a cell the sweep reports, not at a moment the test guesses: the cell hook (`tests/ray_pause.py`)
+    holds each seeded cell before it is written; the test lets two through and interrupts the sweep while it holds
+    the third. So exactly the base cell and those two are kept on any CPU, however fast."""
+    import ray_pause
 
-    def finished() -> list:  # seeded cells whose folder is complete (not the base cell, not a running .tmp)
-        return [c for c in (out / "cells").glob("*__s[0-9]*") if not is_temporary(c)] if (out / "cells").is_dir() else []
-
-    while time.time() < deadline and len(finished()) < 2:
-        time.sleep(0.05)
+    out, pause = tmp_path / "s", tmp_path / "pause"
+    pause.mkdir()
+    cmd = [sys.executable, "-m", "isokl.cli", "sweep", "--models", str(tiny_dir), "--methods", "mean_diff"]
+    cmd += ["--seeds", "0,1,2,3", "--windows", "6", "--n-heldout", "3", "--horizon", "10", "--out", str(out)]
+    env = {**os.environ, **ray_pause.env(pause)}
+    p = subprocess.Popen([*cmd, "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    let_through: list[str] = []
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        held = sorted(f.name.rsplit(".", 2)[0] for f in pause.glob("*.running"))  # CELL.PID.running
+        new = [c for c in held if c not in let_through]
+        if new and len(let_through) == 2:
+            break  # the third seeded cell is held: interrupt the sweep there
+        for c in new:
+            let_through.append(c)
+            (pause / f"go-{c}").touch()
+        time.sleep(0.02)
+    assert p.poll() is None, p.communicate()[1]
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
@@ -303,7 +295,10 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_keeps_finished_cells(tiny_dir
     last = err.strip().splitlines()[-1]
     assert last.startswith("isokl: interrupted: ") and "rerun the same command to resume" in last, err
     kept = int(last.split(": ")[2].split()[0])
-    assert kept == len([c for c in (out / "cells").iterdir() if not is_temporary(c)]) >= 2
+    on_disk = sorted(c.name for c in (out / "cells").iterdir() if not is_temporary(c))
+    base = [c for c in on_disk if "__base__" in c]
+    assert kept == len(on_disk) == 3 and len(base) == 1, on_disk
+    assert sorted(set(on_disk) - set(base)) == sorted(let_through), (on_disk, let_through)
 
 
 def test_help_and_version_do_not_import_torch():

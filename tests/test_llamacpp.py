@@ -170,10 +170,48 @@ def test_a_vector_for_another_model_or_a_malformed_file_fails_in_one_line(smol, 
         served.open_gguf(smol, [[1, 2]], 1, gguf_path(BUNDLED["qwen2.5-coder-0.5b"]))
 
 
-def test_directional_ablation_stays_unexportable(smol, tmp_path):
-    v = dosed(isokl.extract(smol, PAIRS, "directional_ablation"), 1.0)
-    with pytest.raises(ValueError, match="depends on the activation"):
-        export(v, "gguf", tmp_path / "x.gguf")
+@pytest.fixture(scope="module")
+def ablation(smol):
+    return dosed(isokl.extract(smol, PAIRS, "directional_ablation"), 1.0)
+
+
+def test_an_ablation_vector_is_refused_where_only_a_fixed_vector_is_added(smol, ablation, prompts, tmp_path, monkeypatch):
+    """llama.cpp adds c v for any vector: an ablation's rule h - c (h . v) v would never be applied there, so every
+    entry point that would serve or export one refuses it (`Method.fixed_vector`) before anything runs."""
+
+    def opened(*a, **k):
+        raise AssertionError("llama.cpp opened the model before the ablation vector was refused")
+
+    monkeypatch.setattr(served, "open_gguf", opened)
+    for call in (
+        lambda: isokl.calibrate(smol, ablation, prompts, runtime="llama.cpp", verbose=False),
+        lambda: isokl.check(smol, ablation, prompts, runtime="llama.cpp"),
+        lambda: export(ablation, "gguf", tmp_path / "x.gguf"),
+        lambda: export(ablation, "steering-vectors", tmp_path / "x.pt"),
+    ):
+        with pytest.raises(ValueError, match="only adds a fixed vector .* reads the activation"):
+            call()
+    from isokl.core.calibrate import calibrate_many
+
+    with pytest.raises(ValueError, match='runtime="llama.cpp" only adds a fixed vector'):
+        calibrate_many(smol, [ablation], prompts, runtime="llama.cpp", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_refuses_an_ablation_vector_in_llama_cpp_before_the_model_loads(smol, ablation, tmp_path, capsys, no_load):
+    saved = ablation.save(tmp_path / "abl.safetensors")
+    ptxt = tmp_path / "p.txt"
+    ptxt.write_text("Tell me about your weekend.\nExplain how a bicycle works.\n")
+    out = str(tmp_path / "v.safetensors")
+    for args in (
+        ["calibrate", "--method", "directional_ablation", "--runtime", "llama.cpp", "--no-judge", "--out", out],
+        ["calibrate", "--method", "mean_diff,directional_ablation", "--runtime", "llama.cpp", "--no-judge", "--out", out],
+        ["calibrate", "--vector", str(saved), "--runtime", "llama.cpp", "--out", out],
+        ["check", str(saved), "--prompts", str(ptxt), "--runtime", "transformers,llama.cpp"],
+        ["export", str(saved), "--format", "gguf", "--out", str(tmp_path / "v.gguf")],
+    ):
+        where = "--format gguf" if args[0] == "export" else "--runtime llama.cpp"
+        run_refused(args, tmp_path, capsys, 1, where, "only adds a fixed vector", "directional_ablation")
 
 
 def test_calibrate_in_llama_cpp_records_where(smol, vec, prompts):

@@ -130,3 +130,16 @@ def test_a_method_with_extra_tensors_and_settings_round_trips(llama_lm, tmp_path
     assert torch.equal(a, b) and not torch.allclose(a, base)
     with pytest.raises(ValueError, match="scaled_test has no setting.*power"):
         extract(llama_lm, concept.extraction_pairs(0), "scaled_test", strength=3)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_fixed_vector_says_whether_the_edit_ignores_the_activation(method):
+    """`Method.fixed_vector` is what llama.cpp and the export formats ask: True exactly where apply(h) - h is the same
+    for every h (a control vector can carry it), False where the edit reads h."""
+    m = METHODS[method]
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(8, dtype=torch.float64), dim=0)
+    state, c = {"direction": v}, torch.full((1, 1, 1), 1.5, dtype=torch.float64)
+    h1, h2 = torch.randn(1, 3, 8, dtype=torch.float64), torch.randn(1, 3, 8, dtype=torch.float64)
+    same_edit = torch.allclose(m.apply(h1, state, c, m.config) - h1, m.apply(h2, state, c, m.config) - h2, rtol=0, atol=1e-12)
+    assert m.fixed_vector is same_edit

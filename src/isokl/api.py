@@ -31,6 +31,7 @@ from .core.concept import Concept
 from .core.inputs import as_lm, as_pairs, as_prompts, wrap
 from .core.interop import as_vector
 from .core.llamacpp import require_runtime
+from .core.methods import require_fixed_vector
 from .core.models import LM
 from .core.statistic import TARGET, TOL
 from .core.vector import Vector
@@ -144,6 +145,9 @@ def calibrate(
     prompts = as_prompts(prompts, "calibration prompts") if prompts else []
     control_pairs = as_pairs(pairs) if pairs is not None else None  # checked before anything runs
     vecs = [as_vector(lm, v, prompts or None) for v in many]
+    if runtime == "llama.cpp":
+        for v in vecs:  # before the controls' extraction and any rollout
+            require_fixed_vector(v.method, 'runtime="llama.cpp"')
     ctrl: dict[tuple[int, ...], Vector] = {}
     if controls:
         from .core.concept import extraction_pairs
@@ -316,6 +320,8 @@ def check(
     lm = as_lm(lm)
     prompts = as_prompts(prompts)
     vector = as_vector(lm, vector)
+    if runtime == "llama.cpp":
+        require_fixed_vector(vector.method, 'runtime="llama.cpp"')
     c = alpha * vector.coeff  # raises for an uncalibrated vector, saying how to calibrate it
     cal = vector.calibration
     assert cal is not None

@@ -22,7 +22,7 @@ import torch
 from .inputs import as_lm, as_prompts
 from .interop import as_vector
 from .llamacpp import require_runtime
-from .methods import get_method
+from .methods import get_method, require_fixed_vector
 from .models import LM
 from .prompts import Prompt, calibration_prompts, prompt_hash
 from .rollout import KLStats, NonFiniteKL, prefill_base, rollout_many
@@ -197,6 +197,9 @@ def calibrate_many(
     if len(starts) != len(vectors):
         raise ValueError(f"start: one value for all vectors or one per vector ({len(vectors)}), got {len(starts)}")
     vectors = [as_vector(lm, v, prompts) for v in vectors]
+    if runtime == "llama.cpp":
+        for v in vectors:
+            require_fixed_vector(v.method, 'runtime="llama.cpp"')
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .files import writing
+from .methods import require_fixed_vector
 from .vector import FORMAT, Vector
 
 FORMATS = ("gguf", "repeng", "steering-vectors")
@@ -145,6 +146,19 @@ def check_layers(raw: dict, where, n_layers: int | None = None) -> dict[int, tor
     if len(widths) > 1:
         raise _err(where, f"layers of different widths {sorted(widths)}")
     return dict(sorted(layers.items()))
+
+
+def file_method(path: str | Path) -> str:
+    """The method of a vector file, read without a model: an isokl file's own (its .safetensors metadata or its GGUF
+    fields), else "additive" (another tool's file is imported under the additive rule)."""
+    if is_isokl_file(path):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return str((f.metadata() or {}).get("method", ""))
+    if Path(path).suffix.lower() == ".gguf" and (fields := gguf_fields(path)):
+        return str(gguf_meta(path, fields)[0].get("method", ""))
+    return "additive"
 
 
 def is_isokl_file(path: str | Path) -> bool:
@@ -384,11 +398,7 @@ def export(vector: Vector, fmt: str, out: str | Path, alpha: float = 1.0) -> Pat
     """Write `vector` at c = alpha x c* baked in, so that the other tool applies it at scale 1."""
     if fmt not in FORMATS:
         raise ValueError(f"--format: {fmt!r}; valid: {', '.join(FORMATS)}")
-    if vector.method == "directional_ablation":
-        raise ValueError(
-            "--format: a directional_ablation vector cannot be exported: its rule h - c (h . v) v depends on the "
-            "activation, and these formats only add a fixed vector"
-        )
+    require_fixed_vector(vector.method, f"--format {fmt}")
     if vector.extra:
         raise ValueError(f"--format: the {vector.method} vector carries extra tensors these formats cannot hold")
     c = alpha * vector.coeff  # raises for an uncalibrated vector

@@ -24,7 +24,6 @@ docs/cluster.md (RAY_AUTH_MODE=token on every node, the token file copied to eac
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
@@ -34,10 +33,9 @@ from pathlib import Path
 from .config import ConfigError, SweepConfig, need_ray
 from .plan import Plan
 from .progress import Progress, fmt_duration
-from .records import BASE, cell_name, code_version, combine, finished_cells, source_hash, write_cell
+from .records import BASE, cell_hook, cell_name, code_version, combine, finished_cells, source_hash, write_cell
 
 RETRIES = 2  # restarts of a dead worker, each retrying its cell
-HOOK_ENV = "ISOKL_CELL_HOOK"  # "module:function" a worker calls with each cell's name before writing it (`_cell_hook`)
 
 
 class Worker:
@@ -65,20 +63,10 @@ class Worker:
         t0 = time.time()
         rows = self.runner.run(model, method, seed, window)
         name = cell_name(model, method, seed, window)
-        _cell_hook(name)
+        cell_hook(name)
         write_cell(self.plan.out, name, rows, self.expected[name])
         cal = rows.get("calibration", [{}])[0]
         return {"name": name, "seconds": time.time() - t0, "pid": os.getpid(), **{k: cal.get(k) for k in ("c_star", "status")}}
-
-
-def _cell_hook(name: str) -> None:
-    """$ISOKL_CELL_HOOK = "module:function": called with each cell's name after the cell ran and before the worker
-    writes it (the tests' plugin `tests/ray_pause.py` pauses there, so a test can kill a worker mid-cell or a driver
-    between cells). Unset, it costs one environment lookup."""
-    spec = os.environ.get(HOOK_ENV)
-    if spec:
-        module, _, fn = spec.partition(":")
-        getattr(importlib.import_module(module), fn)(name)
 
 
 def connect(address: str, threads_hint: int):

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -235,6 +236,22 @@ def cell_name(model: str, method: str, seed, window) -> str:
     """The cell's folder name; a model given as a path (/data/my-model) becomes one safe name (_data_my-model)."""
     safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in model)
     return f"{safe}__{method}__s{seed}__T{window}"
+
+
+HOOK_ENV = "ISOKL_CELL_HOOK"  # "module:function" called with each cell's name before the cell is written (`cell_hook`)
+
+
+def cell_hook(name: str) -> None:
+    """$ISOKL_CELL_HOOK = "module:function": called with each cell's name after the cell ran and before it is written,
+    by the local sweep and by every Ray worker (the tests' plugin `tests/ray_pause.py` pauses there, so a test can
+    interrupt a sweep or kill a worker at a cell it chooses, not at a moment it guesses). Unset, it costs one
+    environment lookup."""
+    spec = os.environ.get(HOOK_ENV)
+    if spec:
+        import importlib
+
+        module, _, fn = spec.partition(":")
+        getattr(importlib.import_module(module), fn)(name)
 
 
 def write_cell(out: Path, name: str, rows: dict[str, list[dict]], settings: dict) -> None:

@@ -42,6 +42,7 @@ from .records import (
     BASE,
     TARGET,
     TOL,
+    cell_hook,
     cell_name,
     cell_settings,
     code_version,
@@ -393,6 +394,7 @@ def run_sweep(cfg: SweepConfig | Plan, stop_after: int | None = None, loader=Non
                 t1 = time.time()
                 rows = runner.run(model_id, method, seed, window, lambda s, label=label: bar.phase(label, s))
                 name = cell_name(model_id, method, seed, window)
+                cell_hook(name)
                 write_cell(out, name, rows, expected[name])
                 combine(out)
                 new += 1

@@ -48,6 +48,22 @@ def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
         raise ConfigError(f"--gguf: {gguf} is not a file")
 
 
+def check_served(spec: str, path_or_methods: str | list[str], flag: str = "--runtime") -> None:
+    """A runtime of `spec` that only adds a fixed vector (llama.cpp) refuses a method whose rule reads the activation
+    (`Method.fixed_vector`): the methods named, or a vector file's own (read without a model)."""
+    from ..core.interop import VectorFileError, file_method
+    from ..core.methods import require_fixed_vector
+
+    if "llama.cpp" not in split(spec):
+        return
+    try:
+        methods = [file_method(path_or_methods)] if isinstance(path_or_methods, str) else path_or_methods
+        for m in methods:
+            require_fixed_vector(m, f"{flag} llama.cpp")
+    except (VectorFileError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def check_gguf_for(spec: str, gguf: str, model: str) -> None:
     """--gguf is required where llama.cpp runs a `model` that is not bundled (a bundled one brings its own file)."""
     from ..core.bundled import BUNDLED
@@ -212,6 +228,8 @@ class CalibrateConfig:
         check_runtimes(self.runtime, self.gguf, one=True)
         check_gguf_for(self.runtime, self.gguf, self.model)
         check_methods("--method", self.methods())
+        if not self.vector:
+            check_served(self.runtime, self.methods())
         at_least("--window", self.window, 1)
         at_least("--seed", self.seed, 0)
         if len(set(self.grid())) != len(self.grid()):
@@ -263,6 +281,7 @@ class CalibrateConfig:
             check_output_file("--out", self.out)
         if self.vector:
             check_vector_file("--vector", self.vector)
+            check_served(self.runtime, self.vector)
         return check_common("--model", [self.model], self.device, self.threads)[0]
 
 
@@ -372,6 +391,7 @@ class CheckConfig:
         check_runtimes(self.runtime, self.gguf)
         if not self.vector or not Path(self.vector).expanduser().is_file():
             raise ConfigError(f"vector: {self.vector!r} does not exist or is not a file; give a file from `isokl calibrate`")
+        check_served(self.runtime, self.vector)
         if not self.prompts:
             raise ConfigError("--prompts: required, e.g. --prompts my_prompts.txt (one prompt per line, or JSONL)")
         try:
@@ -410,6 +430,13 @@ class ExportConfig:
         check_output_file("--out", self.out)
         if not Path(self.vector).expanduser().is_file():
             raise ConfigError(f"vector: {self.vector!r} does not exist or is not a file")
+        from ..core.interop import VectorFileError, file_method
+        from ..core.methods import require_fixed_vector
+
+        try:
+            require_fixed_vector(file_method(self.vector), f"--format {self.format}")
+        except (VectorFileError, ValueError) as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass

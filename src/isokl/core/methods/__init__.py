@@ -28,6 +28,9 @@ class Fit:
 
 class Method(Protocol):
     name: str
+    # True where the edit is h + c v with v fixed (it does not read h): the only rule a control vector can carry, so
+    # the only one llama.cpp serves and the export formats hold (`require_fixed_vector`).
+    fixed_vector: bool
     config: dict[str, Any]  # hyperparameters and their defaults (JSON values); a vector stores the ones it used
 
     def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: Mapping[str, Any]) -> Fit:
@@ -58,6 +61,17 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def require_fixed_vector(method: str, where: str) -> None:
+    """One line where `where` (a runtime or a file format that only adds a fixed vector) meets a method whose edit
+    reads the activation (`Method.fixed_vector` False), e.g. directional_ablation's h - c (h . v) v."""
+    if not get_method(method).fixed_vector:
+        fixed = ", ".join(sorted(n for n, m in METHODS.items() if m.fixed_vector))
+        raise ValueError(
+            f"{where} only adds a fixed vector (h + c v); a {method} vector's rule reads the activation, so its dose "
+            f"there would be another method's: use the transformers runtime, or a fixed-vector method ({fixed})"
+        )
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

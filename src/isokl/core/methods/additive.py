@@ -19,6 +19,7 @@ from . import Fit, register
 @register
 class Additive:
     name = "additive"
+    fixed_vector = True  # h + c v with v fixed: a control vector, exportable and servable by llama.cpp
     config: ClassVar[dict] = {}
 
     def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]

@@ -21,6 +21,7 @@ from . import fit_mean_difference, register
 @register
 class DirectionalAblation:
     name = "directional_ablation"
+    fixed_vector = False  # h - c (h . v) v depends on h: no fixed vector to export or serve
 
     config: ClassVar[dict] = {}
     fit = staticmethod(fit_mean_difference)  # the same direction as mean_diff

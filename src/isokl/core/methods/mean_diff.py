@@ -19,6 +19,7 @@ from . import fit_mean_difference, register
 @register
 class MeanDiff:
     name = "mean_diff"
+    fixed_vector = True  # h + c v with v fixed: a control vector, exportable and servable by llama.cpp
 
     config: ClassVar[dict] = {}
     fit = staticmethod(fit_mean_difference)  # [l n d] x2 -> [l d]

@@ -18,6 +18,7 @@ from . import Fit, register, unit
 @register
 class PCA:
     name = "pca"
+    fixed_vector = True  # h + c v with v fixed: a control vector, exportable and servable by llama.cpp
 
     config: ClassVar[dict] = {}
 

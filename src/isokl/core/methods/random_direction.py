@@ -28,6 +28,7 @@ def random_directions(n_layers: int, d: int, seed: int) -> torch.Tensor:
 @register
 class RandomDirection:
     name = "random_direction"
+    fixed_vector = True  # h + c v with v fixed: a control vector, exportable and servable by llama.cpp
     config: ClassVar[dict] = {"seed": 0}
 
     def fit(self, pos: torch.Tensor, neg: torch.Tensor, config: dict) -> Fit:  # [l n d] x2 -> [l d]
