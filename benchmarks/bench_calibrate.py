@@ -30,11 +30,12 @@ import time
 import torch
 
 from isokl import load
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.model import prompts
 from isokl.core.reference import reference_calibrate
-from isokl.core.rollout import evaluate
+from isokl.core.runtimes.rollout import evaluate
 
 
 def main():
@@ -123,7 +124,7 @@ def joint(args) -> None:
     import numpy as np
 
     from isokl.core.calibrate import calibrate_many
-    from isokl.core.hooks import default_layers
+    from isokl.core.model.hooks import default_layers
 
     lm = load(args.model)
     pairs = concept.extraction_pairs(0)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from isokl.core.models import load
+from isokl.core.model.models import load
 from isokl.study import records
 from isokl.study.sweep import SweepConfig, run_sweep
 

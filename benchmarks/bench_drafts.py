@@ -12,9 +12,10 @@ import time
 import torch
 
 from isokl import load
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.model import prompts
 
 CASES = [
     ("gemma3-270m", "directional_ablation", 0, 20),

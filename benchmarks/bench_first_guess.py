@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from isokl import load
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
-from isokl.core.hooks import steer
+from isokl.core.extract import extract
+from isokl.core.formats import concept
 from isokl.core.methods import get_method
-from isokl.core.models import forward, left_pad, pad_id
-from isokl.core.rollout import rollout
-from isokl.core.statistic import P95
+from isokl.core.model import prompts
+from isokl.core.model.hooks import steer
+from isokl.core.model.models import forward, left_pad, pad_id
+from isokl.core.runtimes.rollout import rollout
+from isokl.core.stats.statistic import P95
 
 
 @torch.no_grad()

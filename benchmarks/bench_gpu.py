@@ -33,11 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from isokl.core.calibrate import solve
-from isokl.core.hooks import default_layers
-from isokl.core.models import LM
+from isokl.core.formats.vector import Vector
+from isokl.core.model.hooks import default_layers
+from isokl.core.model.models import LM
 from isokl.core.reference import reference_kl
-from isokl.core.rollout import evaluate
-from isokl.core.vector import Vector
+from isokl.core.runtimes.rollout import evaluate
 
 SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vocab, tied embeddings
     "qwen2.5-0.5b": (896, 4864, 24, 14, 2, 151936, True),
@@ -101,7 +101,7 @@ def grid_vectors(lm: LM) -> list[Vector]:
 
 def joint_rows(lm: LM, seqs_all: list[list[int]], device: str, Ns: list[int], T: int) -> list[dict]:
     from isokl.core.calibrate import calibrate_iso_kl, calibrate_many
-    from isokl.core.prompts import Prompt
+    from isokl.core.model.prompts import Prompt
 
     vecs = grid_vectors(lm)
     rows = []

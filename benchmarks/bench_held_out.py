@@ -20,8 +20,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import isokl
-    from isokl.core.models import set_threads
-    from isokl.core.rollout import rollout, rollout_many
+    from isokl.core.model.models import set_threads
+    from isokl.core.runtimes.rollout import rollout, rollout_many
 
     set_threads(args.threads)
     lm = isokl.load("smollm2-135m")

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from isokl.core import concept
 from isokl.core.calibrate import solve
-from isokl.core.statistic import P95
+from isokl.core.formats import concept
+from isokl.core.stats.statistic import P95
 
 
 def synthetic(reps: int) -> None:
@@ -48,9 +48,9 @@ def synthetic(reps: int) -> None:
 
 def real(model: str, method: str, T: int, threads: int) -> None:
     from isokl import load
-    from isokl.core import prompts
-    from isokl.core.activations import extract
     from isokl.core.calibrate import calibrate_iso_kl
+    from isokl.core.extract import extract
+    from isokl.core.model import prompts
 
     torch.set_num_threads(threads)
     lm = load(model)

@@ -31,8 +31,8 @@ def main():
     ap.add_argument("--alone", action="store_true")
     args = ap.parse_args()
     import isokl
-    from isokl.core.hooks import default_layers
-    from isokl.core.models import set_threads
+    from isokl.core.model.hooks import default_layers
+    from isokl.core.model.models import set_threads
     from isokl.study import judge as J
 
     set_threads(args.threads)

@@ -17,9 +17,10 @@ CHILD = r"""
 import json, sys, threading, time, torch
 torch.set_num_threads(2)
 from isokl import load
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
-from isokl.core.rollout import evaluate
+from isokl.core.formats import concept
+from isokl.core.model import prompts
+from isokl.core.extract import extract
+from isokl.core.runtimes.rollout import evaluate
 model, N, T = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lm = load(model)
 vec = extract(lm, concept.extraction_pairs(0), "mean_diff")

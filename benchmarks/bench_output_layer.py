@@ -14,10 +14,11 @@ import time
 import torch
 
 from isokl import load
-from isokl.core import concept, prompts
-from isokl.core import rollout as R
-from isokl.core.activations import extract
+from isokl.core.extract import extract
+from isokl.core.formats import concept
 from isokl.core.methods import get_method
+from isokl.core.model import prompts
+from isokl.core.runtimes import rollout as R
 
 
 def main(models: list[str]):

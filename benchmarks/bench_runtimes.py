@@ -27,9 +27,9 @@ def main():
     args = ap.parse_args()
     import isokl
     from isokl.core.calibrate import calibrate_iso_kl
-    from isokl.core.concept import DEFAULT, Concept
-    from isokl.core.llamacpp import binding, version
-    from isokl.core.models import set_threads
+    from isokl.core.formats.concept import DEFAULT, Concept
+    from isokl.core.model.models import set_threads
+    from isokl.core.runtimes.llamacpp import binding, version
 
     binding()
     set_threads(args.threads)

@@ -25,7 +25,8 @@ import json, sys, time
 import torch
 torch.set_num_threads(2)
 import isokl
-from isokl.core import concept, prompts
+from isokl.core.formats import concept
+from isokl.core.model import prompts
 lm = isokl.load("smollm2-135m")
 vec = isokl.extract(lm, concept.extraction_pairs(0), "mean_diff")
 cal = prompts.calibration_prompts(0)

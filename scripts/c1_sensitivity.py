@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from isokl import load
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
-from isokl.core.concept import Concept
-from isokl.core.models import set_threads
-from isokl.core.rollout import rollout
-from isokl.core.statistic import P95
+from isokl.core.extract import extract
+from isokl.core.formats.concept import Concept
+from isokl.core.model.models import set_threads
+from isokl.core.runtimes.rollout import rollout
+from isokl.core.stats.statistic import P95
 from isokl.report.thresholds import in_band
 from isokl.study.records import HOLDOUT_LEVEL
 

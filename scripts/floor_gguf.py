@@ -16,7 +16,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from isokl.core.bundled import BUNDLED, gguf_path
+from isokl.core.model.bundled import BUNDLED, gguf_path
 
 PROMPT = "The capital of France is"
 

@@ -38,7 +38,7 @@ def rank(dirs: list[str]) -> None:
 
 def v2(threads: int) -> None:
     import isokl
-    from isokl.core.models import set_threads
+    from isokl.core.model.models import set_threads
     from isokl.report.estimate import _delta_rows
     from isokl.report.index import Study
     from isokl.report.leaderboard import board

@@ -56,7 +56,7 @@ def cpu_name() -> str:
 def rows_of(model: str, methods: list[str], n_heldout: int, t0: float) -> list[dict]:
     import isokl
     from isokl.core.calibrate import calibrate_iso_kl
-    from isokl.core.concept import DEFAULT, Concept
+    from isokl.core.formats.concept import DEFAULT, Concept
 
     concept = Concept.load(DEFAULT)
     pairs, cal, held = concept.pairs(0), concept.calibration(0, 4), concept.heldout(n_heldout)
@@ -104,7 +104,7 @@ def rows_of(model: str, methods: list[str], n_heldout: int, t0: float) -> list[d
 
 
 def table_md(rows: list[dict], n_heldout: int, threads: int, cpu: str) -> str:
-    from isokl.core.llamacpp import version
+    from isokl.core.runtimes.llamacpp import version
     from isokl.report.thresholds import HOLDOUT_BAND
 
     lo, hi = HOLDOUT_BAND
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-heldout", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
-    from isokl.core.files import write_all
-    from isokl.core.llamacpp import binding
-    from isokl.core.models import set_threads
+    from isokl.core.model.files import write_all
+    from isokl.core.model.models import set_threads
+    from isokl.core.runtimes.llamacpp import binding
 
     binding()  # one line naming the extra, before any model loads
     threads = set_threads(a.threads)

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from isokl import cli
-from isokl.core.models import from_module, set_threads
+from isokl.core.model.models import from_module, set_threads
 
 set_threads()  # $ISOKL_THREADS, else every core this process may use (run the suite with 1 and with 2)
 
@@ -88,7 +88,7 @@ def llama_lm():
 @pytest.fixture
 def no_load(monkeypatch):
     """Fails the test if a model is loaded."""
-    from isokl.core import models
+    from isokl.core.model import models
 
     def load(*a, **k):
         raise AssertionError("a model was loaded before the bad input was reported")
@@ -109,7 +109,7 @@ def six_layer_dir(tmp_path_factory):
 
 
 def saved_model(tmp_path_factory, name: str, seed: int, layers: int = 4) -> Path:
-    """A tiny random Llama saved as a local model folder: it loads through the real `isokl.core.models.load`."""
+    """A tiny random Llama saved as a local model folder: it loads through the real `isokl.core.model.models.load`."""
     d = tmp_path_factory.mktemp("models") / name
     tiny_model("llama", dtype=torch.float32, seed=seed, layers=layers).save_pretrained(d)
     byte_tokenizer().save_pretrained(d)
@@ -167,7 +167,7 @@ def write_concept(d: Path, n_pairs: int = 12, probes: bool = True, own_prompts: 
 
 def exit_of(vectors) -> int:
     """What `isokl calibrate` must exit with for the vectors it saved: 0 when every one converged, else 2."""
-    from isokl.core.vector import Vector
+    from isokl.core.formats.vector import Vector
 
     return 0 if all(Vector.load(p).calibration.converged for p in vectors) else 2
 

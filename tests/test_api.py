@@ -10,13 +10,14 @@ import torch
 
 import isokl
 from conftest import byte_tokenizer, tiny_model
-from isokl.core import concept, show
-from isokl.core.hooks import blocks, capture
-from isokl.core.hooks import steer as core_steer
-from isokl.core.inputs import as_pairs, as_prompts
-from isokl.core.interop import VectorFileError
-from isokl.core.models import forward, from_module, left_pad, pad_id
-from isokl.core.prompts import Pair, Prompt
+from isokl.core import show
+from isokl.core.formats import concept
+from isokl.core.formats.tensors import VectorFileError
+from isokl.core.model.hooks import blocks, capture
+from isokl.core.model.hooks import steer as core_steer
+from isokl.core.model.inputs import as_pairs, as_prompts
+from isokl.core.model.models import forward, from_module, left_pad, pad_id
+from isokl.core.model.prompts import Pair, Prompt
 
 PAIRS = [("I love it, wonderful", "I hate it, awful"), ("What a great day", "What a terrible day"), ("So happy", "So sad")]
 PROMPTS = ["Tell me about your weekend.", "Describe a city.", "What should I cook?"]
@@ -261,7 +262,7 @@ def test_the_notebook_colours_are_report_htmls_colours():
 def test_a_bundled_model_this_transformers_reads_wrong_is_refused(monkeypatch):
     """Under transformers 4, Gemma 3's GGUF tokenizer comes out wrong (docs/decisions.md): its folder is refused by
     wrap in one line; SmolLM2's is not, and gets its bundled id."""
-    from isokl.core import bundled
+    from isokl.core.model import bundled
 
     monkeypatch.setattr(bundled, "_major", lambda: 4)
     model, tok = loaded()

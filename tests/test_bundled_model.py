@@ -5,12 +5,13 @@ import importlib.util
 import pytest
 import torch
 
-from isokl.core import concept, models, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
-from isokl.core.hooks import steer
-from isokl.core.models import forward, left_pad, pad_id
-from isokl.core.vector import Vector
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.formats.vector import Vector
+from isokl.core.model import models, prompts
+from isokl.core.model.hooks import steer
+from isokl.core.model.models import forward, left_pad, pad_id
 
 pytestmark = [
     pytest.mark.model,

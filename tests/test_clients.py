@@ -14,7 +14,7 @@ import torch
 
 import isokl
 from conftest import F32, byte_tokenizer, tiny_model
-from isokl.core.models import forward, left_pad, pad_id
+from isokl.core.model.models import forward, left_pad, pad_id
 
 REQUIRED = os.environ.get("ISOKL_CLIENTS") == "1"
 PAIRS = [("I love it, wonderful", "I hate it, awful"), ("What a great day", "What a terrible day"), ("So happy", "So sad")]

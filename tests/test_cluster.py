@@ -15,7 +15,7 @@ import torch
 
 import ray_pause
 from conftest import byte_tokenizer, tiny_model, write_concept
-from isokl.core.files import is_temporary
+from isokl.core.model.files import is_temporary
 from isokl.study import records
 from isokl.study.cluster import run_sweep_ray
 from isokl.study.sweep import SweepConfig, run_sweep

@@ -10,11 +10,12 @@ import pytest
 
 from conftest import byte_tokenizer, exit_of, run_refused, saved_model, tiny_model, write_concept
 from isokl import cli
-from isokl.core.concept import Concept, ConceptError, check_words, read_prompts
-from isokl.core.models import from_module
-from isokl.core.prompts import library_pool
+from isokl.core.formats.concept import Concept, ConceptError, check_words, read_prompts
+from isokl.core.model.models import from_module
+from isokl.core.model.prompts import library_pool
 from isokl.study import records
-from isokl.study.config import ConfigError, StudyConfig, SweepConfig, layers
+from isokl.study.config import StudyConfig, SweepConfig
+from isokl.study.flags import ConfigError, layers
 from isokl.study.sweep import settings
 
 V2 = Path(__file__).parents[1] / "results" / "v2"
@@ -141,7 +142,7 @@ def test_a_prompts_file_is_jsonl_or_plain_text(tmp_path):
 
 
 def test_full_text_pairs_are_read_at_their_last_token_as_written(tmp_path, llama_lm):
-    from isokl.core.activations import extract
+    from isokl.core.extract import extract
 
     d = tmp_path / "t"
     d.mkdir()
@@ -162,7 +163,7 @@ def test_layer_specs_parse_and_name_the_depth_when_out_of_range():
     assert layers("--layers", "10-12", 30) == (10, 11, 12)
     assert layers("--layers", "3,5-6,3", 30) == (3, 5, 6)
     assert layers("--layers", "0.25-0.75", 30) == tuple(range(8, 22))  # the default band (round(7.5) = 8)
-    from isokl.core.hooks import default_layers
+    from isokl.core.model.hooks import default_layers
 
     for n in (4, 18, 24, 30):
         assert layers("--layers", "0.25-0.75", n) == default_layers(n)
@@ -233,7 +234,7 @@ def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path
         ["calibrate", "--model", str(model_dir), "--concept", str(d), "--layers", "1-2", "--window", "6", "--out", str(vec)]
     )
     assert code == exit_of([vec]), capsys.readouterr().err
-    from isokl.core.vector import Vector
+    from isokl.core.formats.vector import Vector
 
     v = Vector.load(vec)
     assert v.layers == (1, 2) and v.calibration is not None and v.calibration.n_prompts == 6  # the default 16 > its 6: all
@@ -245,8 +246,8 @@ def test_calibrate_check_sweep_and_report_on_a_users_concept(model_dir, tmp_path
     p95 = float(out.split("p95 = ")[1].split()[0])
     assert "on 3 prompts of mine.txt, T = 6" in out and p95 > 0
     # the same prompts through the library's rollout give the same p95 (check reports, it does not recompute otherwise)
-    from isokl.core.models import load
-    from isokl.core.rollout import rollout
+    from isokl.core.model.models import load
+    from isokl.core.runtimes.rollout import rollout
 
     lm = load(str(model_dir))
     ps, _ = read_prompts(tmp_path / "mine.txt")

@@ -1,6 +1,6 @@
 """Bad input ends in one line that names the flag or file, early, with nothing written; resumes never mix settings.
 
-The CLI runs in-process with a sentinel on `isokl.core.models.load` (an early check must fail before any
+The CLI runs in-process with a sentinel on `isokl.core.model.models.load` (an early check must fail before any
 model loads), or as a subprocess where a real signal or a clean interpreter matters. Models that must
 load are tiny random ones saved as real local folders.
 """
@@ -17,11 +17,12 @@ import torch
 
 from conftest import byte_tokenizer, exit_of, files_of, one_line_error, run_refused, saved_model
 from isokl import cli
-from isokl.core import concept, models, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
-from isokl.core.files import is_temporary
-from isokl.core.vector import Vector
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.formats.vector import Vector
+from isokl.core.model import models, prompts
+from isokl.core.model.files import is_temporary
 from isokl.study import records
 
 
@@ -375,7 +376,7 @@ def test_check_and_generate_run_a_vector_in_the_dtype_it_was_calibrated_in(tiny_
 
 def test_calibrate_check_and_generate_resolve_the_model_id_once(tiny_dir, tmp_path, capsys, monkeypatch):
     """One resolution per verb (a hub id costs a request each time): the Source found first is the one loaded."""
-    from isokl.core import bundled
+    from isokl.core.model import bundled
 
     calls = []
     real = bundled.resolve

@@ -10,14 +10,17 @@ import torch
 
 from conftest import F32
 from isokl import cli
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
-from isokl.core.hooks import steer
-from isokl.core.interop import VectorFileError, export, from_file, read_layers
-from isokl.core.models import forward, left_pad, pad_id
-from isokl.core.rollout import evaluate
-from isokl.core.vector import Vector
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.formats.gguf import export
+from isokl.core.formats.interop import from_file
+from isokl.core.formats.tensors import VectorFileError, read_layers
+from isokl.core.formats.vector import Vector
+from isokl.core.model import prompts
+from isokl.core.model.hooks import steer
+from isokl.core.model.models import forward, left_pad, pad_id
+from isokl.core.runtimes.rollout import evaluate
 
 
 @pytest.fixture
@@ -170,7 +173,7 @@ def test_what_cannot_be_exported_says_why(llama_lm, calibrated, tmp_path):
 
 
 def test_the_cli_checks_a_vector_file_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    from isokl.core import models
+    from isokl.core.model import models
 
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     bad = tmp_path / "v.pt"

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import F32, byte_tokenizer, grid_exit, tiny_model
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl, calibrate_many
-from isokl.core.hooks import Layout, steer_rows
-from isokl.core.models import forward, from_module, left_pad, pad_id
-from isokl.core.rollout import NonFiniteKL, rollout, rollout_many
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.model import prompts
+from isokl.core.model.hooks import Layout, steer_rows
+from isokl.core.model.models import forward, from_module, left_pad, pad_id
+from isokl.core.runtimes.rollout import NonFiniteKL, rollout, rollout_many
 
 T = 10
 
@@ -161,7 +162,7 @@ def test_calibrate_a_grid_writes_a_vector_each_and_a_table(six_layer_dir, tmp_pa
     import csv
 
     from isokl import cli
-    from isokl.core.vector import Vector
+    from isokl.core.formats.vector import Vector
 
     monkeypatch.chdir(tmp_path)
     args = ["calibrate", "--model", str(six_layer_dir), "--method", "mean_diff,directional_ablation", "--layers", "1-2/3"]

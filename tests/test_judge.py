@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import F32, byte_tokenizer, grid_exit, one_line_error, tiny_model
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_many
-from isokl.core.concept import Concept
-from isokl.core.files import is_temporary
-from isokl.core.hooks import capture
-from isokl.core.models import forward, from_module, left_pad, pad_id
+from isokl.core.extract import extract
+from isokl.core.formats.concept import Concept
+from isokl.core.model.files import is_temporary
+from isokl.core.model.hooks import capture
+from isokl.core.model.models import forward, from_module, left_pad, pad_id
 from isokl.report import leaderboard
 from isokl.study import judge as J
 from isokl.study.measures import HeldOut, held_out_many, nll, target, trajectory
@@ -176,7 +176,7 @@ GRID = ["--method", "mean_diff,directional_ablation", "--layers", "1-2/3", "--wi
 
 def test_calibrate_judges_a_grid_into_a_leaderboard(six_layer_dir, tmp_path, capsys, monkeypatch):
     from isokl import cli
-    from isokl.core.vector import Vector
+    from isokl.core.formats.vector import Vector
 
     monkeypatch.chdir(tmp_path)
     code = cli.main(["calibrate", "--model", str(six_layer_dir), *GRID, "--horizon", "8"])
@@ -204,7 +204,7 @@ def test_calibrate_judges_a_grid_into_a_leaderboard(six_layer_dir, tmp_path, cap
 
 def test_an_interrupted_judge_leaves_the_vectors_and_no_table(six_layer_dir, tmp_path, capsys, monkeypatch):
     from isokl import cli
-    from isokl.core.vector import Vector
+    from isokl.core.formats.vector import Vector
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

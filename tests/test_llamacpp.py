@@ -14,13 +14,15 @@ import torch
 
 import isokl
 from conftest import main_exit, one_line_error, run_refused
-from isokl.core import served
-from isokl.core.bundled import BUNDLED, gguf_path
-from isokl.core.hooks import steer
-from isokl.core.interop import VectorFileError, export, from_file, gguf_fields
-from isokl.core.llamacpp import Llama, LlamaError, read_cvec
-from isokl.core.prompts import calibration_prompts
-from isokl.core.vector import Calibration
+from isokl.core.formats.gguf import export, gguf_fields
+from isokl.core.formats.interop import from_file
+from isokl.core.formats.tensors import VectorFileError
+from isokl.core.formats.vector import Calibration
+from isokl.core.model.bundled import BUNDLED, gguf_path
+from isokl.core.model.hooks import steer
+from isokl.core.model.prompts import calibration_prompts
+from isokl.core.runtimes import served
+from isokl.core.runtimes.llamacpp import Llama, LlamaError, read_cvec
 
 pytestmark = [
     pytest.mark.model,

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from isokl.core import concept
-from isokl.core.activations import extract
-from isokl.core.hooks import steer
+from isokl.core.extract import extract
+from isokl.core.formats import concept
 from isokl.core.methods import METHODS, get_method
-from isokl.core.models import forward, left_pad, pad_id
+from isokl.core.model.hooks import steer
+from isokl.core.model.models import forward, left_pad, pad_id
 
 
 def _logits(lm, texts):
@@ -101,8 +101,8 @@ def test_per_row_coefficients_match_separate_runs(llama_lm):
 
 
 def test_a_method_with_extra_tensors_and_settings_round_trips(llama_lm, tmp_path, monkeypatch):
+    from isokl.core.formats.vector import Vector
     from isokl.core.methods import Fit, unit
-    from isokl.core.vector import Vector
 
     class Scaled:  # test-only: h + c * gain_l * v_l, a per-layer tensor beside the direction and one setting
         name, config = "scaled_test", {"power": 1.0}

@@ -2,9 +2,10 @@
 
 import torch
 
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
-from isokl.core.hooks import steer
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.model import prompts
+from isokl.core.model.hooks import steer
 from isokl.study.metrics import SUFFIX, answer_ids, branch_pmass, target_logit, word_ids
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import byte_tokenizer, grid_exit, tiny_model
-from isokl.core.models import from_module
+from isokl.core.model.models import from_module
 from isokl.report import browser
 from isokl.report.build import build
 from isokl.report.page import NOT_RECORDED

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from conftest import F32
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
 from isokl.core.calibrate import calibrate_iso_kl
-from isokl.core.hooks import steer
+from isokl.core.extract import extract
+from isokl.core.formats import concept
+from isokl.core.model import prompts
+from isokl.core.model.hooks import steer
 from isokl.core.reference import reference_calibrate, reference_kl
-from isokl.core.rollout import NonFiniteKL, chunk_rows, evaluate, kl_rows, kl_stats, rollout, score_step
+from isokl.core.runtimes.rollout import NonFiniteKL, chunk_rows, evaluate, kl_rows, kl_stats, rollout, score_step
 
 
 def _seqs(lm, n=4, seed=0):
@@ -96,7 +97,7 @@ def test_fast_and_simple_calibration_agree(llama_lm):
 def test_must_exceed_count_bounds_the_quantile():
     import numpy as np
 
-    from isokl.core.statistic import P95
+    from isokl.core.stats.statistic import P95
 
     must_exceed_count = P95.must_exceed
     rng = np.random.default_rng(0)
@@ -205,7 +206,7 @@ def test_a_draft_keeps_eos_early_stop_and_several_doses(llama_lm):
 
 def test_forks_match_full_forwards_and_must_descend(llama_lm):
     from isokl.core.forks import fork_rollout
-    from isokl.core.models import forward
+    from isokl.core.model.models import forward
 
     vec = extract(llama_lm, concept.extraction_pairs(0), "pca")
     seqs, suffix = _seqs(llama_lm, n=3), [5, 6, 7]
@@ -233,7 +234,7 @@ def test_calibration_with_drafts_takes_the_same_steps(tiny_lm):
 
 
 def test_a_shared_base_prefill_gives_the_same_rollout(tiny_lm):
-    from isokl.core.rollout import prefill_base
+    from isokl.core.runtimes.rollout import prefill_base
 
     vec = extract(tiny_lm, concept.extraction_pairs(0), "pca")
     seqs = _seqs(tiny_lm)
@@ -245,7 +246,7 @@ def test_a_shared_base_prefill_gives_the_same_rollout(tiny_lm):
 
 def test_the_cpu_output_layer_product_matches_linear():
     from conftest import byte_tokenizer, tiny_model
-    from isokl.core.models import from_module
+    from isokl.core.model.models import from_module
 
     model = tiny_model("qwen2", dtype=torch.float32)
     head = model.get_output_embeddings()

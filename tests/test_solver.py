@@ -5,7 +5,7 @@ import math
 import pytest
 
 from isokl.core.calibrate import solve
-from isokl.core.solver import jump_width
+from isokl.core.stats.solver import jump_width
 
 CURVES = {
     "quadratic": lambda c: (c / 3.0) ** 2,
@@ -84,7 +84,7 @@ def _population_draws(n: int, reps: int, seed: int = 1):
 
 @pytest.mark.parametrize("n", [8, 16])
 def test_the_c_interval_covers_the_true_crossing_at_its_rate(n):
-    from isokl.core.statistic import P95
+    from isokl.core.stats.statistic import P95
 
     reps, hits = 200, 0
     for c_true, kl_at, start in _population_draws(n, reps):
@@ -104,7 +104,7 @@ def test_the_c_interval_covers_the_true_crossing_at_its_rate(n):
 def test_the_c_interval_narrows_with_more_prompts_and_brackets_c_star():
     import numpy as np
 
-    from isokl.core.statistic import P95
+    from isokl.core.stats.statistic import P95
 
     widths = {}
     for n in (4, 32):
@@ -127,7 +127,7 @@ def test_the_c_interval_narrows_with_more_prompts_and_brackets_c_star():
 def test_one_prompt_or_only_stopped_doses_give_no_interval():
     import numpy as np
 
-    from isokl.core.statistic import P95
+    from isokl.core.stats.statistic import P95
 
     assert math.isnan(P95.crossing_interval([(1.0, np.ones((1, 5)))], 1.0).lo)
     assert math.isnan(P95.crossing_interval([(1.0, None), (2.0, None)], 1.0).lo)

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from conftest import byte_tokenizer, tiny_model
-from isokl.core import concept, prompts
-from isokl.core.activations import extract
+from isokl.core.extract import extract
+from isokl.core.formats import concept
 from isokl.core.methods.random_direction import random_directions
-from isokl.core.models import from_module
-from isokl.core.statistic import P95
+from isokl.core.model import prompts
+from isokl.core.model.models import from_module
+from isokl.core.stats.statistic import P95
 from isokl.report.inference import hierarchical
 from isokl.study import measures, records
 from isokl.study.sweep import SweepConfig, run_sweep

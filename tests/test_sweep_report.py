@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import byte_tokenizer, tiny_model
-from isokl.core.models import from_module
+from isokl.core.model.models import from_module
 from isokl.report.claims import claims
 from isokl.report.index import Study
 from isokl.report.table import table1

@@ -23,15 +23,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
     "api": ("CheckResult", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer", "wrap"),
-    "core.activations": ("extract",),
+    "core.extract": ("extract",),
     "core.calibrate": ("CalibrationResult", "JointCalibration", "calibrate_iso_kl", "calibrate_many", "solve"),
-    "core.concept": ("Concept",),
+    "core.formats.concept": ("Concept",),
     "core.methods": ("METHODS", "get_method"),
-    "core.models": ("BUNDLED", "LM", "load"),
-    "core.rollout": ("evaluate",),
-    "core.vector": ("Calibration", "Vector"),
+    "core.model.models": ("BUNDLED", "LM", "load"),
+    "core.runtimes.rollout": ("evaluate",),
+    "core.formats.vector": ("Calibration", "Vector"),
 }
-_LAZY = {"prompts": ("core.prompts", None)} | {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
+_LAZY = {"prompts": ("core.model.prompts", None)} | {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_LAZY)
 
 

@@ -27,14 +27,14 @@ from typing import Any
 
 from .core import show
 from .core.calibrate import CalibrationResult, JointCalibration, Round, calibrate_many
-from .core.concept import Concept
-from .core.inputs import as_lm, as_pairs, as_prompts, wrap
-from .core.interop import as_vector
-from .core.llamacpp import require_runtime
+from .core.formats.concept import Concept
+from .core.formats.interop import as_vector
+from .core.formats.vector import Vector
 from .core.methods import require_fixed_vector
-from .core.models import LM
-from .core.statistic import TARGET, TOL
-from .core.vector import Vector
+from .core.model.inputs import as_lm, as_pairs, as_prompts, wrap
+from .core.model.models import LM
+from .core.runtimes.llamacpp import require_runtime
+from .core.stats.statistic import TARGET, TOL
 from .report.leaderboard import Board, board
 from .report.thresholds import HOLDOUT_BAND
 from .study import judge as _judge
@@ -150,7 +150,7 @@ def calibrate(
             require_fixed_vector(v.method, 'runtime="llama.cpp"')
     ctrl: dict[tuple[int, ...], Vector] = {}
     if controls:
-        from .core.concept import extraction_pairs
+        from .core.formats.concept import extraction_pairs
 
         ctrl = _judge.control_vectors(lm, vecs, control_pairs or extraction_pairs(seed), seed)
     every = [*vecs, *ctrl.values()]
@@ -330,11 +330,11 @@ def check(
     T = window or cal.window
     seqs = lm.encode([lm.format(p) for p in prompts])
     if runtime == "llama.cpp":
-        from .core.served import check_stats
+        from .core.runtimes.served import check_stats
 
         st, dtype, weights = check_stats(lm, vector, seqs, T, alpha, gguf, lm.format(prompts[0]))
     else:
-        from .core.rollout import rollout
+        from .core.runtimes.rollout import rollout
 
         st = rollout(lm, seqs, T, vector, (c,)).stats(0)
         dtype, weights = str(next(lm.model.parameters()).dtype).removeprefix("torch."), ""
@@ -344,7 +344,7 @@ def check(
 def _check_result(st, alpha: float, c: float, T: int, target: float, dtype: str, runtime: str, weights: str) -> CheckResult:
     import numpy as np
 
-    from .core.statistic import P95
+    from .core.stats.statistic import P95
 
     kl = st.per_prompt
     assert kl is not None
@@ -400,8 +400,8 @@ class Generation:
 
 def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1.0, 2.0), tokens: int = 60) -> Generation:
     """Base and steered greedy continuations of each prompt at c = alpha x c*, with each token's KL(steered || base)."""
-    from .core.rollout import rollout
-    from .core.statistic import P95
+    from .core.runtimes.rollout import rollout
+    from .core.stats.statistic import P95
     from .study.measures import pieces
 
     lm = as_lm(lm)
@@ -451,7 +451,7 @@ def steer(model: Any, vector: Any, *, alpha: float = 1.0, c: float | None = None
     """`with isokl.steer(model, v): model.generate(...)`: the model steered at c = alpha x c* (default alpha 1, the
     calibrated dose); c=: an explicit coefficient instead (an uncalibrated vector needs it). model: the HF model, an LM
     or (model, tokenizer); vector: a Vector or a calibration result. Hooks are removed on exit, whatever happens."""
-    from .core.hooks import steer as _steer
+    from .core.model.hooks import steer as _steer
 
     hf = model.model if isinstance(model, LM) else model[0] if isinstance(model, (tuple, list)) else model
     if isinstance(getattr(vector, "vector", None), Vector):

@@ -27,7 +27,8 @@ from typing import get_type_hints
 from . import __version__
 from .cli_calibrate import check_prompts, cmd_calibrate
 from .cli_calibrate import use_threads as _threads
-from .study.config import ConfigError, ReportConfig, StudyConfig, SweepConfig, default_out, floats, split
+from .study.config import ReportConfig, StudyConfig, SweepConfig, default_out
+from .study.flags import ConfigError, floats, split
 from .study.records import span
 from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, check_gguf_for, weights_dtype
 
@@ -78,7 +79,8 @@ def calibrated_any(path: str, flag: str):
     if Path(path).suffix.lower() != ".gguf":
         vec, cal = calibrated(path, flag)
         return vec, cal, vec.model_id, {}
-    from .core.interop import VectorFileError, gguf_fields, gguf_meta
+    from .core.formats.gguf import gguf_fields, gguf_meta
+    from .core.formats.tensors import VectorFileError
 
     try:
         fields = gguf_fields(path)
@@ -95,7 +97,7 @@ def calibrated_any(path: str, flag: str):
 
 def calibrated(path: str, flag: str):
     """A saved vector and its calibration; an uncalibrated file is one line saying how to make one."""
-    from .core.vector import Vector
+    from .core.formats.vector import Vector
 
     vec = Vector.load(path)
     if vec.calibration is None:
@@ -108,8 +110,8 @@ def cmd_check(cfg: CheckConfig) -> int:
     R1's verdict, printed, in each --runtime on the same prompts; exit 0 in band (every runtime), 2 outside."""
     cfg.check()
     from .api import check
-    from .core.concept import read_prompts
-    from .core.models import check_model_id, load
+    from .core.formats.concept import read_prompts
+    from .core.model.models import check_model_id, load
 
     vec, cal, model_id, fields = calibrated_any(cfg.vector, "vector")
     check_gguf_for(cfg.runtime, cfg.gguf, model_id)  # a model that is not bundled needs --gguf: said before it loads
@@ -129,7 +131,7 @@ def cmd_check(cfg: CheckConfig) -> int:
 
     lm = lm_in(dtypes[0][0])
     if vec is None:  # an isokl-exported GGUF: its fields checked against this model (id, fingerprints)
-        from .core.interop import from_isokl_gguf
+        from .core.formats.gguf import from_isokl_gguf
 
         vec = from_isokl_gguf(lm, Path(cfg.vector), fields)
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
@@ -181,8 +183,8 @@ def cmd_check(cfg: CheckConfig) -> int:
 
 def cmd_export(cfg: ExportConfig) -> int:
     cfg.check()
-    from .core.interop import export
-    from .core.vector import Vector
+    from .core.formats.gguf import export
+    from .core.formats.vector import Vector
 
     vec = Vector.load(cfg.vector)
     path = export(vec, cfg.format, cfg.out, cfg.alpha)
@@ -195,7 +197,7 @@ def cmd_export(cfg: ExportConfig) -> int:
 
 def cmd_generate(cfg: GenerateConfig) -> int:
     given = cfg.check()  # --model resolved once, if given
-    from .core.models import check_model_id
+    from .core.model.models import check_model_id
 
     vec, cal = calibrated(cfg.vector, "--vector")
     model_id = cfg.model or vec.model_id
@@ -215,7 +217,7 @@ def cmd_generate(cfg: GenerateConfig) -> int:
         vec = vec.for_model(model_id)
     threads = _threads(cfg.threads)
     from .api import generate
-    from .core.models import load
+    from .core.model.models import load
 
     dtype, why = weights_dtype(cfg.dtype, cal.dtype, cal.runtime)
     import torch
@@ -287,7 +289,7 @@ def cmd_methods() -> int:
 
 
 def cmd_models() -> int:
-    from .core.models import BUNDLED
+    from .core.model.models import BUNDLED
 
     for b in BUNDLED.values():
         print(f"{b.id:22s} {'chat' if b.chat else 'base (plain-text prompts)':26s} packages: {', '.join(b.pip_names)}")

@@ -8,20 +8,20 @@ from __future__ import annotations
 import sys
 import time
 
-from .study.config import ConfigError, floats
+from .study.flags import ConfigError, floats
 from .study.records import span
 from .study.verbs import CalibrateConfig
 
 
 def use_threads(n: int) -> int:
-    from .core.models import set_threads
+    from .core.model.models import set_threads
 
     return set_threads(n or None)
 
 
 def layer_picks(cfg: CalibrateConfig, n_layers: int) -> dict[str, tuple[int, ...]]:
     """Every --layers set parsed once against the model's depth ('' = the method's default band: absent)."""
-    from .study.config import layers
+    from .study.flags import layers
 
     return {spec: layers("--layers", spec, n_layers, cfg.model) for spec in cfg.layer_sets() if spec}
 
@@ -29,9 +29,9 @@ def layer_picks(cfg: CalibrateConfig, n_layers: int) -> dict[str, tuple[int, ...
 def cmd_calibrate(cfg: CalibrateConfig) -> int:
     source = cfg.check()  # the model id resolved once (a hub id: one request); load reuses it
     threads = use_threads(cfg.threads)
-    from .core.activations import extract
-    from .core.interop import from_file
-    from .core.models import load
+    from .core.extract import extract
+    from .core.formats.interop import from_file
+    from .core.model.models import load
 
     shape = source.shape() if cfg.layers else None
     picks = layer_picks(cfg, shape[0]) if shape else None  # the depth is known before the weights load
@@ -59,7 +59,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     joint, controls = _calibrate(cfg, lm, [vec], cal, concept, start=cfg.start or None)
     res = joint.results[0]
     if res.status == "non_finite":
-        from .core.rollout import NonFiniteKL
+        from .core.runtimes.rollout import NonFiniteKL
 
         raise NonFiniteKL(res.error)
     path = res.vector.save(cfg.out)
@@ -163,7 +163,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     layer set when judging): one vector file each in the --out folder, then the judge's rows (OUT/judge/) and the
     leaderboard as grid.md, grid.csv and grid.svg/png there (written last: an interrupted grid leaves its finished
     vectors and no table)."""
-    from .core.activations import extract
+    from .core.extract import extract
     from .report import leaderboard
 
     concept = cfg.load_concept()
@@ -226,7 +226,7 @@ def _grid_row(res, fname: str) -> dict:
 
 def check_prompts(lm, prompts, T: int, path: str, flag: str) -> None:
     """Every prompt plus T generated tokens fits the model's context: else one line naming the flag, file, line and id."""
-    from .core.concept import ConceptError, check_context
+    from .core.formats.concept import ConceptError, check_context
 
     try:
         check_context(lm, prompts, T, path, path)

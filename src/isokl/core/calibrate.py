@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 
-from .inputs import as_lm, as_prompts
-from .interop import as_vector
-from .llamacpp import require_runtime
+from .formats.interop import as_vector
+from .formats.vector import Calibration, Vector
 from .methods import get_method, require_fixed_vector
-from .models import LM
-from .prompts import Prompt, calibration_prompts, prompt_hash
-from .rollout import KLStats, NonFiniteKL, prefill_base, rollout_many
-from .solver import Solve, solve, solver  # noqa: F401  (solve and Solve re-exported: the names callers know from here)
-from .statistic import P95, TARGET, TOL, Interval
-from .vector import Calibration, Vector
+from .model.inputs import as_lm, as_prompts
+from .model.models import LM
+from .model.prompts import Prompt, calibration_prompts, prompt_hash
+from .runtimes.llamacpp import require_runtime
+from .runtimes.rollout import KLStats, NonFiniteKL, prefill_base, rollout_many
+from .stats.solver import Solve, solve, solver  # noqa: F401  (solve and Solve re-exported: the names callers know from here)
+from .stats.statistic import P95, TARGET, TOL, Interval
 
 DRAFT_RATIO = 1.25
 
@@ -213,7 +213,7 @@ def calibrate_many(
     bar, report = _progress(progress, len(jobs))
     try:
         if runtime == "llama.cpp":
-            from .served import solve_in_llama
+            from .runtimes.served import solve_in_llama
 
             where = solve_in_llama(lm, jobs, seqs, T, stop, report, gguf, lm.format(prompts[0]))
         else:
@@ -338,7 +338,7 @@ class _Job:
 
     def result(self, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float, where: dict) -> CalibrationResult:
         """where: the Calibration's runtime fields (dtype; or runtime, weights, quantization)."""
-        from .served import fingerprints
+        from .model.models import fingerprints
 
         if self.solve is None:  # failed: the dose nearest the target so far, if any
             hist = tuple(self.stats.values())

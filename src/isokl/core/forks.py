@@ -9,10 +9,10 @@ import math
 
 import torch
 
-from .hooks import Layout, steer
-from .models import LM, forward
-from .rollout import DecodeOptions, Rollout, _decode
-from .vector import Vector
+from .formats.vector import Vector
+from .model.hooks import Layout, steer
+from .model.models import LM, forward
+from .runtimes.rollout import DecodeOptions, Rollout, _decode
 
 
 def fork_rollout(lm: LM, seqs: list[list[int]], T: int, vector: Vector | None, coeffs: tuple[float, ...]) -> Forks:

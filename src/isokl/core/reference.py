@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from .hooks import steer
+from .formats.vector import Vector
 from .methods import get_method
-from .models import LM, pad_id
-from .rollout import KLStats, kl_rows, kl_stats
-from .statistic import TARGET, TOL
-from .vector import Vector
+from .model.hooks import steer
+from .model.models import LM, pad_id
+from .runtimes.rollout import KLStats, kl_rows, kl_stats
+from .stats.statistic import TARGET, TOL
 
 
 @torch.no_grad()

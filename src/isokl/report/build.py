@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.concept import SETS, read_prompts
-from ..core.files import write_all
+from ..core.formats.concept import SETS, read_prompts
+from ..core.model.files import write_all
 from ..study.records import BASE, RecordsError, cell_settings, finished_cells, load
 from . import estimate as est
 from .claims import Claim, claims, claims_markdown, provenance, summary
@@ -98,7 +98,7 @@ def prompt_texts(s: Study, d: Path) -> dict[str, str]:
     snap = d / "concept" / "heldout.jsonl"
     if snap.is_file():
         return {p.id: p.user for p in read_prompts(snap)[0]}
-    from ..core.prompts import library_pool
+    from ..core.model.prompts import library_pool
 
     return {p.id: p.user for p in library_pool("heldout_generic")}
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..core.statistic import P95
+from ..core.stats.statistic import P95
 from ..study.records import BASE
 from .index import Key, Study, base_key
 from .inference import Estimate, hierarchical

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.files import write_all
-from ..core.statistic import P95
+from ..core.model.files import write_all
+from ..core.stats.statistic import P95
 from ..study.records import BASE, SCHEMAS, judge_rows, span, typed
 from . import estimate as est
 from .index import Study

@@ -336,8 +336,8 @@ def _grid_provenance(st: dict) -> str:
 def grid_report(out: Path, title: str, table: str, svg: bytes) -> str:
     """report.html of a judged grid folder (`grid_page`), from the judge's rows in OUT/judge/ and the leaderboard's
     grid.csv text and grid.svg; the held-out prompts' texts from the concept's folder or the library."""
-    from ..core.concept import read_prompts
-    from ..core.prompts import library_pool
+    from ..core.formats.concept import read_prompts
+    from ..core.model.prompts import library_pool
 
     data, settings = judge_rows(out)
     texts: dict[str, str] = {}

@@ -30,7 +30,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .config import ConfigError, SweepConfig, need_ray
+from .config import SweepConfig
+from .flags import ConfigError, need_ray
 from .plan import Plan
 from .progress import Progress, fmt_duration
 from .records import BASE, cell_hook, cell_name, code_version, combine, finished_cells, source_hash, write_cell
@@ -42,7 +43,7 @@ class Worker:
     """One slot of the cluster: runs cells of the sweep, one model loaded at a time."""
 
     def __init__(self, plan: Plan, expected: dict[str, dict], threads: int, driver_source: str):
-        from ..core.models import set_threads
+        from ..core.model.models import set_threads
 
         if source_hash() != driver_source:  # a node with other isokl code would mix versions silently
             raise RuntimeError(
@@ -90,7 +91,7 @@ def run_sweep_ray(
 ) -> tuple[Path, dict[str, str]]:
     """Every unfinished cell of the grid on a Ray cluster -> (the folder, {cell: error} of the cells that failed); a
     SweepConfig is resolved into its Plan first, once."""
-    from ..core.models import available_cores
+    from ..core.model.models import available_cores
     from .sweep import Interrupted, prepare
 
     plan = cfg if isinstance(cfg, Plan) else cfg.resolve()

@@ -8,169 +8,26 @@ nothing and loads no model, so a mistake costs a second, not a calibration.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ..core.concept import DEFAULT as CONCEPT_DEFAULT
+from ..core.formats.concept import SETS, Concept, ConceptError
+from .flags import (
+    CONCEPT_DEFAULT,
+    QUICK,
+    THREADS_HELP,
+    ConfigError,
+    at_least,
+    check_common,
+    check_methods,
+    check_output_dir,
+    floats,
+    ints,
+    need_ray,
+    split,
+)
+from .plan import Plan, calibration_n
 from .records import STUDY_METHODS, STUDY_MODELS, STUDY_SEEDS, STUDY_WINDOWS
-
-if TYPE_CHECKING:
-    from .plan import Plan
-
-# The quick protocol: R1-R6 for a concept on one small model in <= 10 minutes on a 2-core CPU
-# (benchmarks/bench_quick_study.py measures it). Three seeds stay, so intervals and R6 still mean something.
-# The judge (`isokl calibrate`) reads its held-out sizes and horizon from here too.
-QUICK: dict[str, Any] = {
-    "models": "smollm2-135m",
-    "windows": "20",
-    "n_heldout": "24,16,16",
-    "horizon": 30,
-    "dose_alphas": "0.5,1.5",
-}
-
-
-THREADS_HELP = "torch CPU threads (0: $ISOKL_THREADS, else every core this process may use)"
-
-
-class ConfigError(ValueError):
-    """Bad input; the message starts with the flag (or file) it is about."""
-
-
-def split(s: str) -> list[str]:
-    """'a, b,c' -> ['a', 'b', 'c']."""
-    return [x.strip() for x in str(s).split(",") if x.strip()]
-
-
-def ints(flag: str, s: str, lo: int) -> list[int]:
-    out = []
-    for x in split(s) or [""]:
-        if not x.lstrip("-").isdigit():
-            raise ConfigError(f"{flag}: {x!r} is not a whole number (give e.g. {flag} {lo},{lo + 1})")
-        if int(x) < lo:
-            raise ConfigError(f"{flag}: {x} is below {lo}")
-        out.append(int(x))
-    return out
-
-
-def floats(flag: str, s: str) -> list[float]:
-    """Positive finite numbers."""
-    out = []
-    for x in split(s) or [""]:
-        try:
-            v = float(x)
-        except ValueError:
-            raise ConfigError(f"{flag}: {x!r} is not a number") from None
-        if not (v > 0 and v < float("inf")):
-            raise ConfigError(f"{flag}: {x} must be a positive finite number")
-        out.append(v)
-    return out
-
-
-def layers(flag: str, spec: str, n_layers: int | None = None, model: str = "the model") -> tuple[int, ...]:
-    """A steered-layer spec -> block indices: '10-20' (inclusive), '10,12,14', '3,5-7', or a band of depth '0.25-0.75'
-    (fractions: blocks round(lo x depth) .. round(hi x depth) - 1, as the default middle band). Without n_layers only
-    the syntax is checked (and () returned); with it, a layer outside 0..n_layers-1 is an error naming the depth."""
-    s = spec.replace(" ", "")
-    if not s:
-        raise ConfigError(f"{flag}: empty; give e.g. {flag} 10-20, {flag} 10,12,14 or {flag} 0.25-0.75")
-    if "." in s:  # a band of depth
-        lo_s, sep, hi_s = s.partition("-")
-        try:
-            lo, hi = float(lo_s), float(hi_s if sep else lo_s)
-        except ValueError:
-            raise ConfigError(f"{flag}: {spec!r} is not a band of depth like 0.25-0.75") from None
-        if not 0 <= lo <= hi <= 1:
-            raise ConfigError(f"{flag}: {spec!r}: a band of depth needs 0 <= lo <= hi <= 1")
-        if n_layers is None:
-            return ()
-        from ..core.hooks import default_layers  # the one band-of-depth rule (torch: only once a depth is known)
-
-        out = default_layers(n_layers, (lo, hi))
-    else:
-        picked: list[int] = []
-        for part in s.split(","):
-            a, sep, b = part.partition("-")
-            if not a.isdigit() or (sep and not b.isdigit()):
-                raise ConfigError(f"{flag}: {part!r} is not a layer or a range (give e.g. {flag} 10-20 or {flag} 10,12,14)")
-            if sep and int(b) < int(a):
-                raise ConfigError(f"{flag}: {part!r} runs backwards; give the lower layer first")
-            picked += range(int(a), int(b) + 1) if sep else [int(a)]
-        out = tuple(sorted(set(picked)))
-        if n_layers is None:
-            return ()
-    bad = [x for x in out if not 0 <= x < n_layers]
-    if bad:
-        raise ConfigError(f"{flag}: layer {bad[0]} is out of range: {model} has {n_layers} blocks (layers 0..{n_layers - 1})")
-    return out
-
-
-def at_least(flag: str, v, lo) -> None:
-    if v < lo:
-        raise ConfigError(f"{flag}: {v} is below {lo}")
-
-
-def _first_existing(p: Path) -> Path:
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def _writable_dir(flag: str, d: Path, what: Path) -> None:
-    if not d.is_dir():
-        raise ConfigError(f"{flag}: {what} lies below {d}, which is a file, not a folder; choose another path")
-    try:  # os.access says yes to root even on a read-only mount or an immutable folder: try it
-        tempfile.TemporaryFile(dir=d).close()
-    except OSError as e:
-        raise ConfigError(f"{flag}: cannot write into {d} ({e.strerror}); choose a writable path") from None
-
-
-def check_output_file(flag: str, path: str) -> None:
-    """`path` can be written as a file: not a folder, below a writable folder (created later, not now)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise ConfigError(f"{flag}: {p} is a folder; give a file name, e.g. {p / 'vector.safetensors'}")
-    _writable_dir(flag, _first_existing(p.parent if str(p.parent) else Path(".")), p)
-
-
-def check_output_dir(flag: str, path: str) -> None:
-    p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{flag}: {p} is a file; give a folder")
-    _writable_dir(flag, _first_existing(p), p)
-
-
-def check_methods(flag: str, names: list[str]) -> None:
-    from ..core.methods import METHODS  # the registry (imports torch; still before any model loads)
-
-    bad = [m for m in names if m not in METHODS]
-    if bad:
-        raise ConfigError(f"{flag}: unknown method(s) {', '.join(bad)}; valid: {', '.join(sorted(METHODS))}")
-
-
-def check_common(flag: str, model_ids: list[str], device: str, threads: int) -> list:
-    """Device, threads and every model id checked; returns each id's resolved `Source` (so a verb loads it without a
-    second lookup: a hub id costs one request)."""
-    from ..core.models import check_device, check_model_id
-
-    sources = [check_model_id(m, flag) for m in model_ids]
-    check_device(device)
-    at_least("--threads", threads, 0)
-    return sources
-
-
-RAY_INSTALL = "pip install 'isokl[cluster]' (bash scripts/setup.sh installs it)"
-
-
-def need_ray():
-    """The ray module, or one ConfigError saying how to install it (config owns the check so that it imports nothing
-    above it: cluster imports config, not the other way round)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"--ray: Ray is not installed; install the optional extra: {RAY_INSTALL}") from None
-    return ray
 
 
 @dataclass
@@ -236,8 +93,6 @@ class SweepConfig:
     def resolve(self, models: bool = True) -> Plan:
         """Every flag parsed and checked once -> the sweep's `plan.Plan` (every ConfigError of a sweep is raised there).
         models=False: leave the model ids unchecked (a caller that brings its own loader knows them)."""
-        from .plan import resolve
-
         return resolve(self, models)
 
     def check(self, models: bool = True) -> None:
@@ -294,3 +149,104 @@ class ReportConfig:
 def default_out(verb: str, quick: bool = False) -> str:
     """Fresh run folders under runs/ (git-ignored): a default never writes into the published results/."""
     return os.path.join("runs", "quick" if quick else verb)
+
+
+def _windows(flag: str, value: str, windows: list[int]) -> list[int]:
+    """A window list flag: '' = every --windows value, 'max' = the largest, else the numbers given."""
+    return windows if not value else [max(windows)] if value == "max" else ints(flag, value, 1)
+
+
+def _concept(cfg: SweepConfig) -> Concept:
+    try:
+        return Concept.load(cfg.concept)
+    except ConceptError as e:
+        raise ConfigError(f"--concept: {e}") from None
+
+
+def _n_sets(cfg: SweepConfig, concept: Concept) -> dict[str, int]:
+    """Prompts per held-out set. At the flag's default a set the concept has fewer of is used whole (a concept
+    without probes: 0); a number given explicitly must fit."""
+    ns = ints("--n-heldout", cfg.n_heldout, 1)
+    if len(ns) not in (1, 3):
+        raise ConfigError(f"--n-heldout: {cfg.n_heldout!r}; give N, or GENERIC,TRUEFALSE,SENTIMENT (e.g. 48,32,32)")
+    ns = ns * 3 if len(ns) == 1 else ns
+    sizes = concept.sizes()
+    default = cfg.n_heldout in (type(cfg).__dataclass_fields__["n_heldout"].default, QUICK["n_heldout"])
+    out = {}
+    for name, n in zip(SETS, ns, strict=True):
+        if sizes[name] == 0:
+            out[name] = 0  # no probes: the target axis is not measured
+        elif default:
+            out[name] = min(n, sizes[name])
+        elif n > sizes[name]:
+            raise ConfigError(f"--n-heldout: {n} is outside 1..{sizes[name]} (the size of the {name} set of {cfg.concept})")
+        else:
+            out[name] = n
+    return out
+
+
+def resolve(cfg: SweepConfig, models: bool = True) -> Plan:
+    """The sweep's flags -> its Plan, or the first ConfigError (one line naming the flag). models=False leaves the
+    model ids unresolved (a caller that brings its own loader knows them)."""
+    model_ids, methods = split(cfg.models), split(cfg.methods)
+    if not model_ids or not methods:
+        raise ConfigError("--models and --methods need at least one name each")
+    check_methods("--methods", methods)
+    if cfg.control:
+        check_methods("--control", [cfg.control])
+        if cfg.control in methods:
+            raise ConfigError(f"--control: {cfg.control} is also in --methods; a control is run beside the methods")
+    windows = ints("--windows", cfg.windows, 1)
+    control_windows = _windows("--control-windows", cfg.control_windows, windows)
+    dose_windows = _windows("--dose-windows", cfg.dose_windows, windows)
+    seeds = ints("--seeds", cfg.seeds, 0)
+    alphas = floats("--alphas", cfg.alphas)
+    if 1.0 not in alphas:
+        raise ConfigError(f"--alphas: {cfg.alphas!r} lacks 1 (the calibrated dose c*, where held-out p95 is measured)")
+    extra = floats("--dose-alphas", cfg.dose_alphas) if cfg.dose_alphas else ()
+    at_least("--horizon", cfg.horizon, max(windows + control_windows))
+    concept = _concept(cfg)
+    try:
+        concept.check_seeds(seeds)
+    except ConceptError as e:
+        raise ConfigError(str(e)) from None
+    at_least("--n-calibration", cfg.n_calibration, 0)
+    n_cal = calibration_n(cfg.n_calibration, concept)
+    if not 2 <= n_cal <= len(concept.calibration_pool):
+        raise ConfigError(
+            f"--n-calibration: {n_cal} is outside 2..{len(concept.calibration_pool)} (the calibration prompts of {cfg.concept})"
+        )
+    n_heldout = _n_sets(cfg, concept)
+    check_output_dir("--out", cfg.out)
+    check_common("--models", model_ids if models else [], cfg.device, cfg.threads)
+    if cfg.ray:
+        need_ray()
+        at_least("--cpus-per-cell", cfg.cpus_per_cell, 1)
+        if cfg.gpus_per_cell < 0:
+            raise ConfigError(f"--gpus-per-cell: {cfg.gpus_per_cell} is negative")
+    cells = tuple(
+        (m, meth, s, w)
+        for m in model_ids
+        for s in seeds
+        for meth in methods + ([cfg.control] if cfg.control else [])
+        for w in (control_windows if meth == cfg.control and cfg.control else windows)
+    )
+    return Plan(
+        concept=concept,
+        concept_arg=cfg.concept,
+        models=tuple(model_ids),
+        methods=tuple(methods),
+        control=cfg.control,
+        seeds=tuple(seeds),
+        windows=tuple(windows),
+        cells=cells,
+        pmass_alphas=tuple(sorted(set(alphas))),
+        dose_alphas=tuple(extra),
+        dose_windows=tuple(dose_windows),
+        n_heldout=n_heldout,
+        n_calibration=n_cal,
+        horizon=cfg.horizon,
+        out=Path(cfg.out),
+        device=cfg.device,
+        recompute=cfg.recompute,
+    )

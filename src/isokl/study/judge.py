@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.calibrate import CalibrationResult
-from ..core.concept import SETS, Concept
-from ..core.files import folder
-from ..core.models import LM
-from ..core.rollout import prefill_base
-from ..core.vector import Vector
-from .config import QUICK
+from ..core.formats.concept import SETS, Concept
+from ..core.formats.vector import Vector
+from ..core.model.files import folder
+from ..core.model.models import LM
+from ..core.runtimes.rollout import prefill_base
+from .flags import QUICK
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import Reference, reference_block, text_projection
 from .records import BASE, JUDGE_DIR, JUDGE_FILES, _write_rows, code_version, columns
@@ -248,7 +248,7 @@ def write(out: Path, judged: Judged) -> Path:
 def control_vectors(lm: LM, vectors: Sequence[Vector], pairs, seed: int = 0) -> dict[tuple[int, ...], Vector]:
     """One random-direction control per distinct layer set of `vectors` (`random_direction`, this seed), to be
     calibrated to the same target with them: the floor of every effect."""
-    from ..core.activations import extract
+    from ..core.extract import extract
 
     out: dict[tuple[int, ...], Vector] = {}
     for v in vectors:

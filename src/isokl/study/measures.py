@@ -16,11 +16,11 @@ from functools import cached_property
 
 import torch
 
-from ..core.concept import Concept
-from ..core.models import LM
-from ..core.prompts import Prompt
-from ..core.rollout import Rollout, rollout, rollout_many
-from ..core.vector import Vector
+from ..core.formats.concept import Concept
+from ..core.formats.vector import Vector
+from ..core.model.models import LM
+from ..core.model.prompts import Prompt
+from ..core.runtimes.rollout import Rollout, rollout, rollout_many
 from .metrics import FORKS, branch_pmass, target_logit, target_logit_many
 from .records import FILES
 

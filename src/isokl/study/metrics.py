@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.activations import last_token
 from ..core.forks import fork_rollout
-from ..core.hooks import Captured, Layout, capture, steer_rows
-from ..core.models import LM, forward, left_pad, new_cache, pad_id
-from ..core.prompts import apart, first_tokens, word_variants
-from ..core.rollout import BasePrefill, prefill_base
-from ..core.vector import Vector
+from ..core.formats.vector import Vector
+from ..core.model.hooks import Captured, Layout, capture, steer_rows
+from ..core.model.models import LM, forward, left_pad, new_cache, pad_id
+from ..core.model.prompts import apart, first_tokens, word_variants
+from ..core.model.reading import last_token
+from ..core.runtimes.rollout import BasePrefill, prefill_base
 
 FORKS = tuple(range(0, 51, 5))
 # DESIGN.md s.5 tokenization trap: a suffix ending in a space makes the space its own token and every

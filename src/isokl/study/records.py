@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..core.files import folder, is_temporary, write_bytes
-from ..core.statistic import P95, TARGET, TOL  # the calibration target, owned by the statistic
+from ..core.model.files import folder, is_temporary, write_bytes
+from ..core.stats.statistic import P95, TARGET, TOL  # the calibration target, owned by the statistic
 
 __all__ = ["TARGET", "TOL"]  # re-exported with the study constants
 

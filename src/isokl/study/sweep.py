@@ -25,14 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.activations import extract
 from ..core.calibrate import CalibrationResult, calibrate_iso_kl, calibrate_many
-from ..core.concept import Concept
-from ..core.files import folder
+from ..core.extract import extract
+from ..core.formats.concept import Concept
+from ..core.formats.vector import Vector
 from ..core.methods import get_method
-from ..core.models import LM, load
-from ..core.rollout import NonFiniteKL
-from ..core.vector import Vector
+from ..core.model.files import folder
+from ..core.model.models import LM, load
+from ..core.runtimes.rollout import NonFiniteKL
 from .config import SweepConfig
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import FORKS, SUFFIX

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.concept import DEFAULT as CONCEPT_DEFAULT
-from ..core.concept import Concept, ConceptError, read_prompts
-from .config import (
+from ..core.formats.concept import DEFAULT as CONCEPT_DEFAULT
+from ..core.formats.concept import Concept, ConceptError, read_prompts
+from .flags import (
     QUICK,
     THREADS_HELP,
     ConfigError,
@@ -31,7 +31,7 @@ GGUF_HELP = "llama.cpp's model file (default: a bundled model's own GGUF; requir
 def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
     """--runtime: known names (one, or a comma list), the llama extra installed where llama.cpp is named; --gguf a
     file, only with llama.cpp."""
-    from ..core.llamacpp import RUNTIMES, RuntimeMissing, binding
+    from ..core.runtimes.llamacpp import RUNTIMES, RuntimeMissing, binding
 
     names = split(spec)
     if not names or any(n not in RUNTIMES for n in names) or len(set(names)) != len(names) or (one and len(names) > 1):
@@ -51,7 +51,8 @@ def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
 def check_served(spec: str, path_or_methods: str | list[str], flag: str = "--runtime") -> None:
     """A runtime of `spec` that only adds a fixed vector (llama.cpp) refuses a method whose rule reads the activation
     (`Method.fixed_vector`): the methods named, or a vector file's own (read without a model)."""
-    from ..core.interop import VectorFileError, file_method
+    from ..core.formats.interop import file_method
+    from ..core.formats.tensors import VectorFileError
     from ..core.methods import require_fixed_vector
 
     if "llama.cpp" not in split(spec):
@@ -66,7 +67,7 @@ def check_served(spec: str, path_or_methods: str | list[str], flag: str = "--run
 
 def check_gguf_for(spec: str, gguf: str, model: str) -> None:
     """--gguf is required where llama.cpp runs a `model` that is not bundled (a bundled one brings its own file)."""
-    from ..core.bundled import BUNDLED
+    from ..core.model.bundled import BUNDLED
 
     if "llama.cpp" in split(spec) and not gguf and model not in BUNDLED:
         raise ConfigError(f"--gguf: {model} is not a bundled model; give the GGUF file llama.cpp serves it from")
@@ -322,8 +323,9 @@ def load_scorers(spec: str, flag: str = "--scorer") -> dict:
 
 def check_vector_file(flag: str, path: str) -> None:
     """Read and check a vector file before any model loads (an isokl file, or another tool's)."""
-    from ..core.interop import is_isokl_file, read_layers
-    from ..core.vector import Vector
+    from ..core.formats.interop import is_isokl_file
+    from ..core.formats.tensors import read_layers
+    from ..core.formats.vector import Vector
 
     if not Path(path).expanduser().is_file():
         raise ConfigError(f"{flag}: {path} does not exist or is not a file")
@@ -420,7 +422,7 @@ class ExportConfig:
     alpha: float = field(default=1.0, metadata={"help": "dose multiple alpha = c / c* baked into the file"})
 
     def check(self) -> None:
-        from ..core.interop import FORMATS
+        from ..core.formats.gguf import FORMATS
 
         if self.format not in FORMATS:
             raise ConfigError(f"--format: {self.format!r}; valid: {', '.join(FORMATS)}")
@@ -430,7 +432,8 @@ class ExportConfig:
         check_output_file("--out", self.out)
         if not Path(self.vector).expanduser().is_file():
             raise ConfigError(f"vector: {self.vector!r} does not exist or is not a file")
-        from ..core.interop import VectorFileError, file_method
+        from ..core.formats.interop import file_method
+        from ..core.formats.tensors import VectorFileError
         from ..core.methods import require_fixed_vector
 
         try:

@@ -6,14 +6,14 @@ Rule:  h <- h + c * v_l,  v_l as given; fitted here as the raw mean difference m
 Intuition: a vector from another tool carries its own balance between layers; c scales the whole
 vector, so iso-KL calibration gives it a dose without changing that balance.
 Differs from mean_diff: no per-layer normalisation. `isokl calibrate --vector FILE` imports a
-vector from another tool under this rule (`isokl.core.interop`).
+vector from another tool under this rule (`isokl.core.formats.interop`).
 """
 
 from typing import ClassVar
 
 import torch
 
-from . import Fit, register
+from .registry import Fit, register
 
 
 @register

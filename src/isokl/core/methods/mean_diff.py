@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from . import fit_mean_difference, register
+from .registry import fit_mean_difference, register
 
 
 @register

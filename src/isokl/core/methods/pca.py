@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from . import Fit, register, unit
+from .registry import Fit, register, unit
 
 
 @register

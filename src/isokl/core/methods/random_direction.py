@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from . import Fit, register
+from .registry import Fit, register
 
 
 def random_directions(n_layers: int, d: int, seed: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .files import writing
+from ..model.files import writing
 
 FORMAT = "isokl.vector/1"
 
@@ -44,7 +44,7 @@ class Calibration:
     runtime: str = ""  # where its rollouts ran: "" = transformers; "llama.cpp (llama-cpp-python 0.3.36)"
     weights: str = ""  # the weights file, for a runtime that reads one (name, sha256 prefix, quantization)
     quantization: str = ""  # that file's quantization as llama.cpp names it
-    tokenizer_sha: str = ""  # the model's fingerprints at calibration (`served.fingerprints`): an exported file carries
+    tokenizer_sha: str = ""  # the model's fingerprints at calibration (`model.models.fingerprints`): an exported file carries
     weights_sha: str = ""  # them, and isokl refuses it on a model whose vocabulary or embeddings differ
 
 
@@ -91,12 +91,39 @@ class Vector:
     def from_tensors(cls, lm, tensors, layers=None, *, prompts=None) -> Vector:
         """A vector held in memory -> an uncalibrated additive Vector on `lm` (an LM or (model, tokenizer)): a {layer:
         tensor} dict, one tensor with its `layers` ([d] at each, or [l d]), a steering-vectors SteeringVector or a
-        repeng ControlVector (negative layers count from the end). Checked against the model (width, layers, finite,
-        non-zero) before anything runs; the residual norm at its layers is measured on `prompts` (default: the
-        library's). `core.interop.from_tensors`."""
-        from .interop import from_tensors
+        repeng ControlVector (negative layers count from the end; `tensors.layers_of`). Checked against the model
+        (width, layers, finite, non-zero) before anything runs; the residual norm at its layers is measured on
+        `prompts` (default: the library's)."""
+        from ..model.inputs import as_lm
+        from .tensors import check_layers, layers_of
 
-        return from_tensors(lm, tensors, layers, prompts=prompts)
+        lm = as_lm(lm)
+        raw, what = layers_of(tensors, layers)
+        return cls.additive(lm, check_layers(raw, what, lm.n_layers), f"in-memory:{what}", prompts)
+
+    @classmethod
+    def additive(cls, lm, layers: Mapping[int, torch.Tensor], source: str, prompts=None) -> Vector:
+        """Checked {layer: tensor [d]} (`tensors.check_layers`) -> an uncalibrated `additive` Vector on `lm`, with the
+        residual norm at its layers measured on `prompts` (default: seed 0's draw of the library's calibration
+        prompts): the solver's first guess. `source` says where the tensors came from (pairs_hash)."""
+        from ..model.inputs import as_prompts
+        from ..model.prompts import calibration_prompts
+        from ..model.reading import last_token
+        from .tensors import VectorFileError
+
+        width = next(iter(layers.values())).shape[0]
+        if width != lm.d_model:
+            raise VectorFileError(f"{source}: vectors of width {width}; {lm.id} has width {lm.d_model}")
+        at = tuple(layers)
+        read = last_token(lm, as_prompts(prompts) if prompts else calibration_prompts(0), at)  # [l n d]
+        return cls(
+            method="additive",
+            layers=at,
+            directions=torch.stack(list(layers.values())),
+            model_id=lm.id,
+            resid_norm=float(read.norm(dim=-1).mean()),
+            pairs_hash=source,
+        )
 
     def calibrated(self, cal: Calibration) -> Vector:
         return dataclasses.replace(self, calibration=cal)

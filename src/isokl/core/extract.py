@@ -1,4 +1,4 @@
-"""Activations: contrast pairs -> block outputs at the last prompt token [l n d], and `extract` -> Vector.
+"""Extract: contrast pairs -> a fitted, uncalibrated Vector (`extract`), from their block outputs at the last token.
 
 Each pair shares the user message and the assistant prefix and differs only in the
 persona, so the last-token difference isolates the persona's concept (DESIGN.md s.2).
@@ -6,24 +6,13 @@ persona, so the last-token difference isolates the persona's concept (DESIGN.md 
 
 from __future__ import annotations
 
-import torch
-
-from .hooks import capture, default_layers
-from .inputs import as_lm, as_pairs
+from .formats.vector import Vector
 from .methods import get_method
-from .models import LM, forward, left_pad, pad_id
-from .prompts import Pair, Prompt, prompt_hash
-from .vector import Vector
-
-
-@torch.no_grad()
-def last_token(lm: LM, prompts: list[Prompt], layers: tuple[int, ...]) -> torch.Tensor:
-    """Block outputs at the last token of each prompt: [l n d] (left padding puts it at position -1)."""
-    seqs = lm.encode([lm.format(p) for p in prompts])
-    ids, mask, pos = left_pad(seqs, pad_id(lm), lm.device)
-    with capture(lm.model, layers) as store:
-        forward(lm.model, ids, mask, pos, keep=1)
-    return torch.stack([store[layer][:, -1].float() for layer in layers])
+from .model.hooks import default_layers
+from .model.inputs import as_lm, as_pairs
+from .model.models import LM
+from .model.prompts import Pair, prompt_hash
+from .model.reading import last_token
 
 
 def extract(lm: LM, pairs: list[Pair], method: str, layers: tuple[int, ...] | None = None, **config) -> Vector:

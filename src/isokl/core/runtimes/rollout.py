@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .hooks import Layout, steer_rows
-from .kl import KLStats, chunk_rows, kl_rows, kl_stats, score_step  # noqa: F401  (re-exported)
-from .models import LM, forward, left_pad, new_cache, pad_id
-from .statistic import P95
-from .vector import Vector
+from ..formats.vector import Vector
+from ..model.hooks import Layout, steer_rows
+from ..model.models import LM, forward, left_pad, new_cache, pad_id
+from ..stats.kl import KLStats, chunk_rows, kl_rows, kl_stats, score_step  # noqa: F401  (re-exported)
+from ..stats.statistic import P95
 
 
 class NonFiniteKL(FloatingPointError):

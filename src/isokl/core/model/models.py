@@ -8,7 +8,9 @@ weights, so quantization biases no KL.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -248,3 +250,24 @@ def load(model: str | Source = DEFAULT_MODEL, *, device: str | torch.device = "c
         f"loaded {source.id} ({lm.n_layers} layers x {lm.d_model}) in {time.time() - t0:.1f} s, {torch.get_num_threads()} threads"
     )
     return lm
+
+
+# ---- fingerprints: which model a vector belongs to beyond its id ----
+
+
+def tokenizer_fingerprint(lm: LM) -> str:
+    vocab = sorted(lm.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def weights_fingerprint(lm: LM) -> str:
+    emb = lm.model.get_input_embeddings().weight.detach()[::97].to("cpu", torch.bfloat16).contiguous()
+    return hashlib.sha256(emb.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+
+
+def fingerprints(lm: LM) -> dict[str, str]:
+    """{tokenizer_sha, weights_sha} of `lm` (Calibration's fields), computed once per LM: the tokenizer's vocabulary,
+    and the token-embedding matrix (every 97th row, rounded to bfloat16, so a float32 and a bfloat16 load agree)."""
+    if "fingerprints" not in lm.meta:
+        lm.meta["fingerprints"] = {"tokenizer_sha": tokenizer_fingerprint(lm), "weights_sha": weights_fingerprint(lm)}
+    return dict(lm.meta["fingerprints"])

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from .prompts import Pair, Prompt, apart, draw, first_tokens, library_pool, library_rows, word_variants
+from ..model.prompts import Pair, Prompt, apart, draw, first_tokens, library_pool, library_rows, word_variants
 
 PAIRS_PER_DRAW = 4  # contrast pairs per seed (the spec: "4 prompts each")
 BUILTIN = ("sentiment",)  # concepts shipped in isokl/concepts/

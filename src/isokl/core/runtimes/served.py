@@ -6,45 +6,22 @@ one dose there: the vector goes in as llama.cpp's control-vector buffer, built b
 file (`interop.scaled`); `check_stats` goes through the exported file itself. `solve_in_llama` runs `calibrate_many`'s
 solvers (`solver`, `_Job`) with every evaluation's rollouts and KL from llama.cpp, so c* is the dose of the quantized
 model as served; the vector records the runtime, the weights file and its quantization.
-
-Fingerprints (`fingerprints`) say which model a vector belongs to beyond its id: the tokenizer's vocabulary, and the
-token-embedding matrix (every 97th row, rounded to bfloat16, so a float32 and a bfloat16 load agree).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ..formats.vector import Vector
+from ..model.models import LM
 from .llamacpp import Llama, LlamaError, version
-from .models import LM
-from .vector import Vector
 
 N_CTX_MIN = 512
 MAX_SEQ = 64  # prompts per llama.cpp batch (llama.cpp allows 256 sequences; 64 keeps the KV cache and logits small)
-
-
-def tokenizer_fingerprint(lm: LM) -> str:
-    vocab = sorted(lm.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def weights_fingerprint(lm: LM) -> str:
-    emb = lm.model.get_input_embeddings().weight.detach()[::97].to("cpu", torch.bfloat16).contiguous()
-    return hashlib.sha256(emb.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
-
-
-def fingerprints(lm: LM) -> dict[str, str]:
-    """{tokenizer_sha, weights_sha} of `lm` (Calibration's fields), computed once per LM."""
-    if "fingerprints" not in lm.meta:
-        lm.meta["fingerprints"] = {"tokenizer_sha": tokenizer_fingerprint(lm), "weights_sha": weights_fingerprint(lm)}
-    return dict(lm.meta["fingerprints"])
 
 
 def gguf_of(lm: LM, gguf: str | Path | None = None, flag: str = "--gguf") -> Path:
@@ -54,7 +31,7 @@ def gguf_of(lm: LM, gguf: str | Path | None = None, flag: str = "--gguf") -> Pat
         if not p.is_file():
             raise LlamaError(f"{flag}: {p} is not a file")
         return p
-    from .bundled import BUNDLED, gguf_path
+    from ..model.bundled import BUNDLED, gguf_path
 
     if lm.id not in BUNDLED:
         raise LlamaError(f"{flag}: {lm.id} is not a bundled model; give the GGUF file it is served from")
@@ -106,7 +83,7 @@ def open_gguf(lm: LM, seqs: list[list[int]], T: int, gguf: str | Path | None = N
 
 def cvec_buffer(vector: Vector, c: float, n_layers: int) -> np.ndarray:
     """`vector` at dose c as llama.cpp's control-vector buffer, from the exported file's own arithmetic."""
-    from .interop import scaled
+    from ..formats.gguf import scaled
     from .llamacpp import CvecFile
 
     return CvecFile({layer: t.numpy() for layer, t in scaled(vector, c).items()}, {}).buffer(n_layers)
@@ -123,7 +100,7 @@ def check_stats(lm: LM, vector: Vector, seqs: list[list[int]], T: int, alpha: fl
     the model's GGUF file -> (KLStats, the file's quantization, the file described)."""
     import tempfile
 
-    from .interop import export
+    from ..formats.gguf import export
     from .llamacpp import read_cvec
 
     with open_gguf(lm, seqs, T, gguf, sample) as llama:

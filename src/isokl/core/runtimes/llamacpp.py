@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .kl import KLStats, kl_rows, kl_stats
-from .statistic import P95
+from ..stats.kl import KLStats, kl_rows, kl_stats
+from ..stats.statistic import P95
 
 HINT = (
     "the llama.cpp runtime needs llama-cpp-python, built from source (about 4 minutes on 2 cores): `bash "

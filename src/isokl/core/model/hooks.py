@@ -9,15 +9,34 @@ Hooks never edit in place and are always removed in a `finally`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-from .methods import get_method
+from ..methods import get_method
 from .models import Model
-from .vector import Vector
+
+
+class Steerable(Protocol):
+    """What a hook reads of a vector (`formats.vector.Vector` is one): its method's rule, the blocks it steers, one
+    direction per block [l d], the method's further tensors and settings. Hooks sit below the vector's file format,
+    so they ask for these fields, not for the class."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def layers(self) -> tuple[int, ...]: ...
+    @property
+    def directions(self) -> torch.Tensor: ...
+    @property
+    def extra(self) -> Mapping[str, torch.Tensor]: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+    @property
+    def model_id(self) -> str: ...
 
 
 def blocks(model: Model) -> torch.nn.ModuleList:
@@ -55,7 +74,7 @@ def _join(h, rest):
 
 
 @contextmanager
-def steer(model: Model, vector: Vector | None, c: float | torch.Tensor):
+def steer(model: Model, vector: Steerable | None, c: float | torch.Tensor):
     """Apply `vector` at coefficient c inside the block; c: float, or tensor [b] (one c per batch row).
 
     vector None or c == 0 (a float): exactly the base model, no hook at all.
@@ -68,7 +87,7 @@ def steer(model: Model, vector: Vector | None, c: float | torch.Tensor):
 
 
 @contextmanager
-def steer_rows(model: Model, parts: Sequence[tuple[Vector, slice]], c: float | torch.Tensor):
+def steer_rows(model: Model, parts: Sequence[tuple[Steerable, slice]], c: float | torch.Tensor):
     """Several vectors in one batch: `parts` = (vector, its rows), rows disjoint and in ascending order (slice(None):
     every row). A row is steered only at its own vector's layers; rows outside every part (e.g. base twins) pass
     through untouched. c: float, or tensor [b] (one c per batch row). The one runtime behind `steer`."""
@@ -85,7 +104,11 @@ def steer_rows(model: Model, parts: Sequence[tuple[Vector, slice]], c: float | t
         per_layer: dict[int, list] = {}
         for vector, rows in parts:
             if max(vector.layers) >= len(layer_list) or vector.directions.shape[1] != width:
-                vector.check_shape(type(model).__name__, len(layer_list), width)  # raises, naming both shapes
+                ls, d = vector.layers, vector.directions.shape[1]
+                raise ValueError(
+                    f"this vector was fitted on {vector.model_id} (layers {ls[0]}..{ls[-1]}, width {d}); "
+                    f"{type(model).__name__} has {len(layer_list)} layers of width {width}: they do not fit"
+                )
             tensors = {"direction": vector.directions, **vector.extra}
             tensors = {k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()}
             method = get_method(vector.method)
@@ -170,7 +193,7 @@ class Layout:
         d = self.doses(j)
         return slice(d.start * self.n, d.stop * self.n)
 
-    def parts(self, vectors: Sequence[Vector]) -> list[tuple[Vector, slice]]:
+    def parts(self, vectors: Sequence[Steerable]) -> list[tuple[Steerable, slice]]:
         """`steer_rows`'s parts for every row of this layout: one vector steers all rows, several their own blocks."""
         if len(vectors) == 1:
             return [(vectors[0], slice(None))]
