@@ -29,7 +29,7 @@ def main():
     from isokl.core.calibrate import calibrate_iso_kl
     from isokl.core.formats.concept import DEFAULT, Concept
     from isokl.core.model.models import set_threads
-    from isokl.core.runtimes.llamacpp import binding, version
+    from isokl.core.runtimes.ggml import binding, version
 
     binding()
     set_threads(args.threads)

@@ -104,7 +104,7 @@ def rows_of(model: str, methods: list[str], n_heldout: int, t0: float) -> list[d
 
 
 def table_md(rows: list[dict], n_heldout: int, threads: int, cpu: str) -> str:
-    from isokl.core.runtimes.llamacpp import version
+    from isokl.core.runtimes.ggml import version
     from isokl.report.thresholds import HOLDOUT_BAND
 
     lo, hi = HOLDOUT_BAND
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from isokl.core.model.files import write_all
     from isokl.core.model.models import set_threads
-    from isokl.core.runtimes.llamacpp import binding
+    from isokl.core.runtimes.ggml import binding
 
     binding()  # one line naming the extra, before any model loads
     threads = set_threads(a.threads)

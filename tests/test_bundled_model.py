@@ -53,7 +53,7 @@ def test_mean_diff_calibrates_and_reloads(smol, tmp_path):
 
 
 def test_drafts_leave_a_real_calibration_unchanged(smol, monkeypatch):
-    import isokl.core.calibrate as cal_mod
+    import isokl.core.runtimes.hf as cal_mod  # the transformers runtime rolls every evaluation out
 
     vec = extract(smol, concept.extraction_pairs(0), "directional_ablation")
     runs, real_rollout = {}, cal_mod.rollout_many

@@ -22,7 +22,8 @@ from isokl.core.model.bundled import BUNDLED, gguf_path
 from isokl.core.model.hooks import steer
 from isokl.core.model.prompts import calibration_prompts
 from isokl.core.runtimes import served
-from isokl.core.runtimes.llamacpp import Llama, LlamaError, read_cvec
+from isokl.core.runtimes.ggml import LlamaError, read_cvec
+from isokl.core.runtimes.llamacpp import Llama
 
 pytestmark = [
     pytest.mark.model,

@@ -30,10 +30,9 @@ from .core.calibrate import CalibrationResult, JointCalibration, Round, calibrat
 from .core.formats.concept import Concept
 from .core.formats.interop import as_vector
 from .core.formats.vector import Vector
-from .core.methods import require_fixed_vector
 from .core.model.inputs import as_lm, as_pairs, as_prompts, wrap
 from .core.model.models import LM
-from .core.runtimes.llamacpp import require_runtime
+from .core.runtimes import get_runtime
 from .core.stats.statistic import TARGET, TOL
 from .report.leaderboard import Board, board
 from .report.thresholds import HOLDOUT_BAND
@@ -132,7 +131,7 @@ def calibrate(
     file (`gguf`: a bundled model's own file by default), so c* is the served model's dose (`core.served`; the `llama`
     extra); each vector records the runtime, the file and its quantization.
     """
-    require_runtime(runtime)  # before anything runs (the controls' extraction included)
+    rt = get_runtime(runtime)  # before anything runs (the controls' extraction included)
     lm = as_lm(lm)
     many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
     if not many:
@@ -145,9 +144,8 @@ def calibrate(
     prompts = as_prompts(prompts, "calibration prompts") if prompts else []
     control_pairs = as_pairs(pairs) if pairs is not None else None  # checked before anything runs
     vecs = [as_vector(lm, v, prompts or None) for v in many]
-    if runtime == "llama.cpp":
-        for v in vecs:  # before the controls' extraction and any rollout
-            require_fixed_vector(v.method, 'runtime="llama.cpp"')
+    for v in vecs:  # before the controls' extraction and any rollout
+        rt.accept(v.method)
     ctrl: dict[tuple[int, ...], Vector] = {}
     if controls:
         from .core.formats.concept import extraction_pairs
@@ -254,8 +252,8 @@ class CheckResult:
     target: float  # the vector's calibration target
     band: tuple[float, float]  # R1's held-out band
     dtype: str  # the model's weights during the check (a llama.cpp check: the GGUF's quantization)
-    runtime: str = "transformers"  # where the rollouts ran: transformers or llama.cpp
-    weights: str = ""  # llama.cpp: the GGUF file (name, sha256 prefix, quantization)
+    runtime: str = "transformers"  # where the rollouts ran (a name of `core.runtimes.RUNTIMES`)
+    weights: str = ""  # a runtime that reads a weights file (llama.cpp): the file (name, sha256 prefix, quantization)
 
     @property
     def in_band(self) -> bool:
@@ -283,7 +281,7 @@ class CheckResult:
         return (
             f"CheckResult({self.verdict}: p95 = {self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] at alpha {self.alpha:g} "
             f"(c = {self.c:.5g}) on {self.n_prompts} prompts, T = {self.window}, band {list(self.band)}"
-            + (f", in llama.cpp on {self.weights})" if self.runtime == "llama.cpp" else ")")
+            + (f", in {self.runtime} on {self.weights})" if self.weights else ")")
         )
 
     def _repr_html_(self) -> str:
@@ -293,7 +291,7 @@ class CheckResult:
             ("p95", f"{self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] (90% prompt-bootstrap interval; target {self.target:g})"),
             ("dose", f"alpha {self.alpha:g}, c = {self.c:.6g}"),
             ("prompts", f"{self.n_prompts} x T = {self.window} ({self.n_values} tokens scored), {self.dtype}"),
-            ("runtime", f"llama.cpp on {self.weights}" if self.runtime == "llama.cpp" else f"transformers, {self.dtype}"),
+            ("runtime", f"{self.runtime} on {self.weights}" if self.weights else f"{self.runtime}, {self.dtype}"),
             ("max", f"{self.max:.3f} nats; prompts whose own p95 exceeds {self.target:g}: {self.above_target}/{self.n_prompts}"),
         ]
         return head + show.table(("", ""), rows)
@@ -316,12 +314,11 @@ def check(
     vector GGUF (alpha x c* baked in), read back by llama.cpp's own parser, applied to the model's GGUF file (`gguf`:
     a bundled model's own file by default), rollouts and KL from llama.cpp's logits (`core.served`). Needs the
     `llama` extra."""
-    require_runtime(runtime)
+    rt = get_runtime(runtime)
     lm = as_lm(lm)
     prompts = as_prompts(prompts)
     vector = as_vector(lm, vector)
-    if runtime == "llama.cpp":
-        require_fixed_vector(vector.method, 'runtime="llama.cpp"')
+    rt.accept(vector.method)
     c = alpha * vector.coeff  # raises for an uncalibrated vector, saying how to calibrate it
     cal = vector.calibration
     assert cal is not None
@@ -329,15 +326,7 @@ def check(
         raise ValueError(f"check needs at least 2 prompts for its interval, got {len(prompts)}")
     T = window or cal.window
     seqs = lm.encode([lm.format(p) for p in prompts])
-    if runtime == "llama.cpp":
-        from .core.runtimes.served import check_stats
-
-        st, dtype, weights = check_stats(lm, vector, seqs, T, alpha, gguf, lm.format(prompts[0]))
-    else:
-        from .core.runtimes.rollout import rollout
-
-        st = rollout(lm, seqs, T, vector, (c,)).stats(0)
-        dtype, weights = str(next(lm.model.parameters()).dtype).removeprefix("torch."), ""
+    st, dtype, weights = rt.measure(lm, vector, seqs, T, alpha, gguf=gguf, sample=lm.format(prompts[0]))
     return _check_result(st, alpha, c, T, cal.target, dtype, runtime, weights)
 
 

@@ -30,7 +30,15 @@ from .cli_calibrate import use_threads as _threads
 from .study.config import ReportConfig, StudyConfig, SweepConfig, default_out
 from .study.flags import ConfigError, floats, split
 from .study.records import span
-from .study.verbs import CalibrateConfig, CheckConfig, ExportConfig, GenerateConfig, check_gguf_for, weights_dtype
+from .study.verbs import (
+    CalibrateConfig,
+    CheckConfig,
+    ExportConfig,
+    GenerateConfig,
+    check_gguf_for,
+    runtimes_of,
+    weights_dtype,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -142,16 +150,16 @@ def cmd_check(cfg: CheckConfig) -> int:
         + (f"; calibrated in {cal.runtime} on {cal.weights}" if cal.runtime else "")
         + ")"
     )
-    runs = [  # (what to print, the dtype whose LM runs it, runtime): transformers once per --dtype
-        (f"transformers {d} ({why})" if r == "transformers" else "", d, r)
-        for r in cfg.runtimes()
-        for d, why in (dtypes if r == "transformers" else dtypes[:1])
+    runs = [  # (what to print, the dtype whose LM runs it, runtime): a torch runtime once per --dtype
+        (f"{rt.name} {d} ({why})" if rt.torch_dtype else "", d, rt.name)
+        for rt in runtimes_of(cfg.runtime)
+        for d, why in (dtypes if rt.torch_dtype else dtypes[:1])
     ]
     results = []
     for label, d, runtime in runs:
         t0 = time.time()
         res = check(lm_in(d), vec, prompts, T, cfg.alpha, runtime=runtime, gguf=cfg.gguf or None)
-        results.append((label or f"llama.cpp on {res.weights}", res, time.time() - t0))
+        results.append((label or f"{runtime} on {res.weights}", res, time.time() - t0))
     label, r, secs = results[0]
     if len(results) == 1:
         print(

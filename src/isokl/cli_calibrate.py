@@ -44,7 +44,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     concept.check_for(lm, max(cfg.window, cfg.horizon if cfg.judging() else 0))
     if cfg.prompts:
         check_prompts(lm, cal, cfg.window, cfg.prompts, "--prompts")
-    if cfg.runtime != "transformers" and not cfg.no_judge and not cfg.vector:
+    if not cfg.judging() and not cfg.no_judge and not cfg.vector:
         print(f"[isokl] --runtime {cfg.runtime}: the judge measures in transformers, so it is skipped", file=sys.stderr)
     if len(cfg.grid()) > 1:
         return calibrate_grid(cfg, lm, cal, t0, threads, picks)
@@ -69,7 +69,7 @@ def cmd_calibrate(cfg: CalibrateConfig) -> int:
     print(f"converged = {str(res.converged).lower()} ({res.status})")
     print(f"evaluations = {res.evaluations}")
     c = res.vector.calibration
-    where = f"llama.cpp on {c.weights}" if c is not None and c.runtime else str(cfg.torch_dtype())
+    where = f"{cfg.runtime} on {c.weights}" if c is not None and c.weights else str(cfg.torch_dtype())
     print(f"seconds = {time.time() - t0:.1f} (model load included; {threads} threads; {where})")
     print(f"saved {path}")
     if cfg.judging():

@@ -17,36 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .formats.interop import as_vector
 from .formats.vector import Calibration, Vector
-from .methods import get_method, require_fixed_vector
+from .methods import get_method
 from .model.inputs import as_lm, as_prompts
 from .model.models import LM
 from .model.prompts import Prompt, calibration_prompts, prompt_hash
-from .runtimes.llamacpp import require_runtime
-from .runtimes.rollout import KLStats, NonFiniteKL, prefill_base, rollout_many
+from .runtimes import Job, Round, get_runtime
+from .runtimes.rollout import KLStats, NonFiniteKL
 from .stats.solver import Solve, solve, solver  # noqa: F401  (solve and Solve re-exported: the names callers know from here)
 from .stats.statistic import P95, TARGET, TOL, Interval
-
-DRAFT_RATIO = 1.25
-
-
-def nearest_draft(done: dict[float, tuple[torch.Tensor, int]], cs: list[float]) -> torch.Tensor | None:
-    """Draft tokens [len(cs) * n, n_draft] for the coefficients cs: for each, the rollout of the nearest evaluated dose in
-    log c; None if some dose has none within DRAFT_RATIO (a far dose's text differs within a few tokens and
-    the verifying pass would be wasted). n_draft = the shortest of the chosen rollouts."""
-    if not done:
-        return None
-    picks = []
-    for c in cs:
-        near = min(done, key=lambda e: abs(math.log(e / c)))
-        if abs(math.log(near / c)) > math.log(DRAFT_RATIO):
-            return None
-        picks.append(done[near])
-    n_draft = min(steps for _, steps in picks)
-    return torch.cat([tok[:, :n_draft] for tok, _ in picks]) if n_draft > 0 else None
 
 
 @dataclass(frozen=True)
@@ -72,18 +52,6 @@ class CalibrationResult:
         from .show import result_html
 
         return result_html(self)
-
-
-@dataclass(frozen=True)
-class Round:
-    """One batched evaluation of a joint calibration: the vectors in it (by index), its doses, batch rows and time."""
-
-    vectors: tuple[int, ...]
-    doses: int
-    rows: int  # steered rows + their base twins
-    steps: int  # decode steps run (< T where every row ended or stopped early)
-    seconds: float
-    drafted: bool = False  # fed from the nearest evaluated doses' tokens (`rollout`, draft=)
 
 
 @dataclass(frozen=True)
@@ -180,9 +148,10 @@ def calibrate_many(
     docs/calibration.md). Options as `calibrate_iso_kl`'s; start: one value for all or one per vector; progress: a
     function f(vector index, stats, seconds). A non-finite KL ends that vector only (status non_finite, `error` names
     it); the others go on. runtime="llama.cpp": the same solvers with every evaluation in llama.cpp on the model's GGUF
-    file (`gguf`: a bundled model's own file by default; `served.solve_in_llama`), one vector after the other.
+    file (`gguf`: a bundled model's own file by default; `runtimes.served`), one vector after the other. A runtime is
+    any name of `runtimes.RUNTIMES`.
     """
-    require_runtime(runtime)
+    rt = get_runtime(runtime)
     lm = as_lm(lm)
     if not prompts and not add_library_prompts:
         raise ValueError("calibrate_iso_kl needs at least one calibration prompt (got none)")
@@ -197,59 +166,26 @@ def calibrate_many(
     if len(starts) != len(vectors):
         raise ValueError(f"start: one value for all vectors or one per vector ({len(vectors)}), got {len(starts)}")
     vectors = [as_vector(lm, v, prompts) for v in vectors]
-    if runtime == "llama.cpp":
-        for v in vectors:
-            require_fixed_vector(v.method, 'runtime="llama.cpp"')
+    for v in vectors:
+        rt.accept(v.method)  # e.g. llama.cpp adds only fixed vectors: one line before anything runs
     t0 = time.time()
     seqs = lm.encode([lm.format(p) for p in prompts])
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
     # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
     stop = P95.stop_above(target, tol) if early_stop else None
-    jobs = [_Job(v, _first_dose(v, s, c_max), _c_max(v, c_max)) for v, s in zip(vectors, starts, strict=True)]
+    jobs = [Job(v, _first_dose(v, s, c_max), _c_max(v, c_max)) for v, s in zip(vectors, starts, strict=True)]
     for job in jobs:
         job.start(target=target, tol=tol, max_evals=max_evals, per_round=per_round)
-    where = {"dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch.")}  # what each Calibration records
-    rounds: list[Round] = []
     bar, report = _progress(progress, len(jobs))
-    try:
-        if runtime == "llama.cpp":
-            from .runtimes.served import solve_in_llama
-
-            where = solve_in_llama(lm, jobs, seqs, T, stop, report, gguf, lm.format(prompts[0]))
-        else:
-            rounds = _solve_in_transformers(lm, jobs, seqs, T, stop, report, draft)
+    try:  # where: the fields each Calibration records (dtype; or runtime, weights file, quantization)
+        where, rounds = rt.solve(
+            lm, jobs, seqs, T, stop=stop, report=report, draft=draft, gguf=gguf, sample=lm.format(prompts[0])
+        )
     finally:
         if bar is not None:
             bar.close()  # also on Ctrl-C: no bar left behind in a notebook
-    results = tuple(job.result(lm, prompts, T, target, t0, where) for job in jobs)
+    results = tuple(_result(job, lm, prompts, T, target, t0, where) for job in jobs)
     return JointCalibration(results, tuple(rounds), time.time() - t0)
-
-
-def _solve_in_transformers(lm: LM, jobs: list[_Job], seqs: list[list[int]], T: int, stop, report, draft: bool) -> list[Round]:
-    """Every job's solver to its end, each round one batched rollout of the next doses of every vector still solving
-    (`rollout_many`), fed from the nearest evaluated doses' tokens where every vector has some -> the rounds."""
-    base = prefill_base(lm, seqs)  # the base twins' prompts: the same in every evaluation and for every vector
-    rounds: list[Round] = []
-    with torch.inference_mode():
-        while live := [j for j, job in enumerate(jobs) if job.pending]:
-            t1 = time.time()
-            doses = [jobs[j].pending for j in live]
-            guesses = [nearest_draft(jobs[j].tokens, jobs[j].pending) if draft else None for j in live]
-            guess = None
-            # A draft feeds the whole batch ahead only while every row holds to it: used when every vector has one.
-            # (Two batches, drafted and not, measured slower on CPU: docs/decisions.md.)
-            if all(g is not None for g in guesses):
-                width = min(int(g.shape[1]) for g in guesses if g is not None)
-                guess = torch.cat([g[:, :width] for g in guesses if g is not None])
-            vecs = [jobs[j].vector for j in live]
-            ro = rollout_many(lm, seqs, T, vecs, doses, stop_above=stop, draft=guess, base=base, check_finite=False)
-            secs = time.time() - t1
-            rounds.append(
-                Round(tuple(live), sum(len(d) for d in doses), 2 * ro.tokens.shape[0], ro.steps, secs, guess is not None)
-            )
-            for b, j in enumerate(live):
-                _take(jobs[j], j, ro, b, secs, report)
-    return rounds
 
 
 def _progress(progress, n: int):
@@ -281,21 +217,6 @@ def eval_lines(labels: Sequence[str]) -> Callable[[int, KLStats, float], None]:
     return line
 
 
-def _take(job: _Job, j: int, ro, b: int, secs: float, progress) -> None:
-    """Vector j's doses (block b of the rollout) -> its stats, tokens for drafts, progress; its solver's next round."""
-    bad = ro.nonfinite(b)
-    if bad is not None:
-        job.fail(f"{job.vector.label}: {bad}")
-        return
-    out = [ro.stats(k) for k in ro.layout.doses(b)]
-    for k, s in zip(ro.layout.doses(b), out, strict=True):
-        job.tokens[s.c] = (ro.tokens[ro.rows(k)], ro.steps)
-        job.stats[s.c] = s
-        if progress is not None:
-            progress(j, s, secs)
-    job.tell([s.p95 for s in out])
-
-
 def _c_max(vector: Vector, c_max: float | None) -> float:
     return c_max if c_max is not None else max(1e3, 100.0 * vector.resid_norm)
 
@@ -310,73 +231,45 @@ def _first_dose(vector: Vector, start: float | None, c_max: float | None) -> flo
     return min(max(c0, 1e-6), top / 10) if math.isfinite(c0) else 1.0  # a degenerate scale must not stop the solver
 
 
-class _Job:
-    """One vector's solver inside `calibrate_many`: its pending doses, evaluated stats and rollouts (for drafts)."""
+def _result(job: Job, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float, where: dict) -> CalibrationResult:
+    """where: the Calibration's runtime fields (dtype; or runtime, weights, quantization)."""
+    from .model.models import fingerprints
 
-    def __init__(self, vector: Vector, c0: float, c_max: float):
-        self.vector, self.c0, self.c_max = vector, c0, c_max
-        self.stats: dict[float, KLStats] = {}
-        self.tokens: dict[float, tuple[torch.Tensor, int]] = {}  # c -> (steered tokens [n T], steps generated)
-        self.pending: list[float] = []
-        self.solve: Solve | None = None
-        self.error = ""
-        self.finished = math.nan  # time.time() when its solver ended
-
-    def start(self, **options) -> None:
-        self._rounds = solver(c0=self.c0, c_max=self.c_max, **options)
-        self.pending = next(self._rounds)
-
-    def tell(self, values: list[float]) -> None:
-        try:
-            self.pending = self._rounds.send(values)
-        except StopIteration as end:
-            self.solve, self.pending, self.finished = end.value, [], time.time()
-
-    def fail(self, error: str) -> None:
-        self._rounds.close()
-        self.error, self.pending, self.finished = error, [], time.time()
-
-    def result(self, lm: LM, prompts: list[Prompt], T: int, target: float, t0: float, where: dict) -> CalibrationResult:
-        """where: the Calibration's runtime fields (dtype; or runtime, weights, quantization)."""
-        from .model.models import fingerprints
-
-        if self.solve is None:  # failed: the dose nearest the target so far, if any
-            hist = tuple(self.stats.values())
-            best = min(hist, key=lambda h: abs(h.p95 - target), default=None)
-            sol = Solve(
-                best.c if best else math.nan, best.p95 if best else math.nan, "non_finite", tuple((h.c, h.p95) for h in hist)
-            )
-        else:
-            sol = self.solve
-        history = tuple(self.stats[c] for c, _ in sol.history)
-        band = P95.crossing_interval([(h.c, h.per_prompt if h.complete else None) for h in history], target)
-        cal = Calibration(
-            coeff=sol.c,
-            target=target,
-            statistic=P95.name,
-            window=T,
-            prompt_hash=prompt_hash(prompts),
-            converged=sol.converged,
-            status=sol.status,
-            p95=sol.value,
-            evaluations=len(sol.history),
-            n_prompts=len(prompts),
-            c_lo=band.lo,
-            c_hi=band.hi,
-            interval=band.describe(),
-            **where,
-            **fingerprints(lm),
-        )
-        return CalibrationResult(
-            vector=self.vector.calibrated(cal),
-            c_star=sol.c,
-            p95=sol.value,
-            converged=sol.converged,
-            status=sol.status,
-            evaluations=len(sol.history),
-            history=history,
-            seconds=self.finished - t0,  # from the start of the joint calibration to this vector's last round
-            c_interval=band,
-            error=self.error,
-            note=sol.note,
-        )
+    if job.solve is None:  # failed: the dose nearest the target so far, if any
+        hist = tuple(job.stats.values())
+        best = min(hist, key=lambda h: abs(h.p95 - target), default=None)
+        sol = Solve(best.c if best else math.nan, best.p95 if best else math.nan, "non_finite", tuple((h.c, h.p95) for h in hist))
+    else:
+        sol = job.solve
+    history = tuple(job.stats[c] for c, _ in sol.history)
+    band = P95.crossing_interval([(h.c, h.per_prompt if h.complete else None) for h in history], target)
+    cal = Calibration(
+        coeff=sol.c,
+        target=target,
+        statistic=P95.name,
+        window=T,
+        prompt_hash=prompt_hash(prompts),
+        converged=sol.converged,
+        status=sol.status,
+        p95=sol.value,
+        evaluations=len(sol.history),
+        n_prompts=len(prompts),
+        c_lo=band.lo,
+        c_hi=band.hi,
+        interval=band.describe(),
+        **where,
+        **fingerprints(lm),
+    )
+    return CalibrationResult(
+        vector=job.vector.calibrated(cal),
+        c_star=sol.c,
+        p95=sol.value,
+        converged=sol.converged,
+        status=sol.status,
+        evaluations=len(sol.history),
+        history=history,
+        seconds=job.finished - t0,  # from the start of the joint calibration to this vector's last round
+        c_interval=band,
+        error=job.error,
+        note=sol.note,
+    )

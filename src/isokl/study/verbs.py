@@ -28,49 +28,58 @@ from .records import TARGET, TOL
 GGUF_HELP = "llama.cpp's model file (default: a bundled model's own GGUF; required for any other model)"
 
 
-def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
-    """--runtime: known names (one, or a comma list), the llama extra installed where llama.cpp is named; --gguf a
-    file, only with llama.cpp."""
-    from ..core.runtimes.llamacpp import RUNTIMES, RuntimeMissing, binding
+def runtimes_of(spec: str, one: bool = False) -> list:
+    """--runtime: known names (one, or a comma list) -> their `Runtime`s, each installed; else one ConfigError."""
+    from ..core.runtimes import RUNTIMES, RuntimeMissing, get_runtime
 
     names = split(spec)
     if not names or any(n not in RUNTIMES for n in names) or len(set(names)) != len(names) or (one and len(names) > 1):
         want = "one of" if one else "one or more, comma-separated, of"
         raise ConfigError(f"--runtime: {spec!r}; valid: {want} {', '.join(RUNTIMES)}")
-    if "llama.cpp" in names:
+    out = []
+    for n in names:
         try:
-            binding()
+            out.append(get_runtime(n))
         except RuntimeMissing as e:
-            raise ConfigError(f"--runtime llama.cpp: {e}") from None
-    elif gguf:
-        raise ConfigError("--gguf: only llama.cpp reads a GGUF model file; add --runtime llama.cpp")
+            raise ConfigError(f"--runtime {n}: {e}") from None
+    return out
+
+
+def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
+    """--runtime's runtimes (`runtimes_of`); --gguf a file, only with a runtime that reads one."""
+    from ..core.runtimes import RUNTIMES
+
+    if gguf and not any(rt.reads_gguf for rt in runtimes_of(spec, one)):
+        readers = ", ".join(rt.name for rt in RUNTIMES.values() if rt.reads_gguf)
+        raise ConfigError(f"--gguf: only {readers} reads a GGUF model file; add --runtime {readers}")
+    runtimes_of(spec, one)
     if gguf and not Path(gguf).expanduser().is_file():
         raise ConfigError(f"--gguf: {gguf} is not a file")
 
 
 def check_served(spec: str, path_or_methods: str | list[str], flag: str = "--runtime") -> None:
     """A runtime of `spec` that only adds a fixed vector (llama.cpp) refuses a method whose rule reads the activation
-    (`Method.fixed_vector`): the methods named, or a vector file's own (read without a model)."""
+    (`Runtime.accept`): the methods named, or a vector file's own (read without a model)."""
     from ..core.formats.interop import file_method
     from ..core.formats.tensors import VectorFileError
-    from ..core.methods import require_fixed_vector
 
-    if "llama.cpp" not in split(spec):
-        return
     try:
         methods = [file_method(path_or_methods)] if isinstance(path_or_methods, str) else path_or_methods
-        for m in methods:
-            require_fixed_vector(m, f"{flag} llama.cpp")
+        for rt in runtimes_of(spec):
+            for m in methods:
+                rt.accept(m, f"{flag} {rt.name}")
     except (VectorFileError, ValueError) as e:
         raise ConfigError(str(e)) from None
 
 
 def check_gguf_for(spec: str, gguf: str, model: str) -> None:
-    """--gguf is required where llama.cpp runs a `model` that is not bundled (a bundled one brings its own file)."""
+    """--gguf is required where a runtime that reads a GGUF file runs a `model` that is not bundled (a bundled one
+    brings its own file)."""
     from ..core.model.bundled import BUNDLED
 
-    if "llama.cpp" in split(spec) and not gguf and model not in BUNDLED:
-        raise ConfigError(f"--gguf: {model} is not a bundled model; give the GGUF file llama.cpp serves it from")
+    readers = [rt.name for rt in runtimes_of(spec) if rt.reads_gguf]
+    if readers and not gguf and model not in BUNDLED:
+        raise ConfigError(f"--gguf: {model} is not a bundled model; give the GGUF file {readers[0]} serves it from")
 
 
 @dataclass
@@ -201,7 +210,7 @@ class CalibrateConfig:
     def judging(self) -> bool:
         """The judge runs unless --no-judge; a vector file (--vector) has no concept to judge it against; it measures
         in transformers, so --runtime llama.cpp skips it."""
-        return not self.no_judge and not self.vector and self.runtime == "transformers"
+        return not self.no_judge and not self.vector and runtimes_of(self.runtime, one=True)[0].judged
 
     def layer_sets(self) -> list[str]:
         """--layers split into its sets ('' = the default band)."""
@@ -385,9 +394,6 @@ class CheckConfig:
         },
     )
     gguf: str = field(default="", metadata={"help": GGUF_HELP})
-
-    def runtimes(self) -> list[str]:
-        return split(self.runtime)
 
     def check(self) -> None:
         check_runtimes(self.runtime, self.gguf)

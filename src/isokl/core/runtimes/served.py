@@ -1,11 +1,12 @@
-"""Served: a vector's dose in the runtime that serves it (llama.cpp on the model's GGUF file), beside isokl's own.
+"""Served: the llama.cpp runtime, a vector's dose where it is served (llama.cpp on the model's GGUF file).
 
 `open_gguf(lm)` opens the GGUF file a model is served from (a bundled model's own file, else the one you name) in
 llama.cpp and checks that it is the model `lm` holds: depth, width and the token ids of a probe text. `evaluate` is
 one dose there: the vector goes in as llama.cpp's control-vector buffer, built by the same arithmetic as the exported
-file (`interop.scaled`); `check_stats` goes through the exported file itself. `solve_in_llama` runs `calibrate_many`'s
-solvers (`solver`, `_Job`) with every evaluation's rollouts and KL from llama.cpp, so c* is the dose of the quantized
-model as served; the vector records the runtime, the weights file and its quantization.
+file (`gguf.scaled`); `measure` goes through the exported file itself. `solve` runs the calibration's solvers
+(`registry.Job`) with every evaluation's rollouts and KL from llama.cpp, so c* is the dose of the quantized model as
+served; the vector records the runtime, the weights file and its quantization. llama.cpp adds a fixed vector c v
+whatever the method, so the runtime refuses a method whose rule reads the activation (`fixed_vectors_only`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 
 from ..formats.vector import Vector
 from ..model.models import LM
-from .llamacpp import Llama, LlamaError, version
+from .ggml import CvecFile, LlamaError, binding, read_cvec, version
+from .llamacpp import Llama
+from .registry import Job, Runtime, register
 
 N_CTX_MIN = 512
 MAX_SEQ = 64  # prompts per llama.cpp batch (llama.cpp allows 256 sequences; 64 keeps the KV cache and logits small)
@@ -84,7 +87,6 @@ def open_gguf(lm: LM, seqs: list[list[int]], T: int, gguf: str | Path | None = N
 def cvec_buffer(vector: Vector, c: float, n_layers: int) -> np.ndarray:
     """`vector` at dose c as llama.cpp's control-vector buffer, from the exported file's own arithmetic."""
     from ..formats.gguf import scaled
-    from .llamacpp import CvecFile
 
     return CvecFile({layer: t.numpy() for layer, t in scaled(vector, c).items()}, {}).buffer(n_layers)
 
@@ -95,13 +97,12 @@ def evaluate(llama: Llama, lm: LM, seqs: list[list[int]], T: int, vector: Vector
     return llama.evaluate(seqs, T, lm.eos_ids, stop_above)
 
 
-def check_stats(lm: LM, vector: Vector, seqs: list[list[int]], T: int, alpha: float, gguf, sample: str):
+def measure(lm: LM, vector: Vector, seqs: list[list[int]], T: int, alpha: float, *, gguf=None, sample: str = ""):
     """`vector` at alpha x c* as served: exported as a control-vector GGUF, read back by llama.cpp's parser, applied to
     the model's GGUF file -> (KLStats, the file's quantization, the file described)."""
     import tempfile
 
     from ..formats.gguf import export
-    from .llamacpp import read_cvec
 
     with open_gguf(lm, seqs, T, gguf, sample) as llama:
         with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +112,12 @@ def check_stats(lm: LM, vector: Vector, seqs: list[list[int]], T: int, alpha: fl
         return st, llama.file.quantization, llama.file.describe()
 
 
-def solve_in_llama(lm: LM, jobs: list, seqs: list[list[int]], T: int, stop, report, gguf, sample: str) -> dict[str, str]:
-    """`calibrate_many`'s solvers (`calibrate._Job`) to their end with every evaluation in llama.cpp on `lm`'s GGUF file:
+def solve(
+    lm: LM, jobs: list[Job], seqs: list[list[int]], T: int, *, stop, report, gguf=None, sample: str = "", **_
+) -> tuple[dict[str, str], list]:
+    """The solvers (`registry.Job`) to their end with every evaluation in llama.cpp on `lm`'s GGUF file:
     one vector after the other (a control vector is context-wide), every prompt in one llama.cpp batch -> the fields
-    each Calibration records (runtime, weights file, quantization; no torch dtype)."""
+    each Calibration records (runtime, weights file, quantization; no torch dtype), and no batched rounds."""
     with open_gguf(lm, seqs, T, gguf, sample) as llama:
         for j, job in enumerate(jobs):
             while job.pending:
@@ -136,4 +139,21 @@ def solve_in_llama(lm: LM, jobs: list, seqs: list[list[int]], T: int, stop, repo
             "runtime": f"llama.cpp ({version()})",
             "weights": llama.file.describe(),
             "quantization": llama.file.quantization,
-        }
+        }, []
+
+
+def _installed() -> None:
+    binding()  # raises RuntimeMissing, naming the extra and how it builds
+
+
+LLAMA_CPP = register(
+    Runtime(
+        name="llama.cpp",
+        summary="llama.cpp on the model's GGUF file, quantized as served (the `llama` extra)",
+        installed=_installed,
+        solve=solve,
+        measure=measure,
+        fixed_vectors_only=True,
+        reads_gguf=True,
+    )
+)
