@@ -45,7 +45,7 @@ def main():
     print(f"smollm2-135m, {args.concept}: {len(vecs)} vectors + {len(ctrl)} controls; {args.threads} threads, {cpu()}")
     rss0 = rss_mb()
     t0 = time.time()
-    joint = isokl.calibrate_many(lm, [*vecs, *ctrl.values()], concept.calibration(0, 16), T=20, progress=False)
+    joint = isokl.calibrate(lm, [*vecs, *ctrl.values()], concept.calibration(0, 16), T=20, progress=False)
     cal = time.time() - t0
     rss_cal = rss_mb()
     results, controls = joint.results[: len(vecs)], dict(zip(ctrl, joint.results[len(vecs) :], strict=True))

@@ -51,7 +51,7 @@ def v2(threads: int) -> None:
     methods = ("mean_diff", "pca", "directional_ablation")
     vecs = [isokl.extract(lm, concept.pairs(0), m) for m in methods]
     ctrl = J.control_vectors(lm, vecs, concept.pairs(0), seed=0)
-    joint = isokl.calibrate_many(lm, [*vecs, *ctrl.values()], concept.calibration(0, 4), T=20, progress=False)
+    joint = isokl.calibrate(lm, [*vecs, *ctrl.values()], concept.calibration(0, 4), T=20, progress=False)
     judged = J.judge(lm, joint.results[:3], concept, controls=dict(zip(ctrl, joint.results[3:], strict=True)), seed=0)
     b = board(judged.rows, judged.settings)
     probes = [p.id for p in concept.probes(judged.settings["n_heldout"]["heldout_sentiment"]) or []]

@@ -41,7 +41,7 @@ def main() -> None:
         print(f"ok  {label}  ({time.time() - t0:.1f} s)\n    -> {out!r}", flush=True)
         return out
 
-    lm = call("isokl.wrap(model, tok)", lambda: isokl.wrap(model, tok))
+    lm = call("isokl.LM.wrap(model, tok)", lambda: isokl.LM.wrap(model, tok))
     vec = call("isokl.extract((model, tok), [(pos, neg), ...], 'mean_diff')", lambda: isokl.extract(mt, PAIRS, "mean_diff"))
     res = call(
         "isokl.calibrate_iso_kl((model, tok), vec, [str, ...])", lambda: isokl.calibrate_iso_kl(mt, vec, PROMPTS, progress=False)
@@ -61,7 +61,7 @@ def main() -> None:
     )
     call(
         "a grid with its random-direction controls",
-        lambda: isokl.calibrate(mt, [vec, mine], PROMPTS, controls=True, verbose=False),
+        lambda: isokl.calibrate(mt, [vec, mine], PROMPTS, controls=True, progress=False),
     )
     call("res in a notebook cell (repr)", lambda: res)
     call(

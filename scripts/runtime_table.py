@@ -66,11 +66,11 @@ def rows_of(model: str, methods: list[str], n_heldout: int, t0: float) -> list[d
         vec = isokl.extract(lm, pairs, method)
         res = calibrate_iso_kl(lm, vec, cal, T=20, progress=False)
         log(f"{model} {method}: c*_tf = {res.c_star:.6g} ({res.status})", t0)
-        f32 = isokl.check(lm, res.vector, held, 20)
+        f32 = isokl.check(lm, res.vector, held, T=20)
         log(f"{model} {method}: float32 held-out p95 {f32.p95:.4f}", t0)
-        ll = isokl.check(lm, res.vector, held, 20, runtime="llama.cpp")
+        ll = isokl.check(lm, res.vector, held, T=20, runtime="llama.cpp")
         log(f"{model} {method}: llama.cpp held-out p95 {ll.p95:.4f} ({ll.dtype})", t0)
-        served = isokl.calibrate(lm, vec, cal, T=20, runtime="llama.cpp", verbose=False)[0]
+        served = isokl.calibrate(lm, vec, cal, T=20, runtime="llama.cpp", progress=False)[0]
         log(f"{model} {method}: c*_llama = {served.c_star:.6g} ({served.status})", t0)
         rows.append(
             {
@@ -97,7 +97,7 @@ def rows_of(model: str, methods: list[str], n_heldout: int, t0: float) -> list[d
     del lm
     bf = isokl.load(model, dtype=torch.bfloat16)
     for row in rows:
-        b = isokl.check(bf, row.pop("_vector"), held, 20)
+        b = isokl.check(bf, row.pop("_vector"), held, T=20)
         row.update(p95_bf16=b.p95, p95_bf16_lo=b.lo, p95_bf16_hi=b.hi)
         log(f"{model} {row['method']}: bfloat16 held-out p95 {b.p95:.4f}", t0)
     return rows

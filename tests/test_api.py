@@ -96,7 +96,7 @@ def test_a_bf16_model_stays_bf16_in_place_and_steers_within_bf16_rounding():
     )
     assert [p.data_ptr() for p in model.parameters()] == ptrs and next(model.parameters()).dtype == torch.bfloat16
     assert res.vector.calibration.dtype == "bfloat16" and res.c_star > 0
-    lm = isokl.wrap(model, tok)
+    lm = isokl.LM.wrap(model, tok)
     ids, mask, pos = left_pad(lm.encode([lm.format(Prompt(p)) for p in PROMPTS]), pad_id(lm), lm.device)
     v, c = res.vector, res.c_star
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_a_bf16_model_stays_bf16_in_place_and_steers_within_bf16_rounding():
 def test_c_zero_is_the_base_model_in_bf16():
     model, tok = loaded(torch.bfloat16)
     vec = isokl.Vector.from_tensors((model, tok), {1: torch.ones(32)})
-    lm = isokl.wrap(model, tok)
+    lm = isokl.LM.wrap(model, tok)
     ids, mask, pos = left_pad(lm.encode(["Hello there"]), pad_id(lm), lm.device)
     with torch.no_grad():
         a = forward(model, ids, mask, pos)
@@ -173,7 +173,7 @@ def test_a_bad_vector_fails_in_one_line_before_any_forward(tensors, layers, mess
     hd = model.register_forward_hook(lambda *a: runs.append(1))
     with pytest.raises(VectorFileError, match=message) as e:
         if isinstance(tensors, str):
-            isokl.calibrate((model, tok), tensors, PROMPTS, verbose=False)
+            isokl.calibrate((model, tok), tensors, PROMPTS, progress=False)
         else:
             isokl.Vector.from_tensors((model, tok), tensors, layers)
     hd.remove()
@@ -182,7 +182,7 @@ def test_a_bad_vector_fails_in_one_line_before_any_forward(tensors, layers, mess
 
 def test_steer_doses_at_alpha_times_c_star_or_at_an_explicit_c():
     model, tok = loaded()
-    lm = isokl.wrap(model, tok)
+    lm = isokl.LM.wrap(model, tok)
     res = isokl.calibrate_iso_kl(lm, {1: torch.randn(32), 2: torch.randn(32)}, PROMPTS, T=6, progress=False)
     v = res.vector
     ids, mask, pos = left_pad(lm.encode(["Hello"]), pad_id(lm), lm.device)
@@ -206,13 +206,13 @@ def test_steer_doses_at_alpha_times_c_star_or_at_an_explicit_c():
 
 def test_a_grid_with_controls_and_its_judge_from_python(tmp_path):
     model, tok = loaded(torch.float32, seed=3)
-    lm = isokl.wrap(model, tok, id="tiny")
+    lm = isokl.LM.wrap(model, tok, id="tiny")
     c = concept.Concept.load("sentiment")
     vecs = [isokl.extract(lm, c.pairs(0), m, layers=(1, 2)) for m in ("mean_diff", "pca")]
-    grid = isokl.calibrate(lm, vecs, c.calibration(0, 4), T=6, controls=True, verbose=False)
+    grid = isokl.calibrate(lm, vecs, c.calibration(0, 4), T=6, controls=True, progress=False)
     assert len(grid) == 2 and list(grid.controls) == [(1, 2)] and grid["pca@1-2"] is grid[1]
     assert grid.controls[(1, 2)].vector.method == "random_direction"
-    board = isokl.judge(lm, grid, c, horizon=8, verbose=False, out=tmp_path)
+    board = isokl.judge(lm, grid, c, T=8, progress=False, out=tmp_path)
     assert set(board.ranked()) == {"mean_diff@1-2", "pca@1-2"} and (tmp_path / "judge" / "settings.json").is_file()
     html_ = board._repr_html_()
     assert "mean_diff 1..2" in html_ and "random_direction 1..2" in html_ and "ctrl" in html_
@@ -220,9 +220,9 @@ def test_a_grid_with_controls_and_its_judge_from_python(tmp_path):
 
 def test_results_show_short_reprs_and_self_contained_html(capsys):
     model, tok = loaded()
-    lm = isokl.wrap(model, tok)
+    lm = isokl.LM.wrap(model, tok)
     res = isokl.calibrate_iso_kl(lm, isokl.extract(lm, PAIRS, "pca", layers=(1, 2)), PROMPTS, T=6, progress=False)
-    gen = isokl.generate(lm, res, "Hello", alphas=(1.0,), tokens=6)
+    gen = isokl.generate(lm, res, "Hello", alphas=(1.0,), T=6)
     chk = isokl.check(lm, res, PROMPTS)
     for value in (res, res.vector, gen, chk):
         r = repr(value)
@@ -237,12 +237,12 @@ def test_results_show_short_reprs_and_self_contained_html(capsys):
     assert "".join(steered.pieces).strip() == steered.text
 
 
-def test_verbose_shows_progress_and_verbose_false_is_silent(capsys):
+def test_progress_true_shows_a_bar_and_progress_false_is_silent(capsys):
     model, tok = loaded()
     v = {1: torch.randn(32)}
-    isokl.calibrate((model, tok), v, PROMPTS, T=4, verbose=False)
+    isokl.calibrate((model, tok), v, PROMPTS, T=4, progress=False)
     assert capsys.readouterr().err == ""
-    isokl.calibrate((model, tok), v, PROMPTS, T=4, verbose=True)
+    isokl.calibrate((model, tok), v, PROMPTS, T=4, progress=True)
     assert "calibrating 1 vector" in capsys.readouterr().err
 
 
@@ -268,6 +268,49 @@ def test_a_bundled_model_this_transformers_reads_wrong_is_refused(monkeypatch):
     model, tok = loaded()
     model.config._name_or_path = str(bundled.cache_root() / "models" / "gemma3-270m")
     with pytest.raises(ValueError, match="gemma3-270m needs transformers >= 5: transformers .* builds its GGUF tokenizer wrong"):
-        isokl.wrap(model, tok)
+        isokl.LM.wrap(model, tok)
     model.config._name_or_path = str(bundled.cache_root() / "models" / "smollm2-135m")
-    assert isokl.wrap(model, tok).id == "smollm2-135m"
+    assert isokl.LM.wrap(model, tok).id == "smollm2-135m"
+
+
+USAGE = Path(__file__).parents[1] / "docs" / "usage.md"
+
+
+def test_the_front_door_is_small_and_docs_usage_lists_exactly_its_names():
+    """At most about 15 names in `isokl.`, each documented once in docs/usage.md's table of the Python API (a row per
+    name, its first code span), and nothing in that table that `isokl.` does not export."""
+    section = USAGE.read_text().split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| `")]
+    documented = [re.match(r"\| `(?:isokl\.)?([A-Za-z_]+)", ln).group(1) for ln in rows]
+    assert sorted(documented) == sorted(isokl.__all__) == sorted(n for n in dir(isokl) if not n.startswith("_"))
+    assert len(isokl.__all__) <= 15
+    for name in isokl.__all__:
+        assert getattr(isokl, name) is not None
+
+
+def test_the_previous_releases_names_and_keywords_work_with_a_warning_naming_the_new_one():
+    from isokl.deprecated import NAMES
+
+    for old, (_, _, instead) in NAMES.items():
+        with pytest.warns(DeprecationWarning, match=re.escape(f"isokl.{old} is deprecated")):
+            assert getattr(isokl, old) is not None
+        assert instead
+    model, tok = loaded()
+    with pytest.warns(DeprecationWarning, match=r"isokl.LM.wrap"):
+        lm = isokl.wrap(model, tok, id="tiny")
+    assert lm.id == "tiny" and isokl.LM.wrap(model, tok, id="tiny").id == "tiny"
+    res = isokl.calibrate_iso_kl(lm, isokl.extract(lm, PAIRS, "mean_diff", layers=(1, 2)), PROMPTS, T=6, progress=False)
+    new = isokl.check(lm, res, PROMPTS, T=5, alpha=2.0)
+    with pytest.warns(DeprecationWarning, match=r"positional window, alpha.*T=, alpha="):
+        old = isokl.check(lm, res, PROMPTS, 5, 2.0)
+    with pytest.warns(DeprecationWarning, match=r"check\(window=\).*T="):
+        kw = isokl.check(lm, res, PROMPTS, window=5, alpha=2.0)
+    assert old.p95 == kw.p95 == new.p95 and old.window == 5 and old.alpha == 2.0
+    with pytest.raises(TypeError, match="takes 3 positional arguments"):
+        isokl.check(lm, res, PROMPTS, 5, 2.0, "transformers")
+    with pytest.warns(DeprecationWarning, match=r"generate\(tokens=\)"):
+        g = isokl.generate(lm, res, "Hello", alphas=(1.0,), tokens=4)
+    assert g.steered[0][0].text == isokl.generate(lm, res, "Hello", alphas=(1.0,), T=4).steered[0][0].text
+    with pytest.warns(DeprecationWarning, match=r"calibrate\(verbose=\).*progress="):
+        grid = isokl.calibrate(lm, res.vector, PROMPTS, T=6, verbose=False)
+    assert grid[0].c_star == res.c_star

@@ -28,7 +28,7 @@ def client(name: str):
 
 
 def logits(model, tok, ctx):
-    lm = isokl.wrap(model, tok)
+    lm = isokl.LM.wrap(model, tok)
     ids, mask, pos = left_pad(lm.encode(["Hello there, how are you?"]), pad_id(lm), lm.device)
     with ctx, torch.no_grad():
         return forward(model, ids, mask, pos)

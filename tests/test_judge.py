@@ -241,7 +241,7 @@ def test_bad_judge_flags_fail_in_one_line_before_a_model_loads(extra, words, tmp
 def test_control_labels_keep_apart_in_order_and_inside(at):
     """grid.svg's control labels (neighbouring bands overprinted each other): at least LABEL_GAP apart, in the bands'
     order, inside the axes; labels already apart do not move."""
-    from isokl.report.leaderboard import LABEL_GAP, dodge
+    from isokl.report.grid import LABEL_GAP, dodge
 
     got = dodge(sorted(at), LABEL_GAP)
     assert all(b - a >= LABEL_GAP - 1e-12 for a, b in itertools.pairwise(got))

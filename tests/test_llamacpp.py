@@ -187,7 +187,7 @@ def test_an_ablation_vector_is_refused_where_only_a_fixed_vector_is_added(smol, 
 
     monkeypatch.setattr(served, "open_gguf", opened)
     for call in (
-        lambda: isokl.calibrate(smol, ablation, prompts, runtime="llama.cpp", verbose=False),
+        lambda: isokl.calibrate(smol, ablation, prompts, runtime="llama.cpp", progress=False),
         lambda: isokl.check(smol, ablation, prompts, runtime="llama.cpp"),
         lambda: export(ablation, "gguf", tmp_path / "x.gguf"),
         lambda: export(ablation, "steering-vectors", tmp_path / "x.pt"),
@@ -218,7 +218,7 @@ def test_the_cli_refuses_an_ablation_vector_in_llama_cpp_before_the_model_loads(
 
 
 def test_calibrate_in_llama_cpp_records_where(smol, vec, prompts):
-    grid = isokl.calibrate(smol, vec, prompts, runtime="llama.cpp", verbose=False)
+    grid = isokl.calibrate(smol, vec, prompts, runtime="llama.cpp", progress=False)
     res = grid[0]
     cal = res.vector.calibration
     assert res.converged and abs(res.p95 - 1.0) <= 0.05

@@ -24,14 +24,14 @@ def plain_adder(monkeypatch):
 def test_a_registered_runtime_calibrates_checks_and_refuses_by_its_fields(llama_lm, plain_adder):
     pairs, prompts = concept.extraction_pairs(0), calibration_prompts(0, 3)
     vec = isokl.extract(llama_lm, pairs, "mean_diff")
-    grid = isokl.calibrate(llama_lm, vec, prompts, T=6, runtime="plain-adder", verbose=False)
-    ref = isokl.calibrate(llama_lm, vec, prompts, T=6, verbose=False)
+    grid = isokl.calibrate(llama_lm, vec, prompts, T=6, runtime="plain-adder", progress=False)
+    ref = isokl.calibrate(llama_lm, vec, prompts, T=6, progress=False)
     assert grid[0].c_star == ref[0].c_star and grid[0].converged  # the same arithmetic: the same dose
     chk = isokl.check(llama_lm, grid[0], prompts, runtime="plain-adder")
     assert chk.runtime == "plain-adder" and chk.p95 == isokl.check(llama_lm, grid[0], prompts).p95
     abl = isokl.extract(llama_lm, pairs, "directional_ablation")
     with pytest.raises(ValueError, match='runtime="plain-adder" only adds a fixed vector'):
-        isokl.calibrate(llama_lm, abl, prompts, T=6, runtime="plain-adder", verbose=False)
+        isokl.calibrate(llama_lm, abl, prompts, T=6, runtime="plain-adder", progress=False)
 
 
 def test_the_cli_takes_its_runtime_names_from_the_registry(plain_adder, capsys, no_load):

@@ -7,14 +7,12 @@
     isokl.generate((model, tok), res, "Hello")                                           # base and steered, KL per token
     grid = isokl.calibrate(lm, [vec_a, vec_b], prompts, controls=True)                  # jointly, with random floors
     board = isokl.judge(lm, grid)                                                        # effect, damage, floor
-    lm = isokl.load("smollm2-135m")   # or isokl.wrap(model, tok); Vector.from_tensors(lm, {12: t}) for any vector
+    lm = isokl.load("smollm2-135m")   # or isokl.LM.wrap(model, tok); any verb takes {12: t} or another tool's vector
 
-Layers (imports only go down): `core` (models, bundled, inputs, hooks, rollout, kl, statistic, solver, calibrate,
-vector, interop, methods, activations, prompts, concept, show, forks, reference, files, llamacpp, served) -> `study` (config, verbs,
-plan, measures, metrics, sweep, cluster, records, judge, progress) -> `report` (index, estimate, inference,
-thresholds, table, claims, figure, evidence, page, leaderboard, browser, build: no torch) -> `api`, `cli`,
-`cli_calibrate`. docs/architecture.md has the picture. Attributes load lazily, so `isokl.report` runs where torch is
-not installed.
+The front door holds what a notebook needs, each name one job (docs/usage.md lists exactly these). Layers (imports
+only go down): `core` (stats, methods, model, formats, runtimes; extract, calibrate) -> `study` -> `report` (no torch)
+-> `api`, `cli`. docs/architecture.md has the picture. Attributes load lazily, so `isokl.report` runs where torch is
+not installed; names of the previous release still work, with a DeprecationWarning (`deprecated`).
 """
 
 from importlib import import_module
@@ -22,22 +20,31 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {  # module -> the names it gives `isokl.NAME`, imported on first use
-    "api": ("CheckResult", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer", "wrap"),
+    "api": ("CheckResult", "Grid", "calibrate", "check", "generate", "judge", "steer"),
+    "core.calibrate": ("CalibrationResult", "calibrate_iso_kl"),
     "core.extract": ("extract",),
-    "core.calibrate": ("CalibrationResult", "JointCalibration", "calibrate_iso_kl", "calibrate_many", "solve"),
     "core.formats.concept": ("Concept",),
-    "core.methods": ("METHODS", "get_method"),
-    "core.model.models": ("BUNDLED", "LM", "load"),
-    "core.runtimes.rollout": ("evaluate",),
-    "core.formats.vector": ("Calibration", "Vector"),
+    "core.formats.vector": ("Vector",),
+    "core.model.models": ("LM", "load"),
+    "report.leaderboard": ("Board",),
 }
-_LAZY = {"prompts": ("core.model.prompts", None)} | {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
+_LAZY = {name: (mod, name) for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'isokl' has no attribute {name!r}")
-    mod, attr = _LAZY[name]
-    m = import_module(f".{mod}", __name__)
-    return m if attr is None else getattr(m, attr)
+    if name in _LAZY:
+        mod, attr = _LAZY[name]
+        return getattr(import_module(f".{mod}", __name__), attr)
+    from .deprecated import NAMES, warn
+
+    if name in NAMES:
+        mod, attr, instead = NAMES[name]
+        warn(f"isokl.{name}", instead)
+        m = import_module(f".{mod}", __name__)
+        return getattr(m, attr) if attr else m
+    raise AttributeError(f"module 'isokl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*__all__, "__version__"])

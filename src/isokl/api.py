@@ -2,7 +2,7 @@
 call and print. Every verb takes an `LM` or the `(model, tokenizer)` you loaded yourself, plain strings (or chat
 message lists) and any vector (`core.interop.as_vector`).
 
-    lm = isokl.wrap(model, tokenizer)                     # or pass (model, tokenizer) to any verb
+    lm = isokl.LM.wrap(model, tokenizer)                  # or pass (model, tokenizer) to any verb
     vec = isokl.extract(lm, [("I love it", "I hate it"), ...], "mean_diff")
     res = isokl.calibrate_iso_kl(lm, vec, ["Tell me about your weekend.", ...])   # c*, interval, p95, converged
     with isokl.steer(model, res.vector): model.generate(...)                     # at c* (alpha = 1)
@@ -18,27 +18,26 @@ It sits on top of the layers, as `cli` does: `core` calibrates and rolls out, `s
 from __future__ import annotations
 
 import contextlib
-import html
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .core import show
-from .core.calibrate import CalibrationResult, JointCalibration, Round, calibrate_many
+from .core.calibrate import CalibrationResult, JointCalibration, calibrate_many
 from .core.formats.concept import Concept
 from .core.formats.interop import as_vector
 from .core.formats.vector import Vector
-from .core.model.inputs import as_lm, as_pairs, as_prompts, wrap
+from .core.model.inputs import as_lm, as_pairs, as_prompts
 from .core.model.models import LM
 from .core.runtimes import get_runtime
 from .core.stats.statistic import TARGET, TOL
+from .deprecated import renamed
 from .report.leaderboard import Board, board
 from .report.thresholds import HOLDOUT_BAND
+from .results import CheckResult, Continuation, Generation, Grid
 from .study import judge as _judge
 
-__all__ = ["CheckResult", "Continuation", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer", "wrap"]
+__all__ = ["CheckResult", "Continuation", "Generation", "Grid", "calibrate", "check", "generate", "judge", "steer"]
 
 
 def _bar(verbose: bool, desc: str):
@@ -53,55 +52,7 @@ def _bar(verbose: bool, desc: str):
 # ---- calibrate: one vector or many, jointly, with optional random-direction controls ----
 
 
-@dataclass(frozen=True)
-class Grid:
-    """`calibrate`'s result: one CalibrationResult per vector (in order), the random-direction control of each layer set
-    (`controls`, by layers; empty without controls) and the joint calibration's rounds."""
-
-    results: tuple[CalibrationResult, ...]
-    controls: dict[tuple[int, ...], CalibrationResult]
-    rounds: tuple[Round, ...]
-    seconds: float
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[CalibrationResult]:
-        return iter(self.results)
-
-    def __getitem__(self, key: int | str) -> CalibrationResult:
-        """By position, or by name `method@layers` (e.g. 'pca@12-17', as the judge names rows)."""
-        if isinstance(key, int):
-            return self.results[key]
-        names = {_judge.name(r.vector): r for r in self.results}
-        if key not in names:
-            raise KeyError(f"{key!r}: this grid holds {', '.join(names)}")
-        return names[key]
-
-    def rows(self) -> list[tuple]:
-        every = [*self.results, *self.controls.values()]
-        return [
-            (
-                _judge.name(r.vector),
-                f"{r.c_star:.5g}",
-                f"[{r.c_interval.lo:.4g}, {r.c_interval.hi:.4g}]",
-                f"{r.p95:.4f}",
-                r.status,
-                r.evaluations,
-            )
-            for r in every
-        ]
-
-    def __repr__(self) -> str:
-        n = len(self.controls)
-        ctrl = f" and {n} control{'s' if n > 1 else ''}" if n else ""
-        conv = sum(r.converged for r in self.results)
-        return f"Grid({len(self.results)} vectors{ctrl}: {conv} converged, {len(self.rounds)} rounds, {self.seconds:.1f} s)"
-
-    def _repr_html_(self) -> str:
-        return show.table(("vector", "c*", "interval", "p95", "status", "evaluations"), self.rows())
-
-
+@renamed(verbose="progress")
 def calibrate(
     lm: Any,
     vectors: Any,
@@ -116,8 +67,7 @@ def calibrate(
     per_round: int = 1,
     start: float | Sequence[float | None] | None = None,
     add_library_prompts: int = 0,
-    verbose: bool = True,
-    progress: Callable | None = None,
+    progress: bool | Callable[[int, Any, float], None] = True,
     runtime: str = "transformers",
     gguf: str | Path | None = None,
 ) -> Grid:
@@ -125,7 +75,7 @@ def calibrate(
 
     controls: also one random-direction control per distinct layer set, calibrated with them to the same target (the
     floor `judge` compares against); its direction is drawn with `seed`, its scale from `pairs` (default: the built-in
-    sentiment pairs of that seed). verbose: a progress bar (tqdm.auto), or nothing; progress: a function f(vector
+    sentiment pairs of that seed). progress: True a progress bar (tqdm.auto), False nothing, or a function f(vector
     index, stats, seconds) told each evaluation instead (`core.calibrate.eval_lines`: the CLI's lines). Other options:
     `calibrate_iso_kl`'s. runtime="llama.cpp": every evaluation's rollouts and KL from llama.cpp on the model's GGUF
     file (`gguf`: a bundled model's own file by default), so c* is the served model's dose (`core.served`; the `llama`
@@ -161,7 +111,7 @@ def calibrate(
         tol=tol,
         per_round=per_round,
         start=[*starts, *[None] * len(ctrl)],
-        progress=progress if progress is not None else verbose,
+        progress=progress,
         add_library_prompts=add_library_prompts,
         runtime=runtime,
         gguf=gguf,
@@ -173,6 +123,7 @@ def calibrate(
 # ---- judge ----
 
 
+@renamed(phase="progress", verbose="progress", horizon="T")
 def judge(
     lm: Any,
     results: Grid | Sequence[CalibrationResult],
@@ -180,11 +131,10 @@ def judge(
     *,
     alphas: Sequence[float] = (1.0,),
     controls: Sequence[CalibrationResult] = (),
-    horizon: int = _judge.HORIZON,
+    T: int = _judge.HORIZON,
     pmass: bool = False,
     seed: int | None = None,
-    verbose: bool = True,
-    phase: Callable[[str], None] | None = None,
+    progress: bool | Callable[[str], None] = True,
     out: str | Path | None = None,
     scorers: dict[str, Callable[[str], float]] | None = None,
     rank_by: str = "concept",
@@ -192,8 +142,9 @@ def judge(
     """Each calibrated vector at alpha x c* on the concept's held-out sets, in one batch, ranked (docs/decisions.md,
     "The judge"). results: a `Grid` (its controls come with it) or calibration results; controls: calibrated
     random-direction vectors, matched to the vectors by their layers; concept: a Concept, a folder or 'sentiment'
-    (the default). out: also write the judge's rows into OUT/judge/ (what `isokl report OUT` reads back); verbose: a
-    progress bar, phase: a function told each phase instead. scorers: your own rulers, name -> a function text ->
+    (the default). T: tokens of each held-out continuation. out: also write the judge's rows into OUT/judge/ (what
+    `isokl report OUT` reads back); progress: True a progress bar, False nothing, or a function told each phase's
+    name instead. scorers: your own rulers, name -> a function text ->
     float (e.g. a classifier's probability): a column each, the shift of the steered text against the base text per
     prompt with its interval and beyond the control; rank_by: "concept" or a scorer's name."""
     lm = as_lm(lm)
@@ -204,7 +155,7 @@ def judge(
         results = results.results
     else:
         by_layers = {c.vector.layers: c for c in controls}
-    bar = _bar(verbose and phase is None, "judging")
+    bar = _bar(progress is True, "judging")
 
     def step(label: str) -> None:
         if bar is not None:
@@ -217,10 +168,10 @@ def judge(
             concept,
             alphas=alphas,
             controls=by_layers,
-            horizon=horizon,
+            horizon=T,
             pmass=pmass,
             seed=seed,
-            phase=phase or step,
+            phase=progress if callable(progress) else step,
             scorers=scorers,
             rank_by=rank_by,
         )
@@ -235,79 +186,18 @@ def judge(
 # ---- check ----
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    """A calibrated vector at alpha x c* on held-out prompts: the statistic, its interval and R1's verdict."""
-
-    alpha: float
-    c: float
-    window: int  # T, tokens per prompt
-    n_prompts: int
-    p95: float  # pooled p95 per-token KL(steered || base), nats
-    lo: float  # its 90% prompt-bootstrap interval
-    hi: float
-    max: float
-    n_values: int  # scored tokens
-    prompt_p95: tuple[float, ...]  # each prompt's own p95
-    target: float  # the vector's calibration target
-    band: tuple[float, float]  # R1's held-out band
-    dtype: str  # the model's weights during the check (a llama.cpp check: the GGUF's quantization)
-    runtime: str = "transformers"  # where the rollouts ran (a name of `core.runtimes.RUNTIMES`)
-    weights: str = ""  # a runtime that reads a weights file (llama.cpp): the file (name, sha256 prefix, quantization)
-
-    @property
-    def in_band(self) -> bool:
-        return self.band[0] <= self.p95 <= self.band[1]
-
-    @property
-    def interval_overlaps_band(self) -> bool:
-        return self.lo <= self.band[1] and self.hi >= self.band[0]
-
-    @property
-    def above_target(self) -> int:
-        """Prompts whose own p95 exceeds the target."""
-        return sum(v > self.target for v in self.prompt_p95 if not math.isnan(v))
-
-    @property
-    def verdict(self) -> str:
-        """'IN BAND' or 'OUT OF BAND', and whether the interval overlaps the band when outside."""
-        if self.in_band:
-            return "IN BAND"
-        return "OUT OF BAND" + (
-            " (its interval overlaps the band)" if self.interval_overlaps_band else " (its interval misses the band)"
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"CheckResult({self.verdict}: p95 = {self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] at alpha {self.alpha:g} "
-            f"(c = {self.c:.5g}) on {self.n_prompts} prompts, T = {self.window}, band {list(self.band)}"
-            + (f", in {self.runtime} on {self.weights})" if self.weights else ")")
-        )
-
-    def _repr_html_(self) -> str:
-        colour = "#1a7f37" if self.in_band else "#b00"
-        head = f'<p style="font:600 14px system-ui,sans-serif;color:{colour}">{html.escape(self.verdict)} {list(self.band)} (R1\'s held-out band)</p>'
-        rows = [
-            ("p95", f"{self.p95:.4f} [{self.lo:.3f}, {self.hi:.3f}] (90% prompt-bootstrap interval; target {self.target:g})"),
-            ("dose", f"alpha {self.alpha:g}, c = {self.c:.6g}"),
-            ("prompts", f"{self.n_prompts} x T = {self.window} ({self.n_values} tokens scored), {self.dtype}"),
-            ("runtime", f"{self.runtime} on {self.weights}" if self.weights else f"{self.runtime}, {self.dtype}"),
-            ("max", f"{self.max:.3f} nats; prompts whose own p95 exceeds {self.target:g}: {self.above_target}/{self.n_prompts}"),
-        ]
-        return head + show.table(("", ""), rows)
-
-
+@renamed("window", "alpha", window="T")
 def check(
     lm: Any,
     vector: Any,
     prompts: Any,
-    window: int | None = None,
-    alpha: float = 1.0,
     *,
+    T: int | None = None,
+    alpha: float = 1.0,
     runtime: str = "transformers",
     gguf: str | Path | None = None,
 ) -> CheckResult:
-    """C1 for one vector: the held-out p95 of `vector` at alpha x c* on `prompts` (T = `window`, default the vector's
+    """C1 for one vector: the held-out p95 of `vector` at alpha x c* on `prompts` (T tokens each, default the vector's
     calibration window), with its 90% prompt-bootstrap interval and the verdict against R1's band.
 
     runtime="llama.cpp": the same measurement where the vector is served: the vector exported as llama.cpp's control
@@ -324,7 +214,7 @@ def check(
     assert cal is not None
     if len(prompts) < 2:
         raise ValueError(f"check needs at least 2 prompts for its interval, got {len(prompts)}")
-    T = window or cal.window
+    T = T or cal.window
     seqs = lm.encode([lm.format(p) for p in prompts])
     st, dtype, weights = rt.measure(lm, vector, seqs, T, alpha, gguf=gguf, sample=lm.format(prompts[0]))
     return _check_result(st, alpha, c, T, cal.target, dtype, runtime, weights)
@@ -347,47 +237,8 @@ def _check_result(st, alpha: float, c: float, T: int, target: float, dtype: str,
 # ---- generate ----
 
 
-@dataclass(frozen=True)
-class Continuation:
-    """One greedy continuation: its text, each token's text (`pieces`, joined = text) and KL(steered || base) per
-    token (empty for the base model)."""
-
-    alpha: float
-    c: float
-    text: str
-    pieces: tuple[str, ...]
-    kl: tuple[float, ...]
-    p95: float = math.nan  # pooled over its tokens (nan for the base model)
-    max: float = math.nan
-
-
-@dataclass(frozen=True)
-class Generation:
-    """`generate`'s result: per prompt, the base model's continuation and one per dose."""
-
-    prompts: tuple[str, ...]
-    vector: str  # its label
-    c_star: float
-    base: tuple[Continuation, ...]  # [prompt]
-    steered: tuple[tuple[Continuation, ...], ...]  # [prompt][dose]
-
-    def __repr__(self) -> str:
-        doses = ", ".join(f"{c.alpha:g}" for c in self.steered[0]) if self.steered else ""
-        n = len(self.prompts)
-        return f"Generation({self.vector}, c* = {self.c_star:.5g}: {n} prompt{'s' if n > 1 else ''} at alpha 0, {doses})"
-
-    def _repr_html_(self) -> str:
-        out = [show.legend()]
-        for prompt, base, doses in zip(self.prompts, self.base, self.steered, strict=True):
-            rows = [f"<b>{html.escape(prompt)}</b>", f"<div><i>alpha 0 (base model)</i><br>{html.escape(base.text)}</div>"]
-            for d in doses:
-                head = f"alpha {d.alpha:g} (c = {d.c:.4g}): p95 KL {d.p95:.3f}, max {d.max:.3f} nats over {len(d.kl)} tokens"
-                rows.append(f"<div><i>{head}</i><br>{show.tokens_html(d.pieces, d.kl)}</div>")
-            out.append('<div style="margin:8px 0;font:13px system-ui,sans-serif">' + "".join(rows) + "</div>")
-        return "".join(out)
-
-
-def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1.0, 2.0), tokens: int = 60) -> Generation:
+@renamed(tokens="T")
+def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1.0, 2.0), T: int = 60) -> Generation:
     """Base and steered greedy continuations of each prompt at c = alpha x c*, with each token's KL(steered || base)."""
     from .core.runtimes.rollout import rollout
     from .core.stats.statistic import P95
@@ -401,8 +252,8 @@ def generate(lm: Any, vector: Any, prompts: Any, *, alphas: Sequence[float] = (1
     vector = as_vector(lm, vector)
     c_star = vector.coeff  # raises for an uncalibrated vector, saying how to calibrate it
     seqs = lm.encode([lm.format(p) for p in plist])
-    base = rollout(lm, seqs, tokens, None, (0.0,))
-    steered = rollout(lm, seqs, tokens, vector, tuple(a * c_star for a in alphas))
+    base = rollout(lm, seqs, T, None, (0.0,))
+    steered = rollout(lm, seqs, T, vector, tuple(a * c_star for a in alphas))
     decode = lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True)
 
     def one(ro, k: int, i: int, alpha: float) -> Continuation:

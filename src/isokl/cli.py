@@ -28,16 +28,13 @@ from . import __version__
 from .cli_calibrate import check_prompts, cmd_calibrate
 from .cli_calibrate import use_threads as _threads
 from .study.config import ReportConfig, StudyConfig, SweepConfig, default_out
-from .study.flags import ConfigError, floats, split
+from .study.flags import ConfigError, check_gguf_for, floats, runtimes_of, split, weights_dtype
 from .study.records import span
 from .study.verbs import (
     CalibrateConfig,
     CheckConfig,
     ExportConfig,
     GenerateConfig,
-    check_gguf_for,
-    runtimes_of,
-    weights_dtype,
 )
 
 
@@ -158,7 +155,7 @@ def cmd_check(cfg: CheckConfig) -> int:
     results = []
     for label, d, runtime in runs:
         t0 = time.time()
-        res = check(lm_in(d), vec, prompts, T, cfg.alpha, runtime=runtime, gguf=cfg.gguf or None)
+        res = check(lm_in(d), vec, prompts, T=T, alpha=cfg.alpha, runtime=runtime, gguf=cfg.gguf or None)
         results.append((label or f"{runtime} on {res.weights}", res, time.time() - t0))
     label, r, secs = results[0]
     if len(results) == 1:
@@ -234,7 +231,7 @@ def cmd_generate(cfg: GenerateConfig) -> int:
     vec.check_fits(lm.id, lm.n_layers, lm.d_model)
     alphas = floats("--alpha", cfg.alpha)
     t0 = time.time()
-    gen = generate(lm, vec, cfg.prompt, alphas=alphas, tokens=cfg.tokens)
+    gen = generate(lm, vec, cfg.prompt, alphas=alphas, T=cfg.tokens)
     print(f"prompt: {cfg.prompt}")
     print(
         f"vector: {vec.method} on {vec.model_id}, c* = {cal.coeff:.6g} (p95 KL {cal.p95:.3f} at T = {cal.window}, {cal.status}); "

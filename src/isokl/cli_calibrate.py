@@ -141,10 +141,10 @@ def _judge(cfg: CalibrateConfig, lm, results, controls, concept, out=None):
         concept,
         alphas=alphas,
         controls=list(controls.values()),
-        horizon=cfg.horizon,
+        T=cfg.horizon,
         pmass=cfg.pmass,
         seed=cfg.seed,
-        phase=phase,
+        progress=phase,
         out=out,
         scorers=cfg.scorers(),
         rank_by=cfg.rank_by,
@@ -164,7 +164,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     leaderboard as grid.md, grid.csv and grid.svg/png there (written last: an interrupted grid leaves its finished
     vectors and no table)."""
     from .core.extract import extract
-    from .report import leaderboard
+    from .report import grid as grid_files
 
     concept = cfg.load_concept()
     pairs = concept.pairs(cfg.seed)
@@ -192,12 +192,12 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
 
         board = _judge(cfg, lm, joint.results, controls, concept, out=out)
         by_name = {name(r.vector): f for r, f in zip(every, files, strict=True)}
-        leaderboard.write_grid(out, board, title, by_name)
+        grid_files.write_grid(out, board, title, by_name)
         _print_board(board, threads)
     else:
         rows = [_grid_row(r, f) for r, f in zip(joint.results, files, strict=True)]
-        leaderboard.write_calibration_grid(out, rows, title)
-        print("\n".join(leaderboard.calibration_lines(rows)))
+        grid_files.write_calibration_grid(out, rows, title)
+        print("\n".join(grid_files.calibration_lines(rows)))
     print(
         f"seconds = {secs_cal:.1f} to calibrate (model load included; {threads} threads; {cfg.torch_dtype()}); "
         f"{len(joint.rounds)} batched rounds, {rows_run} rows in all"

@@ -151,7 +151,7 @@ def rebuild_grid(d: Path) -> list[Path]:
     back from grid.md and grid.csv)."""
     import csv
 
-    from . import leaderboard
+    from . import grid, leaderboard
 
     b = leaderboard.load(d)
     md, table = d / "grid.md", d / "grid.csv"
@@ -160,7 +160,7 @@ def rebuild_grid(d: Path) -> list[Path]:
     if table.is_file():
         with table.open(newline="") as f:
             files = {r["name"]: r["file"] for r in csv.DictReader(f) if r.get("file")}
-    return leaderboard.write_grid(d, b, title, files)
+    return grid.write_grid(d, b, title, files)
 
 
 def is_grid(d: Path) -> bool:

@@ -130,20 +130,17 @@ def columns(name: str) -> list[str]:
 
 
 def typed(name: str, rows: list[dict]) -> list[dict]:
-    """Rows of file `name` as read (text) -> the same rows with typed values, parsed once for the report: f -> float
-    (NaN where empty: not computed), i -> int (None where empty: the base rows' seed and window), b -> bool, s -> str.
-    Columns outside the schema stay as they are."""
+    """Rows of file `name`, as read (text) or as computed (values) -> the same rows with typed values, so the report
+    reads one form either way: f -> float (NaN where empty or None: not computed), i -> int (None where empty: the base
+    rows' seed and window), b -> bool, s -> str. Columns outside the schema stay as they are."""
     types = {**PROVENANCE, **SCHEMAS[name]}
-    conv: dict[str, Callable[[str], Any]] = {
-        "f": lambda v: float(v) if v != "" else float("nan"),
-        "i": lambda v: int(v) if v != "" else None,
-        "b": lambda v: v == "1",
-        "s": str,
+    conv: dict[str, Callable[[Any], Any]] = {
+        "f": lambda v: float("nan") if v is None or v == "" else float(v),
+        "i": lambda v: None if v is None or v == "" else int(v),
+        "b": lambda v: v == "1" if isinstance(v, str) else bool(v),
+        "s": lambda v: "" if v is None else str(v),
     }
-    out = []
-    for r in rows:
-        out.append({k: conv[types[k]](v) if k in types and isinstance(v, str) else v for k, v in r.items()})
-    return out
+    return [{k: conv[types[k]](v) if k in types else v for k, v in r.items()} for r in rows]
 
 
 def _parse(kind: str, v: str) -> None:

@@ -1,6 +1,6 @@
 """Verbs: the typed flags of the vector verbs (calibrate, check, export, generate), each a dataclass whose fields are
 the CLI's flags and whose `check()` refuses bad input in one line before any model loads (no torch). The shared
-grammar (layer specs, number lists, output paths) and the sweep's flags are in `config`.
+grammar (layer specs, number lists, output paths, runtimes, vector files) is in `flags`.
 """
 
 from __future__ import annotations
@@ -11,75 +11,30 @@ from pathlib import Path
 from ..core.formats.concept import DEFAULT as CONCEPT_DEFAULT
 from ..core.formats.concept import Concept, ConceptError, read_prompts
 from .flags import (
+    DTYPE_HELP,
     QUICK,
     THREADS_HELP,
+    VECTOR_DTYPE,
     ConfigError,
     at_least,
     check_common,
+    check_dtype,
+    check_gguf_for,
     check_methods,
     check_output_dir,
     check_output_file,
+    check_runtimes,
+    check_served,
+    check_vector_file,
     floats,
     layers,
+    load_scorers,
+    runtimes_of,
     split,
 )
 from .records import TARGET, TOL
 
 GGUF_HELP = "llama.cpp's model file (default: a bundled model's own GGUF; required for any other model)"
-
-
-def runtimes_of(spec: str, one: bool = False) -> list:
-    """--runtime: known names (one, or a comma list) -> their `Runtime`s, each installed; else one ConfigError."""
-    from ..core.runtimes import RUNTIMES, RuntimeMissing, get_runtime
-
-    names = split(spec)
-    if not names or any(n not in RUNTIMES for n in names) or len(set(names)) != len(names) or (one and len(names) > 1):
-        want = "one of" if one else "one or more, comma-separated, of"
-        raise ConfigError(f"--runtime: {spec!r}; valid: {want} {', '.join(RUNTIMES)}")
-    out = []
-    for n in names:
-        try:
-            out.append(get_runtime(n))
-        except RuntimeMissing as e:
-            raise ConfigError(f"--runtime {n}: {e}") from None
-    return out
-
-
-def check_runtimes(spec: str, gguf: str, one: bool = False) -> None:
-    """--runtime's runtimes (`runtimes_of`); --gguf a file, only with a runtime that reads one."""
-    from ..core.runtimes import RUNTIMES
-
-    if gguf and not any(rt.reads_gguf for rt in runtimes_of(spec, one)):
-        readers = ", ".join(rt.name for rt in RUNTIMES.values() if rt.reads_gguf)
-        raise ConfigError(f"--gguf: only {readers} reads a GGUF model file; add --runtime {readers}")
-    runtimes_of(spec, one)
-    if gguf and not Path(gguf).expanduser().is_file():
-        raise ConfigError(f"--gguf: {gguf} is not a file")
-
-
-def check_served(spec: str, path_or_methods: str | list[str], flag: str = "--runtime") -> None:
-    """A runtime of `spec` that only adds a fixed vector (llama.cpp) refuses a method whose rule reads the activation
-    (`Runtime.accept`): the methods named, or a vector file's own (read without a model)."""
-    from ..core.formats.interop import file_method
-    from ..core.formats.tensors import VectorFileError
-
-    try:
-        methods = [file_method(path_or_methods)] if isinstance(path_or_methods, str) else path_or_methods
-        for rt in runtimes_of(spec):
-            for m in methods:
-                rt.accept(m, f"{flag} {rt.name}")
-    except (VectorFileError, ValueError) as e:
-        raise ConfigError(str(e)) from None
-
-
-def check_gguf_for(spec: str, gguf: str, model: str) -> None:
-    """--gguf is required where a runtime that reads a GGUF file runs a `model` that is not bundled (a bundled one
-    brings its own file)."""
-    from ..core.model.bundled import BUNDLED
-
-    readers = [rt.name for rt in runtimes_of(spec) if rt.reads_gguf]
-    if readers and not gguf and model not in BUNDLED:
-        raise ConfigError(f"--gguf: {model} is not a bundled model; give the GGUF file {readers[0]} serves it from")
 
 
 @dataclass
@@ -293,79 +248,6 @@ class CalibrateConfig:
             check_vector_file("--vector", self.vector)
             check_served(self.runtime, self.vector)
         return check_common("--model", [self.model], self.device, self.threads)[0]
-
-
-_SCORERS: dict[str, dict] = {}
-
-
-def load_scorers(spec: str, flag: str = "--scorer") -> dict:
-    """'PATH.py:FUNCTION[,...]' -> {FUNCTION: the function}: each file imported as a module (trusted code: it runs
-    here), once per spec. One ConfigError naming the flag for a missing file, a failed import, a missing name or one
-    that is not callable."""
-    if spec in _SCORERS:
-        return _SCORERS[spec]
-    import importlib.util
-
-    out = {}
-    for part in spec.split(","):
-        file, sep, name = part.strip().rpartition(":")
-        if not sep or not file.endswith(".py") or not name.isidentifier():
-            raise ConfigError(f"{flag}: {part!r}; give PATH.py:FUNCTION (e.g. my_scorer.py:positivity)")
-        if not Path(file).is_file():
-            raise ConfigError(f"{flag}: {file} does not exist")
-        mod_spec = importlib.util.spec_from_file_location(f"isokl_scorer_{Path(file).stem}", file)
-        assert mod_spec is not None and mod_spec.loader is not None
-        module = importlib.util.module_from_spec(mod_spec)
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as e:  # the user's file: any error it raises is reported in one line
-            raise ConfigError(f"{flag}: importing {file} failed: {type(e).__name__}: {e}") from None
-        fn = getattr(module, name, None)
-        if not callable(fn):
-            raise ConfigError(f"{flag}: {file} has no function {name!r}")
-        if name in out:
-            raise ConfigError(f"{flag}: two scorers named {name!r}; give each function its own name")
-        out[name] = fn
-    _SCORERS[spec] = out
-    return out
-
-
-def check_vector_file(flag: str, path: str) -> None:
-    """Read and check a vector file before any model loads (an isokl file, or another tool's)."""
-    from ..core.formats.interop import is_isokl_file
-    from ..core.formats.tensors import read_layers
-    from ..core.formats.vector import Vector
-
-    if not Path(path).expanduser().is_file():
-        raise ConfigError(f"{flag}: {path} does not exist or is not a file")
-    try:
-        Vector.load(path) if is_isokl_file(path) else read_layers(path)
-    except ValueError as e:
-        raise ConfigError(f"{flag}: {e}") from None
-
-
-VECTOR_DTYPE = "vector"
-DTYPE_HELP = (
-    "model weights: vector (the dtype the vector was calibrated in; float32 for files that do not say), float32 or "
-    "bfloat16; another dtype is another model, whose KL at c* differs"
-)
-
-
-def weights_dtype(flag: str, calibrated_in: str, runtime: str = "") -> tuple[str, str]:
-    """The one dtype policy of check and generate: a vector runs in the dtype it was calibrated in unless --dtype says
-    otherwise -> (dtype, why: how the verbs print it)."""
-    if flag != VECTOR_DTYPE:
-        return flag, "--dtype"
-    if calibrated_in in ("float32", "bfloat16"):
-        return calibrated_in, "the vector's calibration dtype"
-    if runtime:
-        return "float32", f"calibrated in {runtime.split(' (')[0]}; float32 on the transformers side"
-    return "float32", "the vector file does not say; float32"
-
-
-def check_dtype(value: str) -> None:
-    if value not in (VECTOR_DTYPE, "float32", "bfloat16"):
-        raise ConfigError(f"--dtype: {value!r}; valid: {VECTOR_DTYPE}, float32, bfloat16")
 
 
 @dataclass

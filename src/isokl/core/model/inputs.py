@@ -17,16 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .bundled import BUNDLED, bundled_id, check_transformers
-from .models import LM, from_module
+from .models import LM, _what, wrap
 from .prompts import Pair, Prompt
 
 ROLES = ("system", "user", "assistant")
-
-
-def _what(x: Any) -> str:
-    text = repr(x)
-    return f"{type(x).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def as_lm(x: Any) -> LM:
@@ -37,27 +31,11 @@ def as_lm(x: Any) -> LM:
         return wrap(*x)
     if hasattr(x, "config") and hasattr(x, "forward"):
         raise ValueError(
-            f"got a {type(x).__name__} without its tokenizer: pass (model, tokenizer) or isokl.wrap(model, tokenizer)"
+            f"got a {type(x).__name__} without its tokenizer: pass (model, tokenizer) or isokl.LM.wrap(model, tokenizer)"
         )
     if isinstance(x, str):
         raise ValueError(f"got the string {x!r}: load the model first, lm = isokl.load({x!r}), or pass (model, tokenizer)")
-    raise ValueError(f"got {_what(x)}: pass an isokl LM, (model, tokenizer) or isokl.wrap(model, tokenizer)")
-
-
-def wrap(model: Any, tokenizer: Any, *, id: str | None = None, chat: bool | None = None) -> LM:
-    """A Hugging Face causal LM and its tokenizer, loaded by you -> `LM`. Nothing is copied or cast: the model keeps its
-    device and dtype (it is put in eval mode: greedy rollouts need dropout off). id: the name vectors record (default
-    the bundled id for a bundled model's folder, else the model's `name_or_path`); chat: use the tokenizer's chat template (default: when it has one)."""
-    if not hasattr(model, "config") or not callable(getattr(model, "get_output_embeddings", None)):
-        raise ValueError(f"wrap: the model must be a transformers causal LM, got {_what(model)}")
-    if not callable(tokenizer):
-        raise ValueError(f"wrap: the tokenizer must be a transformers tokenizer, got {_what(tokenizer)}")
-    path = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", ""))
-    bundled = bundled_id(path)
-    if bundled is not None:
-        check_transformers(BUNDLED[bundled])  # a bundled GGUF this transformers reads wrong is refused here too
-    name = id or bundled or path or type(model).__name__
-    return from_module(model, tokenizer, id=name, chat=chat)
+    raise ValueError(f"got {_what(x)}: pass an isokl LM, (model, tokenizer) or isokl.LM.wrap(model, tokenizer)")
 
 
 def _from_messages(msgs: list, where: str) -> Prompt:

@@ -21,7 +21,16 @@ import torch
 import torch.nn.functional as F
 
 # BUNDLED, ModelPackageMissing and check_model_id are re-exported: callers know them from here
-from .bundled import BUNDLED, ModelPackageMissing, Source, _log, check_model_id, resolve  # noqa: F401
+from .bundled import (  # noqa: F401  (ModelPackageMissing: raised to callers from load)
+    BUNDLED,
+    ModelPackageMissing,
+    Source,
+    _log,
+    bundled_id,
+    check_model_id,
+    check_transformers,
+    resolve,
+)
 from .prompts import Prompt
 
 # A transformers causal LM (PreTrainedModel) and its tokenizer. Typed loosely: torch's Module typing reads
@@ -78,6 +87,11 @@ class LM:
     eos_ids: tuple[int, ...]
     max_positions: int
     meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, *, id: str | None = None, chat: bool | None = None) -> LM:
+        """Your loaded Hugging Face causal LM and its tokenizer as an LM (`models.wrap`: nothing copied or cast)."""
+        return wrap(model, tokenizer, id=id, chat=chat)
 
     @property
     def device(self) -> torch.device:
@@ -186,6 +200,27 @@ def use_column_product(model: Model) -> None:
     head = model.get_output_embeddings()
     if type(head) is torch.nn.Linear:
         head.forward = functools.partial(_column_product, head)  # type: ignore[method-assign]  # this one module, on purpose
+
+
+def _what(x: Any) -> str:
+    text = repr(x)
+    return f"{type(x).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def wrap(model: Any, tokenizer: Any, *, id: str | None = None, chat: bool | None = None) -> LM:
+    """A Hugging Face causal LM and its tokenizer, loaded by you -> `LM`. Nothing is copied or cast: the model keeps its
+    device and dtype (it is put in eval mode: greedy rollouts need dropout off). id: the name vectors record (default
+    the bundled id for a bundled model's folder, else the model's `name_or_path`); chat: use the tokenizer's chat template (default: when it has one)."""
+    if not hasattr(model, "config") or not callable(getattr(model, "get_output_embeddings", None)):
+        raise ValueError(f"wrap: the model must be a transformers causal LM, got {_what(model)}")
+    if not callable(tokenizer):
+        raise ValueError(f"wrap: the tokenizer must be a transformers tokenizer, got {_what(tokenizer)}")
+    path = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", ""))
+    bundled = bundled_id(path)
+    if bundled is not None:
+        check_transformers(BUNDLED[bundled])  # a bundled GGUF this transformers reads wrong is refused here too
+    name = id or bundled or path or type(model).__name__
+    return from_module(model, tokenizer, id=name, chat=chat)
 
 
 def from_module(
