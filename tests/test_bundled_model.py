@@ -153,3 +153,16 @@ def test_a_v2_cell_recomputed_through_the_concept_loader_equals_its_committed_ro
                     assert float(x) == pytest.approx(float(y), rel=1e-3, abs=5e-4), (name, col, x, y)
                 else:
                     assert x == y, (name, col, x, y)
+
+
+def test_the_question_reads_a_reply_that_says_the_answer_outright(smol):
+    """The behavioural reading on a real model: a reply that states the positive answer outright reads more positive
+    than the same reply negated (the built-in sentiment question; the refusal example's question does not pass this on
+    smollm2-135m, docs/concepts.md)."""
+    from isokl.study.metrics import question_reading
+
+    c = concept.Concept.load("sentiment")
+    request = "How was your day?"
+    said, negated = "It was wonderful. I am so happy, everything went great!", "It was awful. I am so sad, everything went wrong."
+    got = question_reading(smol, [request, request], [said, negated], c.question, c.answers)
+    assert float(got[0]) > float(got[1]), got

@@ -144,7 +144,8 @@ def test_the_leaderboard_ranks_by_the_score_beyond_the_control(lm6, concept, cal
     board = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0, alphas=(1.0, 2.0))
     b = leaderboard.board(board.rows, board.settings)
     at1 = [e for e in b.at(1.0) if not e.is_control]
-    assert [e.beyond for e in at1] == sorted((e.beyond for e in at1), reverse=True)
+    keys = [e.reading(b.rank_by).mean for e in at1]
+    assert keys == sorted(keys, reverse=True) and b.rank_by in J.READINGS
     assert [e.is_control for e in b.entries] == sorted(e.is_control for e in b.entries)  # controls last
     assert {e.alpha for e in b.entries} == {1.0, 2.0} and len(b.entries) == 2 * 4
     for e in b.entries:
@@ -187,7 +188,11 @@ def test_calibrate_judges_a_grid_into_a_leaderboard(six_layer_dir, tmp_path, cap
     assert {(r["method"], r["layers"]) for r in rows} == {
         (m, ls) for m in ("mean_diff", "directional_ablation", "random_direction") for ls in ("1..2", "3")
     }
-    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "control", "control"]
+    again = leaderboard.load(g)  # from the judge's files: the same board the CLI wrote from its computed rows
+    files = {r["name"]: r["file"] for r in rows}
+    assert leaderboard.csv_text(again, files) == (g / "grid.csv").read_bytes().decode()
+    assert [r["rank"] for r in rows] == [*(again.places[r["name"]].label for r in rows[:4]), "control", "control"]
+    assert rows[0]["rank"] in ("1", "1=") and rows[0]["tied_with_best"] == "1"
     for r in rows:
         v = Vector.load(g / r["file"])  # every vector, controls too, saved and loadable
         assert float(r["c_star"]) == pytest.approx(v.coeff, rel=1e-5)
@@ -308,3 +313,86 @@ def test_a_bad_scorer_fails_in_one_line_before_a_model_loads(spec, words, tmp_pa
     (tmp_path / "broken.py").write_text("1 / 0\n")
     assert cli.main(["calibrate", "--method", "mean_diff,pca", "--layers", "1-2", "--out", "g", "--scorer", spec]) == 1
     one_line_error(capsys, *words)
+
+
+def _e(mean: float, half: float):
+    from isokl.report.inference import Estimate
+
+    return Estimate(mean, mean - half, mean + half, 24, 24)
+
+
+def test_overlapping_intervals_share_a_place_and_disjoint_ones_do_not():
+    """The leader (highest mean) and every vector whose interval overlaps its own share first place ("1="); a vector
+    clear of the leader is placed after the vectors wholly above it; a lone place has no "="; not measured: n/a."""
+    got = leaderboard.places(
+        {"a": _e(5.0, 1.0), "b": _e(4.5, 1.0), "c": _e(1.0, 0.5), "d": _e(0.9, 0.5), "e": _e(-3.0, 0.1), "f": None}
+    )
+    assert {k: p.label for k, p in got.items()} == {"a": "1=", "b": "1=", "c": "3=", "d": "3=", "e": "5", "f": "n/a"}
+    assert [k for k, p in got.items() if p.tied_with_best] == ["a", "b"]
+    apart = leaderboard.places({"a": _e(5.0, 0.1), "b": _e(4.0, 0.1)})
+    assert {k: p.label for k, p in apart.items()} == {"a": "1", "b": "2"} and not apart["b"].tied_with_best
+
+
+def test_the_board_prints_its_places_ties_and_resolution(lm6, concept, calibrated):
+    """grid.md's # column, grid.csv's rank and tied_with_best, the repr and the header all say the places the ranking
+    reading's intervals support, and the header states the smallest difference the board calls."""
+    results, controls = calibrated
+    judged = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0)
+    b = leaderboard.board(judged.rows, judged.record)
+    table = list(csv.DictReader(leaderboard.csv_text(b).splitlines()))
+    vectors = [r for r in table if r["rank"] != "control"]
+    assert {r["rank"] for r in vectors} == {p.label for p in b.places.values()}
+    assert [r["tied_with_best"] for r in vectors] == ["1" if b.places[r["name"]].tied_with_best else "0" for r in vectors]
+    assert b.places[b.ranked()[0]].tied_with_best
+    half = [(e.reading(b.rank_by).hi - e.reading(b.rank_by).lo) / 2 for e in b.at(1.0) if not e.is_control]
+    assert b.resolution() == pytest.approx(2 * float(np.median(half)))
+    assert f"more than about {b.resolution():.3g}" in leaderboard.header(b)
+    assert repr(b).startswith("Board(2 vectors, 2 controls: first ") and f"by {b.rank_by})" in repr(b)
+
+
+def test_the_question_is_read_per_reply_and_ranks_when_asked(lm6, concept, calibrated):
+    """The concept's question: every steered reply's log-odds minus its prompt's base reply's, both as
+    `question_reading` gives them; rank_by="question" ranks by it beyond the control; a concept without a question
+    refuses it in one line."""
+    from isokl.study.metrics import question_reading
+
+    results, controls = calibrated
+    judged = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0, rank_by="question")
+    rows = judged.rows["question_score"]
+    assert len(rows) == len([*results, *controls]) * 24
+    ex = {(r["method"], r["prompt"]): r["text"] for r in judged.rows["examples"]}
+    users = {p.id: p.user for p in concept.heldout(24)}
+    some = rows[:3]
+    got = question_reading(lm6, [users[r["prompt"]] for r in some], [ex[(r["method"], r["prompt"])] for r in some],
+                           concept.question, concept.answers)  # fmt: skip
+    base = question_reading(lm6, [users[r["prompt"]] for r in some], [ex[("base", r["prompt"])] for r in some],
+                            concept.question, concept.answers)  # fmt: skip
+    for r, g, w in zip(some, got, base, strict=True):
+        assert r["steered"] == pytest.approx(float(g), rel=1e-9) and r["base"] == pytest.approx(float(w), rel=1e-9)
+        assert r["score"] == pytest.approx(r["steered"] - r["base"], abs=1e-12)
+    b = leaderboard.board(judged.rows, judged.record)
+    keys = [e.question_vs_control.mean for e in b.at(1.0) if not e.is_control]
+    assert b.rank_by == "question" and keys == sorted(keys, reverse=True)
+    assert "| question |" in leaderboard.lines(b)[0]
+    bare = dataclasses.replace(concept, question="", answers=None)
+    with pytest.raises(ValueError, match="has no question in concept.json"):
+        J.judge(lm6, results, bare, rank_by="question")
+    assert J.rank_reading(bare, None, {}) == next(r for r in J.RANKING if r != "question")
+
+
+@pytest.mark.parametrize(
+    "meta, words",
+    [
+        ({"question": "Is it good?"}, "has question but no answer_positive, answer_negative"),
+        ({"question": "Is it good?", "answer_positive": "yes", "answer_negative": ""}, "must be a non-empty string"),
+    ],
+)
+def test_a_question_without_both_answers_is_refused_in_one_line(tmp_path, meta, words):
+    from isokl.core.formats.concept import ConceptError
+
+    (tmp_path / "pairs.jsonl").write_text(
+        "".join(json.dumps({"positive": f"I love item {i}.", "negative": f"I hate item {i}."}) + "\n" for i in range(4))
+    )
+    (tmp_path / "concept.json").write_text(json.dumps(meta))
+    with pytest.raises(ConceptError, match=words):
+        Concept.load(tmp_path)

@@ -137,7 +137,8 @@ def judge(
     progress: bool | Callable[[str], None] = True,
     out: str | Path | None = None,
     scorers: dict[str, Callable[[str], float]] | None = None,
-    rank_by: str = "concept",
+    rank_by: str | None = None,
+    heldout: int | None = None,
 ) -> Board:
     """Each calibrated vector at alpha x c* on the concept's held-out sets, in one batch, ranked (docs/decisions.md,
     "The judge"). results: a `Grid` (its controls come with it) or calibration results; controls: calibrated
@@ -146,10 +147,13 @@ def judge(
     `isokl report OUT` reads back); progress: True a progress bar, False nothing, or a function told each phase's
     name instead. scorers: your own rulers, name -> a function text ->
     float (e.g. a classifier's probability): a column each, the shift of the steered text against the base text per
-    prompt with its interval and beyond the control; rank_by: "concept" or a scorer's name."""
-    lm = as_lm(lm)
-    _judge.check_scorers(dict(scorers or {}), rank_by)
+    prompt with its interval and beyond the control. rank_by: the ranking reading, "concept", "question",
+    "delta_logit" or a scorer's name (None: the default, docs/concepts.md); heldout: how many held-out prompts
+    (None: the default, 24)."""
     concept = concept if isinstance(concept, Concept) else Concept.load(concept or "sentiment")
+    _judge.rank_reading(concept, rank_by, dict(scorers or {}))  # bad input: one line, before the model loads
+    _judge.sizes(concept, pmass, heldout)
+    lm = as_lm(lm)
     if isinstance(results, Grid):
         by_layers = {**results.controls, **{c.vector.layers: c for c in controls}}
         results = results.results
@@ -174,6 +178,7 @@ def judge(
             phase=progress if callable(progress) else step,
             scorers=scorers,
             rank_by=rank_by,
+            heldout=heldout,
         )
     finally:
         if bar is not None:

@@ -147,7 +147,8 @@ def _judge(cfg: CalibrateConfig, lm, results, controls, concept, out=None):
         progress=phase,
         out=out,
         scorers=cfg.scorers(),
-        rank_by=cfg.rank_by,
+        rank_by=cfg.rank_by or None,
+        heldout=cfg.heldout or None,
     )
 
 

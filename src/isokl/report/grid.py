@@ -8,12 +8,17 @@ import io
 from pathlib import Path
 
 from ..core.model.files import write_all
-from .leaderboard import Board, _span, csv_text, markdown
+from .leaderboard import NAN, Board, _span, csv_text, markdown
 from .page import grid_report
 
 # ---- figure ---------------------------------------------------------------------------------------------------------
 
 
+YLABEL = {
+    "concept": "concept score (units of the pairs' separation)",
+    "question": "the question's log-odds, steered minus base reply",
+    "delta_logit": "delta logit (probes), minus the base model's",
+}
 LABEL_GAP = 0.04  # axes fraction between two label centres: a 7-pt line is 0.023 of the 5.2-inch figure's axes
 
 
@@ -32,8 +37,9 @@ def dodge(at: list[float], gap: float) -> list[float]:
 
 
 def figure(b: Board, title: str) -> dict[str, bytes]:
-    """Effect (concept score) against damage (excess NLL) at alpha 1: one point per vector with its 95% intervals,
-    labelled method x layers; each layer set's control drawn as a grey band (its concept-score interval)."""
+    """Effect (the board's ranking reading against the base text) against damage (excess NLL) at alpha 1: one point
+    per vector with its 95% intervals, marked with its place; each layer set's control drawn as a grey band (its
+    interval of the same reading)."""
     from .figure import OKABE_ITO, _render, _setup, color
 
     _setup()
@@ -45,14 +51,20 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(9.0, 5.2))
-    controls = sorted((p for p in pts if p.is_control), key=lambda e: e.concept.mean)
+    by = b.rank_by
+
+    def y_of(e):
+        r = e.own(by)
+        return NAN if r is None else r
+
+    controls = sorted((p for p in pts if p.is_control), key=lambda e: y_of(e).mean)
     for e in controls:
-        ax.axhspan(e.concept.lo, e.concept.hi, color=OKABE_ITO["random_direction"], alpha=0.15, lw=0)
-        ax.axhline(e.concept.mean, color=OKABE_ITO["random_direction"], lw=0.8, ls=":")
+        ax.axhspan(y_of(e).lo, y_of(e).hi, color=OKABE_ITO["random_direction"], alpha=0.15, lw=0)
+        ax.axhline(y_of(e).mean, color=OKABE_ITO["random_direction"], lw=0.8, ls=":")
     ranked = b.ranked()
     handles = []
     for e in sorted((p for p in pts if not p.is_control), key=lambda e: ranked.index(e.name)):
-        x, y = e.excess_nll, e.concept
+        x, y = e.excess_nll, y_of(e)
         ax.errorbar(
             x.mean,
             y.mean,
@@ -64,8 +76,8 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
             lw=1,
         )
         # the point carries its rank; the legend names it (names beside close points overprinted each other)
-        rank = 1 + ranked.index(e.name)
-        ax.annotate(str(rank), (x.mean, y.mean), textcoords="offset points", xytext=(3, 3), fontsize=7, weight="bold")
+        rank = b.places[e.name].label
+        ax.annotate(rank, (x.mean, y.mean), textcoords="offset points", xytext=(3, 3), fontsize=7, weight="bold")
         label = f"{rank}  {e.method} {_span(e.layers)}" + ("" if e.converged else f" ({e.status})")
         handles.append(Line2D([], [], color=color(e.method, methods), marker="o" if e.converged else "x", ls="", label=label))
     if any(not e.converged for e in pts):
@@ -75,13 +87,13 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
     ax.axvline(0, color="black", lw=0.5)
     # control labels at the right edge, moved apart where their bands lie close (a thin line points to each band)
     y0, y1 = ax.get_ylim()
-    at = dodge([(e.concept.mean - y0) / (y1 - y0) for e in controls], LABEL_GAP)
+    at = dodge([(y_of(e).mean - y0) / (y1 - y0) for e in controls], LABEL_GAP)
     for e, f in zip(controls, at, strict=True):
-        ax.annotate(f"control {_span(e.layers)}", xy=(1.0, e.concept.mean), xycoords=("axes fraction", "data"),
+        ax.annotate(f"control {_span(e.layers)}", xy=(1.0, y_of(e).mean), xycoords=("axes fraction", "data"),
                     xytext=(0.985, f), textcoords="axes fraction", ha="right", va="center", fontsize=7, color="#555555",
                     arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5})  # fmt: skip
     ax.set_xlabel("damage: excess base NLL per token (nats), steered minus base text")
-    ax.set_ylabel("effect: concept score (units of the pairs' separation)")
+    ax.set_ylabel(f"effect: {YLABEL.get(by, by + ' (your scorer), steered minus base text')}")
     ax.set_title(
         f"{title}\nalpha = {alpha:g} (every vector at the same 1-nat p95 budget); grey: random-direction control", fontsize=9
     )

@@ -13,6 +13,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ class Entry:
     concept_vs_control: Estimate | None  # minus the control's, paired per prompt
     delta_logit: Estimate | None  # None: the concept has no probes (not measured)
     delta_vs_control: Estimate | None
+    question: Estimate | None  # behavioural reading, steered - base reply; None: the concept asks no question
+    question_vs_control: Estimate | None
     excess_nll: Estimate  # nats per token
     repetitive: Estimate  # share of continuations with distinct-3 < 0.5
     base_repetitive: float
@@ -57,30 +60,63 @@ class Entry:
     scores: dict[str, Estimate] = field(default_factory=dict)  # a user's scorer: shift against the base text
     scores_vs_control: dict[str, Estimate | None] = field(default_factory=dict)  # the same minus the control's
 
-    @property
-    def beyond(self) -> float:
-        """The ranking key: concept score beyond the control (the score itself where no control was run)."""
-        e = self.concept_vs_control or self.concept
-        return e.mean
+    def _pair(self, by: str) -> tuple[Estimate | None, Estimate | None]:
+        return {
+            "concept": (self.concept, self.concept_vs_control),
+            "question": (self.question, self.question_vs_control),
+            "delta_logit": (self.delta_logit, self.delta_vs_control),
+        }.get(by, (self.scores.get(by), self.scores_vs_control.get(by)))
+
+    def own(self, by: str) -> Estimate | None:
+        """A reading ("concept", "question", "delta_logit" or a user's scorer) against the base text; None where it
+        was not measured."""
+        return self._pair(by)[0]
+
+    def reading(self, by: str) -> Estimate | None:
+        """The ranking reading: `own` beyond the control, or `own` itself where no control was run."""
+        own, beyond = self._pair(by)
+        return beyond if beyond is not None else own
 
 
 @dataclass(frozen=True)
 class Board:
     settings: dict
-    entries: tuple[Entry, ...]  # ranked: vectors by `beyond` at alpha 1 (then by dose), then the controls
+    entries: tuple[Entry, ...]  # ranked: vectors by their ranking reading at alpha 1 (then by dose), then the controls
+
+    @property
+    def rank_by(self) -> str:
+        return self.settings.get("rank_by", "concept")
 
     def at(self, alpha: float) -> list[Entry]:
         return [e for e in self.entries if e.alpha == alpha]
 
     def ranked(self) -> list[str]:
-        """The vectors' names in rank order (controls aside)."""
+        """The vectors' names in order of their ranking reading's mean (controls aside): `places` says which of them
+        the intervals tell apart."""
         return list(dict.fromkeys(e.name for e in self.entries if not e.is_control))
+
+    @cached_property
+    def places(self) -> dict[str, Place]:
+        """Each vector's place at alpha 1 (`place`): what the ranking reading's 95% intervals support."""
+        one = [e for e in self.at(_one(self.settings.get("alphas", [1.0]))) if not e.is_control]
+        return places({e.name: e.reading(self.rank_by) for e in one})
+
+    def resolution(self) -> float:
+        """The smallest difference of the ranking reading this board calls: two vectors are told apart when their
+        95% intervals do not overlap, i.e. (for intervals of typical width) when they differ by more than about the
+        sum of two median half-widths."""
+        half = [(r.hi - r.lo) / 2 for e in self.at(_one(self.settings.get("alphas", [1.0]))) if not e.is_control
+                for r in [e.reading(self.rank_by)] if r is not None and math.isfinite(r.hi - r.lo)]  # fmt: skip
+        return 2 * float(np.median(half)) if half else math.nan
 
     def __repr__(self) -> str:
         ranked = self.ranked()
-        top = f": first {ranked[0]}" if ranked else ""
         n = sum(e.is_control for e in self.at(1.0))
-        return f"Board({len(ranked)} vectors, {n} control{'s' if n != 1 else ''}{top})"
+        top = ""
+        if ranked:
+            tied = sum(p.tied_with_best for p in self.places.values()) - 1
+            top = f": first {ranked[0]}" + (f", tied with {tied} other{'s' if tied != 1 else ''}" if tied > 0 else "")
+        return f"Board({len(ranked)} vectors, {n} control{'s' if n != 1 else ''}{top}; by {self.rank_by})"
 
     def _repr_html_(self) -> str:
         """The leaderboard as the CLI prints it (`lines`), as an HTML table."""
@@ -88,6 +124,46 @@ class Board:
 
         cells = [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines(self)]
         return table(cells[0], cells[2:])
+
+
+@dataclass(frozen=True)
+class Place:
+    """A vector's place on the board: `label` as the tables print it ("1", "1=" for a shared place, "n/a" where the
+    reading was not measured), the place itself (None: not measured), and whether it shares the leader's place."""
+
+    label: str
+    place: int | None
+    tied_with_best: bool
+
+
+def _overlap(a: Estimate, b: Estimate) -> bool:
+    return a.lo <= b.hi and b.lo <= a.hi
+
+
+def places(readings: dict[str, Estimate | None]) -> dict[str, Place]:
+    """Names -> each one's reading (mean and 95% interval) -> their places, never a strict order the intervals do not
+    support: the leader is the highest mean; a vector whose interval overlaps the leader's shares first place; any
+    other's place is 1 + the number of vectors whose interval lies wholly above its own. A place two or more vectors
+    hold is printed with "=" (e.g. "1=", "4=")."""
+    ok = {k: r for k, r in readings.items() if r is not None and math.isfinite(r.mean)}
+    if not ok:
+        return {k: Place("n/a", None, False) for k in readings}
+    lead = ok[max(ok, key=lambda k: ok[k].mean)]
+    place = {}
+    for k, r in ok.items():
+        tied = _overlap(r, lead)
+        place[k] = (1 if tied else 1 + sum(o.lo > r.hi for o in ok.values()), tied)
+    count: dict[int, int] = {}
+    for p, _ in place.values():
+        count[p] = count.get(p, 0) + 1
+    out = {k: Place("n/a", None, False) for k in readings}
+    out |= {k: Place(f"{p}{'=' if count[p] > 1 else ''}", p, tied) for k, (p, tied) in place.items()}
+    return out
+
+
+def _one(alphas) -> float:
+    """The dose the board ranks at: alpha 1, or the nearest one judged."""
+    return min(alphas, key=lambda a: abs(a - 1.0)) if alphas else 1.0
 
 
 def load(out: Path) -> Board:
@@ -112,11 +188,9 @@ def _est(values: dict[str, float]) -> Estimate:
 
 
 def _key(e: Entry, by: str) -> float:
-    """The ranking key: a measure beyond the control (the measure itself where no control was run)."""
-    if by == "concept":
-        return e.beyond
-    est_ = e.scores_vs_control.get(by) or e.scores.get(by)
-    return est_.mean if est_ is not None else math.nan
+    """The ranking key: the reading's mean beyond the control (`Entry.reading`); NaN where not measured."""
+    r = e.reading(by)
+    return r.mean if r is not None else math.nan
 
 
 def _scorer_scores(rows: list[dict]) -> dict[tuple[str, float, str], dict[str, float]]:
@@ -132,6 +206,7 @@ def board(data: dict[str, list[dict]], settings: dict) -> Board:
     data = {name: typed(name, data.get(name, [])) for name in SCHEMAS}  # as computed or as read: one form
     s = Study(data)
     scores = _scores(data["concept_score"])
+    asked = _scores(data["question_score"]) if data["question_score"] else None
     user = _scorer_scores(data["scorer_score"])
     names = list(settings.get("scorers", []))
     controls = set(settings.get("controls", {}))
@@ -152,6 +227,7 @@ def board(data: dict[str, list[dict]], settings: dict) -> Board:
             p95 = P95.pooled(head[~np.isnan(head)])
             lo, hi = P95.prompt_interval(head, level=0.90)
             mine = scores.get((name, alpha), {})
+            q = asked.get((name, alpha), {}) if asked is not None else None
             concept = _est(mine)
             delta = est.cell_delta_logit(s, k, alpha) if s.has_target else None
             delta_ctrl = None
@@ -181,6 +257,8 @@ def board(data: dict[str, list[dict]], settings: dict) -> Board:
                     concept_vs_control=_paired(mine, scores.get((ctrl, alpha), {})) if ctrl else None,
                     delta_logit=delta,
                     delta_vs_control=delta_ctrl,
+                    question=_est(q) if q is not None else None,
+                    question_vs_control=_paired(q, asked.get((ctrl, alpha), {})) if q is not None and asked and ctrl else None,
                     excess_nll=est.excess_nll(s, model, name, alpha),
                     repetitive=est.repetitive(s, model, name, alpha),
                     base_repetitive=base_rep.mean,
@@ -192,7 +270,7 @@ def board(data: dict[str, list[dict]], settings: dict) -> Board:
                     },
                 )
             )
-    one = min(s.alphas, key=lambda a: abs(a - 1.0)) if s.alphas else 1.0
+    one = _one(s.alphas)
     by = settings.get("rank_by", "concept")
     rank = {e.name: -_key(e, by) if not math.isnan(_key(e, by)) else math.inf for e in entries if e.alpha == one}
     entries.sort(key=lambda e: (e.is_control, rank.get(e.name, math.inf), e.name, e.alpha))
@@ -243,6 +321,10 @@ def _probes(b: Board) -> bool:
     return any(e.delta_logit is not None for e in b.entries)
 
 
+def _asked(b: Board) -> bool:
+    return any(e.question is not None for e in b.entries)
+
+
 def _pmass(b: Board) -> bool:
     return any(e.pmass_change is not None for e in b.entries)
 
@@ -269,7 +351,11 @@ def scorer_columns(name: str) -> list[Column]:
 def columns(b: Board) -> list[Column]:
     """Every column of this board, in order: the fixed ones, then one pair per user scorer before the held-out p95."""
     head = [
-        Column("#", lambda e: {"rank": _rank(b, e)}, lambda e: "ctrl" if e.is_control else _rank(b, e)),
+        Column(
+            "#",
+            lambda e: {"rank": _rank(b, e), "tied_with_best": _tied(b, e)},
+            lambda e: "ctrl" if e.is_control else _rank(b, e),
+        ),
         Column(
             "vector",
             lambda e: {"name": e.name, "method": e.method, "layers": _span(e.layers)},
@@ -308,6 +394,17 @@ def columns(b: Board) -> list[Column]:
             "delta_beyond_control", "beyond ctrl (logit)", lambda e: e.delta_vs_control, "", "+.2f", floor=True, shown=_probes
         ),
         estimate_column(
+            "question",
+            "question",
+            lambda e: e.question,
+            "question: the unsteered model reads each request and reply and answers {question}; log-odds of "
+            "{answers} for the steered reply minus the base reply",
+            shown=_asked,
+        ),
+        estimate_column(
+            "question_beyond_control", "beyond ctrl (question)", lambda e: e.question_vs_control, "", floor=True, shown=_asked
+        ),
+        estimate_column(
             "excess_nll",
             "excess NLL",
             lambda e: e.excess_nll,
@@ -339,18 +436,33 @@ def columns(b: Board) -> list[Column]:
 
 
 def _rank(b: Board, e: Entry) -> str:
-    return "control" if e.is_control else str(1 + b.ranked().index(e.name))
+    return "control" if e.is_control else b.places[e.name].label
+
+
+def _tied(b: Board, e: Entry) -> str:
+    return "" if e.is_control else "1" if b.places[e.name].tied_with_best else "0"
+
+
+READING_NAMES = {"concept": "concept score", "question": "the question's log-odds", "delta_logit": "delta logit"}
 
 
 def header(b: Board) -> str:
     """The grid's header: the ranking rule, then each column's sentence."""
-    said = "; ".join(c.help for c in columns(b) if c.help)
-    by = b.settings.get("rank_by", "concept")
+    said = "; ".join(c.help for c in columns(b) if c.shown(b) and c.help)
+    by = b.rank_by
+    res = b.resolution()
+    told = (
+        f"; at this size it tells two vectors apart when they differ by more than about {res:.3g}" if math.isfinite(res) else ""
+    )
     text = (
-        f"Ranked by {'concept score' if by == 'concept' else by} beyond the control at alpha 1. {said}. Other intervals: "
+        f"Ranked by {READING_NAMES.get(by, by)} beyond the control at alpha 1, in places its 95% intervals support: a "
+        f"vector whose interval overlaps the leader's shares first place (1=), any other is placed after the vectors "
+        f"whose intervals lie wholly above its own{told}. {said}. Other intervals: "
         "95% bootstrap over prompts (probes, questions). docs/concepts.md explains how to read it."
     )
-    return text.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1], ruler=ruler(b.settings))
+    question = b.settings.get("question", "")
+    answers = " against ".join(repr(a) for a in b.settings.get("answers", []))
+    return text.format(lo=HOLDOUT_BAND[0], hi=HOLDOUT_BAND[1], ruler=ruler(b.settings), question=repr(question), answers=answers)
 
 
 def _span(layers: str) -> str:

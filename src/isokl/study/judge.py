@@ -25,7 +25,7 @@ from ..core.model.models import LM
 from ..core.runtimes.rollout import prefill_base
 from .flags import QUICK
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
-from .metrics import Reference, reference_block, text_projection
+from .metrics import Reference, question_reading, reference_block, text_projection
 from .records import BASE, JUDGE_DIR, JUDGE_FILES, _write_rows, code_version, columns
 
 # the quick protocol's held-out sizes and horizon (`config.QUICK`)
@@ -53,10 +53,44 @@ class Judged:
         return {**self.settings, "seconds": round(self.seconds, 1)}
 
 
-def sizes(concept: Concept, pmass: bool) -> dict[str, int]:
-    """Prompts per held-out set: the quick protocol's, capped at what the concept has (no probes: 0)."""
+# The built-in ranking readings (a user's scorer is ranked by its name), and the default's order of preference: the
+# first one a concept has (a question, probes) ranks its board. Chosen by agreement with an outside scorer under a
+# protocol frozen before it ran (docs/decisions.md, "A ranking that holds up").
+READINGS = ("concept", "question", "delta_logit")
+RANKING = ("concept",)
+
+
+def has_reading(concept: Concept, reading: str) -> bool:
+    return (
+        reading == "concept"
+        or (reading == "question" and bool(concept.question))
+        or (reading == "delta_logit" and concept.probe_pool is not None)
+    )
+
+
+def rank_reading(concept: Concept, rank_by: str | None, scorers: dict) -> str:
+    """The board's ranking reading: rank_by if given (a built-in reading the concept has, or a scorer's name), else
+    the first of `RANKING` the concept has. One ValueError naming what is missing."""
+    check_scorers(scorers, rank_by)
+    if rank_by in (None, ""):
+        return next(r for r in RANKING if has_reading(concept, r))
+    if rank_by in READINGS and not has_reading(concept, rank_by):
+        lack = "question in concept.json" if rank_by == "question" else "probes.jsonl and words.json"
+        raise ValueError(f"rank_by {rank_by!r}: concept {concept.name} has no {lack}; rank by another reading")
+    return rank_by
+
+
+def sizes(concept: Concept, pmass: bool, heldout: int | None = None) -> dict[str, int]:
+    """Prompts per held-out set: the quick protocol's (heldout: that many held-out prompts instead), capped at what
+    the concept has (no probes: 0)."""
     have = concept.sizes()
     n = {k: min(v, have[k]) for k, v in JUDGE_SIZES.items()}
+    if heldout is not None:
+        if heldout < 2:
+            raise ValueError(f"heldout: {heldout}; give at least 2 held-out prompts (an interval needs two)")
+        if heldout > have["heldout_generic"]:
+            raise ValueError(f"heldout: {heldout} prompts asked, concept {concept.name} has {have['heldout_generic']}")
+        n["heldout_generic"] = heldout
     if not pmass:
         n["heldout_truefalse"] = 0
     return n
@@ -74,15 +108,17 @@ def judge(
     seed: int | None = None,
     phase: Callable[[str], None] = lambda s: None,
     scorers: dict[str, Callable[[str], float]] | None = None,
-    rank_by: str = "concept",
+    rank_by: str | None = None,
+    heldout: int | None = None,
 ) -> Judged:
     """Every calibrated vector (and each layer set's control) at c = alpha x c* on the concept's held-out sets, in one
     batch; a vector that did not converge is judged at its last c. -> the rows of every file, the base model's too.
     scorers: name -> a function text -> float (the user's own ruler), each judged continuation scored against the base
-    model's continuation of the same prompt (`scorer_score`); rank_by: "concept" or a scorer's name."""
+    model's continuation of the same prompt (`scorer_score`); rank_by: "concept", "question", "delta_logit" or a
+    scorer's name (None: the default, `rank_reading`); heldout: held-out prompts (None: `JUDGE_SIZES`)."""
     alphas = tuple(sorted({float(a) for a in alphas}))
     scorers = dict(scorers or {})
-    check_scorers(scorers, rank_by)
+    rank_by = rank_reading(concept, rank_by, scorers)
     if not results:
         raise ValueError("judge needs at least one calibrated vector")
     if not alphas or min(alphas) <= 0:
@@ -93,7 +129,7 @@ def judge(
     t0 = time.time()
     controls = dict(controls or {})
     every = [*results, *controls.values()]
-    n = sizes(concept, pmass)
+    n = sizes(concept, pmass, heldout)
     concept.check_for(lm, horizon, n)
     version = code_version()
 
@@ -124,6 +160,9 @@ def judge(
     phase("concept score: the base model reads every continuation at one reference block")
     ref = reference_block(lm, concept.pairs())
     rows["concept_score"] = concept_scores(lm, concept, base, helds, ref)
+    if concept.question:
+        phase(f"behavioural reading: the base model answers {concept.question!r} about every reply")
+        rows["question_score"] = question_scores(lm, concept, rows["examples"], n["heldout_generic"])
     if scorers:
         phase(f"your scorers ({', '.join(scorers)}) read every continuation")
         rows["scorer_score"] = scorer_scores(rows["examples"], scorers)
@@ -150,6 +189,8 @@ def judge(
         "concept_block_scores": [round(x, 4) for x in ref.scores],
         "scorers": list(scorers),
         "rank_by": rank_by,
+        "question": concept.question,
+        "answers": list(concept.answers or ()),
     }
     return Judged(rows, settings, time.time() - t0)
 
@@ -202,13 +243,35 @@ def concept_scores(lm: LM, concept: Concept, base: HeldOut, helds: list[HeldOut]
     return out
 
 
-def check_scorers(scorers: dict, rank_by: str) -> None:
-    """Each scorer a callable under a plain name; rank_by one of the columns: one line, before anything runs."""
+def question_scores(lm: LM, concept: Concept, examples: list[dict], n: int) -> list[dict]:
+    """Per vector, dose and held-out prompt: the concept's question about the request and its steered reply, and
+    about the same request's base reply, read by the unsteered model (`metrics.question_reading`, from the judge's own
+    examples rows); score = steered - base log-odds of the positive answer."""
+    assert concept.answers is not None
+    request = {p.id: p.user for p in concept.heldout_set("heldout_generic", n)}
+    read = question_reading(lm, [request[r["prompt"]] for r in examples], [r["text"] for r in examples], concept.question,
+                            concept.answers)  # fmt: skip
+    base = {r["prompt"]: float(v) for r, v in zip(examples, read, strict=True) if r["method"] == BASE}
+    out = []
+    for r, v in zip(examples, read, strict=True):
+        if r["method"] != BASE:
+            kept = {k: x for k, x in r.items() if k not in ("text", "tokens")}
+            out.append({**kept, "steered": float(v), "base": base[r["prompt"]], "score": float(v) - base[r["prompt"]]})
+    return out
+
+
+def check_scorers(scorers: dict, rank_by: str | None) -> None:
+    """Each scorer a callable under a plain name, none named like a built-in reading; rank_by None or one of the
+    readings: one line, before anything runs."""
     for name, fn in scorers.items():
         if not name.isidentifier() or not callable(fn):
             raise ValueError(f"scorer {name!r}: give a plain name (letters, digits, _) and a function text -> float")
-    if rank_by not in ("concept", *scorers):
-        raise ValueError(f"rank_by {rank_by!r}: rank by 'concept' or one of your scorers ({', '.join(scorers) or 'none given'})")
+        if name in READINGS:
+            raise ValueError(f"scorer {name!r}: the name of a built-in reading; give your scorer another name")
+    if rank_by not in (None, "", *READINGS, *scorers):
+        raise ValueError(
+            f"rank_by {rank_by!r}: rank by one of {', '.join(READINGS)} or one of your scorers ({', '.join(scorers) or 'none given'})"
+        )
 
 
 def scorer_scores(examples: list[dict], scorers: dict[str, Callable[[str], float]]) -> list[dict]:

@@ -8,6 +8,8 @@
   target_logit = logsumexp(logits[positive words]) - logsumexp(logits[negative words]).
 - `concept_axis` + `text_projection`: the judge's concept score, read from the text by the unsteered base model
   (docs/decisions.md, "The judge").
+- `question_reading`: the judge's behavioural reading: the unsteered base model reads a request and its reply, then
+  the concept's question about it; the log-odds of its two answers (docs/decisions.md, "A ranking that holds up").
 - base NLL and per-token KL come from `rollout.rollout` (base twins): see `isokl.study.sweep`.
 """
 
@@ -119,6 +121,36 @@ def target_logit_many(
         logits = forward(lm.model, ids, mask, pos, keep=1)[:, -1].double()
     axis = torch.logsumexp(logits[:, pos_list], -1) - torch.logsumexp(logits[:, neg_list], -1)
     return layout.split(axis).cpu()
+
+
+# the behavioural reading's text: frozen with its protocol (docs/decisions.md, "A ranking that holds up"); no trailing
+# space (the answer's own leading space is part of its first token, as in SUFFIX)
+QUESTION = "Request: {request}\nReply: {reply}\n\nQuestion: {question}\nAnswer:"
+QUESTION_BATCH = 16
+
+
+@torch.no_grad()
+def question_reading(
+    lm: LM, requests: Sequence[str], replies: Sequence[str], question: str, answers: tuple[str, str]
+) -> torch.Tensor:
+    """Each (request, reply) read by the unsteered model, then `question`, teacher-forced in one forward (no steering,
+    no generation) -> [n] float64: logsumexp(logits of the positive answer's first tokens) - the same of the negative
+    answer's, at the position after "Answer:" (each answer in its four spellings, `word_variants`; a first token both
+    answers share is dropped, `apart`)."""
+    if len(requests) != len(replies):
+        raise ValueError(f"question_reading: {len(requests)} requests, {len(replies)} replies")
+    pos_ids, neg_ids = apart(word_ids(lm.tokenizer, [answers[0]]), word_ids(lm.tokenizer, [answers[1]]))
+    if not pos_ids or not neg_ids:
+        raise ValueError(f"answers {answers}: no first token tells them apart in {lm.id}'s vocabulary")
+    pos, neg = sorted(pos_ids), sorted(neg_ids)
+    texts = [QUESTION.format(request=q, reply=r, question=question) for q, r in zip(requests, replies, strict=True)]
+    out = []
+    for i in range(0, len(texts), QUESTION_BATCH):
+        seqs = lm.tokenizer(texts[i : i + QUESTION_BATCH], add_special_tokens=True)["input_ids"]
+        ids, mask, at = left_pad(seqs, pad_id(lm), lm.device)
+        logits = forward(lm.model, ids, mask, at, keep=1)[:, -1].double()
+        out.append((torch.logsumexp(logits[:, pos], -1) - torch.logsumexp(logits[:, neg], -1)).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 # ---- the concept score (the judge; docs/decisions.md, "The judge") ------------------------------------------------

@@ -68,6 +68,8 @@ JUDGE_FILES: dict[str, dict[str, str]] = {
     "concept_score": {"alpha": "f", "c": "f", "prompt": "s", "steered": "f", "base": "f", "score": "f"},
     # a user's scorers (`isokl.judge(..., scorers=)`, `--scorer`): each text -> float, steered and base, per prompt
     "scorer_score": {"alpha": "f", "c": "f", "prompt": "s", "scorer": "s", "steered": "f", "base": "f", "score": "f"},
+    # the behavioural reading (a concept with a question): the answers' log-odds, steered and base reply, per prompt
+    "question_score": {"alpha": "f", "c": "f", "prompt": "s", "steered": "f", "base": "f", "score": "f"},
 }
 SCHEMAS = {**FILES, **JUDGE_FILES}
 JUDGE_DIR = "judge"  # OUT/judge/: the judge's rows, the files the leaderboard and the grid's report.html are built from

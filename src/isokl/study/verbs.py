@@ -109,8 +109,13 @@ class CalibrateConfig:
         },
     )
     rank_by: str = field(
-        default="concept", metadata={"help": "the judge's ranking column: concept, or a --scorer function's name"}
+        default="",
+        metadata={
+            "help": "the judge's ranking reading: concept, question, delta_logit or a --scorer function's name "
+            "(default: the first the concept has of the order docs/concepts.md gives)"
+        },
     )
+    heldout: int = field(default=0, metadata={"help": "the judge's held-out prompts (0: the default, 24)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
     dtype: str = field(
         default="auto",
@@ -224,10 +229,21 @@ class CalibrateConfig:
                     "--method: random_direction is the judge's control (one per layer set); drop it, or add --no-judge"
                 )
             names = list(self.scorers())
-            if self.rank_by not in ("concept", *names):
-                raise ConfigError(f"--rank-by: {self.rank_by!r}; valid: concept{''.join(', ' + n for n in names)}")
-        elif self.scorer or self.rank_by != "concept":
-            raise ConfigError("--scorer/--rank-by: they are the judge's; drop them or drop --no-judge")
+            valid = ("concept", "question", "delta_logit", *names)
+            if self.rank_by not in ("", *valid):
+                raise ConfigError(f"--rank-by: {self.rank_by!r}; valid: {', '.join(valid)}")
+            if self.rank_by == "question" and not concept.question:
+                raise ConfigError(f"--rank-by question: {concept.source} asks no question (concept.json, docs/concepts.md)")
+            if self.rank_by == "delta_logit" and concept.probe_pool is None:
+                raise ConfigError(f"--rank-by delta_logit: {concept.source} has no probes.jsonl and words.json")
+            if self.heldout:
+                at_least("--heldout", self.heldout, 2)
+                if self.heldout > len(concept.heldout_pool):
+                    raise ConfigError(
+                        f"--heldout: {self.heldout}; {concept.source} has {len(concept.heldout_pool)} held-out prompts"
+                    )
+        elif self.scorer or self.rank_by or self.heldout:
+            raise ConfigError("--scorer/--rank-by/--heldout: they are the judge's; drop them or drop --no-judge")
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))
         if self.tol >= self.target:

@@ -8,7 +8,8 @@
       words.json         {"positive": [...], "negative": [...]}: answer words of each side
       calibration.jsonl  optional: the user's prompt distribution for calibration (default: the generic pool)
       heldout.jsonl      optional: held-out prompts (default: the generic held-out pool)
-      concept.json       optional: {"name", "description", "positive", "negative"}
+      concept.json       optional: {"name", "description", "positive", "negative"}, and the judge's question about a
+                         text with its two answers: "question", "answer_positive", "answer_negative" (all or none)
 
 The built-in sentiment concept (`isokl/concepts/sentiment/`) is loaded through this same code. Seed s draws
 `PAIRS_PER_DRAW` pairs and n calibration prompts (`prompts.draw`, the same salts as the v1/v2 study).
@@ -30,7 +31,8 @@ DEFAULT = "sentiment"  # the spec's concept; rows and settings written before co
 PROMPT_FIELDS = {"id", "user", "system", "assistant_prefix"}
 PERSONA_FIELDS = {"id", "system_positive", "system_negative", "user", "assistant_prefix"}
 TEXT_FIELDS = {"id", "positive", "negative"}
-META_FIELDS = {"name", "description", "positive", "negative"}
+META_FIELDS = {"name", "description", "positive", "negative", "question", "answer_positive", "answer_negative"}
+QUESTION_FIELDS = ("question", "answer_positive", "answer_negative")  # the behavioural reading: all three or none
 # The held-out sets by the names the settings and `--n-heldout GENERIC,TRUEFALSE,SENTIMENT` have used since v1:
 # heldout_generic = the concept's held-out prompts, heldout_truefalse = the library's true/false questions
 # (branch_pmass measures capability, not the concept), heldout_sentiment = the concept's probes.
@@ -209,6 +211,8 @@ class Concept:
     probe_pool: tuple[Prompt, ...] | None
     answer_words: dict[str, list[str]] | None
     own: frozenset[str]  # the optional files the folder has (the rest are library defaults or absent)
+    question: str = ""  # concept.json's question about a text (the judge's behavioural reading); "" where none
+    answers: tuple[str, str] | None = None  # its positive and negative answer words; None where no question
     rows: dict[str, list[dict]] = field(default_factory=dict, repr=False)  # canonical rows, for the settings hashes
     pairs_file: str = ""  # a pairs file given alone (`from_pairs_file`), else "" (the folder's pairs.jsonl)
 
@@ -259,6 +263,10 @@ class Concept:
             except json.JSONDecodeError as e:
                 raise ConceptError(f"{label('concept.json')} line {e.lineno}: not valid JSON ({e.msg})") from None
             _fields(meta, META_FIELDS, label("concept.json"))
+            given = [f for f in QUESTION_FIELDS if f in meta]
+            if given and len(given) < len(QUESTION_FIELDS):
+                lack = ", ".join(f for f in QUESTION_FIELDS if f not in meta)
+                raise ConceptError(f"{label('concept.json')}: has {', '.join(given)} but no {lack}; the question needs all three")
         name = meta.get("name", pairs_file.stem if pairs_file else d.name)
         if not all(ch.isalnum() or ch in "-_." for ch in name):
             raise ConceptError(f"{label('concept.json')}: name {name!r} may hold only letters, digits, '-', '_' and '.'")
@@ -303,6 +311,8 @@ class Concept:
             probe_pool=tuple(probes) if probes is not None else None,
             answer_words=words,
             own=frozenset(own),
+            question=meta.get("question", ""),
+            answers=(meta["answer_positive"], meta["answer_negative"]) if "question" in meta else None,
             rows=rows,
             pairs_file=str(pairs_file) if pairs_file else "",
         )
@@ -405,6 +415,9 @@ class Concept:
             check_context(lm, ps, room, where, path, pairs=fname == "pairs.jsonl")
         if self.answer_words is not None:
             check_words(lm.tokenizer, self.answer_words, self.label("words.json"), lm.id)
+        if self.answers is not None:
+            pos, neg = self.answers
+            check_words(lm.tokenizer, {"positive": [pos], "negative": [neg]}, self.label("concept.json"), lm.id)
 
 
 def check_context(lm, prompts: list[Prompt], room: int, where: str, path: str | Path | None, pairs: bool = False) -> None:
