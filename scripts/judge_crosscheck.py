@@ -41,7 +41,7 @@ def v2(threads: int) -> None:
     from isokl.core.model.models import set_threads
     from isokl.report.estimate import _delta_rows
     from isokl.report.index import Study
-    from isokl.report.leaderboard import board
+    from isokl.report.ranking import board
     from isokl.study import judge as J
     from isokl.study import records
 

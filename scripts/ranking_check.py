@@ -70,7 +70,7 @@ def vader_beyond(folder: Path) -> dict[str, np.ndarray]:
 
 
 def evaluate(out: Path) -> str:
-    from isokl.report import leaderboard
+    from isokl.report import ranking
 
     seconds = json.loads((out / "seconds.json").read_text()) if (out / "seconds.json").is_file() else {}
     text = ["# Which reading ranks the board: the sentiment grid against VADER", ""]
@@ -79,7 +79,7 @@ def evaluate(out: Path) -> str:
         folder = out / f"n{n}"
         if not (folder / "judge").is_dir():
             continue
-        board = leaderboard.load(folder)
+        board = ranking.load(folder)
         one = [e for e in board.at(1.0) if not e.is_control]
         names = [e.name for e in one]
         additive = [e.name for e in one if e.method in ADDITIVE]

@@ -18,7 +18,7 @@ from isokl.core.formats.concept import Concept
 from isokl.core.model.files import is_temporary
 from isokl.core.model.hooks import capture
 from isokl.core.model.models import forward, from_module, left_pad, pad_id
-from isokl.report import leaderboard
+from isokl.report import leaderboard, ranking
 from isokl.study import judge as J
 from isokl.study.measures import HeldOut, held_out_many, nll, target, trajectory
 from isokl.study.metrics import concept_axis, loo_separation, reference_block, text_projection
@@ -98,7 +98,7 @@ def test_the_base_text_scores_zero_and_a_control_is_paired(lm6, concept, calibra
     b = HeldOut(lm6, None, (0.0,), (0.0,), J.sizes(concept, False), 8, {}, concept=concept)
     same = J.concept_scores(lm6, concept, b, [dataclasses.replace(b, vector=results[0].vector, joint={"generic": b.generic})])
     assert all(r["score"] == 0.0 for r in same)
-    board = leaderboard.board(judged.rows, judged.record)
+    board = ranking.board(judged.rows, judged.record)
     vec = next(e for e in board.entries if e.name == J.name(results[0].vector))
     ctrl = next(e for e in board.entries if e.name == vec.control)
     mine = {r["prompt"]: r["score"] for r in rows if r["method"] == vec.name}
@@ -142,7 +142,7 @@ def test_the_reference_block_is_where_left_out_pairs_separate_most_consistently(
 def test_the_leaderboard_ranks_by_the_score_beyond_the_control(lm6, concept, calibrated):
     results, controls = calibrated
     board = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0, alphas=(1.0, 2.0))
-    b = leaderboard.board(board.rows, board.settings)
+    b = ranking.board(board.rows, board.settings)
     at1 = [e for e in b.at(1.0) if not e.is_control]
     keys = [e.reading(b.rank_by).mean for e in at1]
     assert keys == sorted(keys, reverse=True) and b.rank_by in J.READINGS
@@ -165,7 +165,7 @@ def test_no_probes_says_not_measured_and_a_failed_vector_is_kept(lm6, tmp_path, 
     stuck = dataclasses.replace(results[0], converged=False, status="not_converged")
     judged = J.judge(lm6, [stuck, results[1]], bare, horizon=8, seed=0)
     assert judged.rows["target"] == []  # no probes: no rows, never a silent 0
-    b = leaderboard.board(judged.rows, judged.settings)
+    b = ranking.board(judged.rows, judged.settings)
     assert len(b.entries) == 2 and all(e.delta_logit is None for e in b.entries)
     text = "\n".join(leaderboard.lines(b))
     assert "not measured" in text and "not_converged: judged at its last c" in text
@@ -188,7 +188,7 @@ def test_calibrate_judges_a_grid_into_a_leaderboard(six_layer_dir, tmp_path, cap
     assert {(r["method"], r["layers"]) for r in rows} == {
         (m, ls) for m in ("mean_diff", "directional_ablation", "random_direction") for ls in ("1..2", "3")
     }
-    again = leaderboard.load(g)  # from the judge's files: the same board the CLI wrote from its computed rows
+    again = ranking.load(g)  # from the judge's files: the same board the CLI wrote from its computed rows
     files = {r["name"]: r["file"] for r in rows}
     assert leaderboard.csv_text(again, files) == (g / "grid.csv").read_bytes().decode()
     assert [r["rank"] for r in rows] == [*(again.places[r["name"]].label for r in rows[:4]), "control", "control"]
@@ -265,7 +265,7 @@ def test_a_users_scorer_is_a_column_with_its_interval_floor_and_ranking(lm6, con
     texts = {(r["method"], r["prompt"]): r["text"] for r in judged.rows["examples"]}
     for r in rows:
         assert r["score"] == pytest.approx(length(texts[(r["method"], r["prompt"])]) - length(texts[("base", r["prompt"])]))
-    board = leaderboard.board(judged.rows, judged.record)
+    board = ranking.board(judged.rows, judged.record)
     head = leaderboard.lines(board)[0]
     assert "| length |" in head and "| beyond ctrl (length) |" in head and "Ranked by length" in leaderboard.header(board)
     vec = next(e for e in board.entries if e.name == J.name(results[0].vector))
@@ -338,7 +338,7 @@ def test_the_board_prints_its_places_ties_and_resolution(lm6, concept, calibrate
     reading's intervals support, and the header states the smallest difference the board calls."""
     results, controls = calibrated
     judged = J.judge(lm6, results, concept, controls=controls, horizon=8, seed=0)
-    b = leaderboard.board(judged.rows, judged.record)
+    b = ranking.board(judged.rows, judged.record)
     table = list(csv.DictReader(leaderboard.csv_text(b).splitlines()))
     vectors = [r for r in table if r["rank"] != "control"]
     assert {r["rank"] for r in vectors} == {p.label for p in b.places.values()}
@@ -370,7 +370,7 @@ def test_the_question_is_read_per_reply_and_ranks_when_asked(lm6, concept, calib
     for r, g, w in zip(some, got, base, strict=True):
         assert r["steered"] == pytest.approx(float(g), rel=1e-9) and r["base"] == pytest.approx(float(w), rel=1e-9)
         assert r["score"] == pytest.approx(r["steered"] - r["base"], abs=1e-12)
-    b = leaderboard.board(judged.rows, judged.record)
+    b = ranking.board(judged.rows, judged.record)
     keys = [e.question_vs_control.mean for e in b.at(1.0) if not e.is_control]
     assert b.rank_by == "question" and keys == sorted(keys, reverse=True)
     assert "| question |" in leaderboard.lines(b)[0]

@@ -18,12 +18,13 @@ It sits on top of the layers, as `cli` does: `core` calibrates and rolls out, `s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.calibrate import CalibrationResult, JointCalibration, calibrate_many
+from .core.calibrate import CalibrationResult, JointCalibration, calibrate_budgets, check_budgets, first_budget
 from .core.formats.concept import Concept
 from .core.formats.interop import as_vector
 from .core.formats.vector import Vector
@@ -32,7 +33,8 @@ from .core.model.models import LM
 from .core.runtimes import get_runtime
 from .core.stats.statistic import TARGET, TOL
 from .deprecated import renamed
-from .report.leaderboard import Board, board
+from .report.leaderboard import Board
+from .report.ranking import board
 from .report.thresholds import HOLDOUT_BAND
 from .results import CheckResult, Continuation, Generation, Grid
 from .study import judge as _judge
@@ -70,6 +72,7 @@ def calibrate(
     progress: bool | Callable[[int, Any, float], None] = True,
     runtime: str = "transformers",
     gguf: str | Path | None = None,
+    budgets: Sequence[float] | None = None,
 ) -> Grid:
     """Calibrate one vector or many on the same prompts, jointly (one batch per solver round), each to p95 = target.
 
@@ -79,9 +82,15 @@ def calibrate(
     index, stats, seconds) told each evaluation instead (`core.calibrate.eval_lines`: the CLI's lines). Other options:
     `calibrate_iso_kl`'s. runtime="llama.cpp": every evaluation's rollouts and KL from llama.cpp on the model's GGUF
     file (`gguf`: a bundled model's own file by default), so c* is the served model's dose (`core.served`; the `llama`
-    extra); each vector records the runtime, the file and its quantization.
+    extra); each vector records the runtime, the file and its quantization. budgets: several p95 targets (nats, e.g.
+    (0.5, 1, 2)) instead of `target`: every vector (and control) calibrated to each, the later ones reading the
+    first one's evaluations (`core.calibrate.calibrate_budgets`); the Grid returned is at the budget nearest 1 nat
+    and `grid.by_budget` holds each one's (`judge` judges them all).
     """
     rt = get_runtime(runtime)  # before anything runs (the controls' extraction included)
+    if budgets is not None and target != TARGET:
+        raise ValueError(f"give budgets or target, not both (target={target:g}, budgets={tuple(budgets)})")
+    levels = check_budgets(budgets if budgets is not None else (target,))
     lm = as_lm(lm)
     many = list(vectors) if isinstance(vectors, (list, tuple)) else [vectors]
     if not many:
@@ -102,12 +111,12 @@ def calibrate(
 
         ctrl = _judge.control_vectors(lm, vecs, control_pairs or extraction_pairs(seed), seed)
     every = [*vecs, *ctrl.values()]
-    joint: JointCalibration = calibrate_many(
+    joints: dict[float, JointCalibration] = calibrate_budgets(
         lm,
         every,
         prompts,
+        levels,
         T=T,
-        target=target,
         tol=tol,
         per_round=per_round,
         start=[*starts, *[None] * len(ctrl)],
@@ -117,7 +126,12 @@ def calibrate(
         gguf=gguf,
     )
     n = len(vecs)
-    return Grid(joint.results[:n], dict(zip(ctrl, joint.results[n:], strict=True)), joint.rounds, joint.seconds)
+    grids = {
+        b: Grid(j.results[:n], dict(zip(ctrl, j.results[n:], strict=True)), j.rounds, j.seconds, budget=b)
+        for b, j in joints.items()
+    }
+    first = first_budget(levels)
+    return dataclasses.replace(grids[first], others={b: g for b, g in grids.items() if b != first})
 
 
 # ---- judge ----
@@ -154,38 +168,57 @@ def judge(
     _judge.rank_reading(concept, rank_by, dict(scorers or {}))  # bad input: one line, before the model loads
     _judge.sizes(concept, pmass, heldout)
     lm = as_lm(lm)
-    if isinstance(results, Grid):
-        by_layers = {**results.controls, **{c.vector.layers: c for c in controls}}
-        results = results.results
-    else:
-        by_layers = {c.vector.layers: c for c in controls}
+    grids = results.by_budget if isinstance(results, Grid) else {math.nan: results}
     bar = _bar(progress is True, "judging")
 
     def step(label: str) -> None:
         if bar is not None:
             bar.set_description_str(f"judging: {label}")
 
+    boards = {}
+    tell = progress if callable(progress) else step
     try:
-        judged = _judge.judge(
-            lm,
-            list(results),
-            concept,
-            alphas=alphas,
-            controls=by_layers,
-            horizon=T,
-            pmass=pmass,
-            seed=seed,
-            phase=progress if callable(progress) else step,
-            scorers=scorers,
-            rank_by=rank_by,
-            heldout=heldout,
-        )
+        for b, grid in grids.items():
+            if isinstance(grid, Grid):
+                by_layers = {**grid.controls, **{c.vector.layers: c for c in controls}}
+                vectors = list(grid.results)
+            else:
+                by_layers, vectors = {c.vector.layers: c for c in controls}, list(grid)
+            judged = _judge.judge(
+                lm,
+                vectors,
+                concept,
+                alphas=alphas,
+                controls=by_layers,
+                horizon=T,
+                pmass=pmass,
+                seed=seed,
+                phase=_labelled(tell, f"{b:g} nats: ") if len(grids) > 1 else tell,
+                scorers=scorers,
+                rank_by=rank_by,
+                heldout=heldout,
+            )
+            if out is not None:
+                _judge.write(budget_dir(Path(out), b, results), judged)
+            boards[b] = board(judged.rows, judged.record)
     finally:
         if bar is not None:
             bar.close()
-    if out is not None:
-        _judge.write(Path(out), judged)
-    return board(judged.rows, judged.record)
+    if len(boards) == 1:
+        return next(iter(boards.values()))
+    first = results.budget if isinstance(results, Grid) else next(iter(boards))
+    return dataclasses.replace(boards[first], others={b: x for b, x in boards.items() if b != first})
+
+
+def _labelled(tell: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda label: tell(prefix + label)
+
+
+def budget_dir(out: Path, budget: float, grid: Any) -> Path:
+    """Where a budget's vectors and judge rows go: OUT itself for the grid's own budget (a grid of one budget is
+    laid out as before), OUT/budget-B/ for each other budget B."""
+    own = grid.budget if isinstance(grid, Grid) else budget
+    return out if budget == own or math.isnan(budget) else out / f"budget-{budget:g}"
 
 
 # ---- check ----

@@ -105,6 +105,7 @@ def _calibrate(cfg: CalibrateConfig, lm, vecs: list, cal, concept, start=None):
         pairs=concept.pairs(cfg.seed),
         seed=cfg.seed,
         target=cfg.target,
+        budgets=cfg.budget_list() if cfg.budgets else None,
         tol=cfg.tol,
         per_round=cfg.per_round,
         start=start,
@@ -155,7 +156,10 @@ def _judge(cfg: CalibrateConfig, lm, results, controls, concept, out=None):
 def _print_board(board, threads: int) -> None:
     from .report.leaderboard import lines
 
-    print("\n".join(lines(board)))
+    for budget, b in board.by_budget.items():
+        if board.others:
+            print(f"at {budget:g} nats:")
+        print("\n".join(lines(b)))
     print(f"judged in {board.settings['seconds']:.1f} s ({threads} threads; held-out prompts, model load not included)")
 
 
@@ -166,6 +170,7 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     vectors and no table)."""
     from .core.extract import extract
     from .report import grid as grid_files
+    from .report.leaderboard import budget_folder
 
     concept = cfg.load_concept()
     pairs = concept.pairs(cfg.seed)
@@ -179,40 +184,44 @@ def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks
     joint, controls = _calibrate(cfg, lm, vecs, cal, concept)
     out = cfg.out_dir()
     every = [*joint.results, *controls.values()]
-    files = []
-    for res in every:
-        v = res.vector
-        fname = f"{v.method}_L{span(v.layers).replace('..', '-').replace(', ', '_')}.safetensors"
-        res.vector.save(out / fname)
-        files.append(fname)
+    files = [f"{r.vector.method}_L{span(r.vector.layers).replace('..', '-').replace(', ', '_')}.safetensors" for r in every]
+    for budget, g in joint.by_budget.items():  # another budget's vectors: the same names in OUT/budget-B/
+        for res, fname in zip([*g.results, *g.controls.values()], files, strict=True):
+            res.vector.save(out / budget_folder(budget, joint.budget) / fname)
     secs_cal = time.time() - t0
-    rows_run = sum(r.rows for r in joint.rounds)
+    stages = list({id(g.rounds): g.rounds for g in joint.by_budget.values()}.values())  # other budgets share one solve
+    rows_run, n_rounds = sum(r.rows for rs in stages for r in rs), sum(len(rs) for rs in stages)
     title = f"# Calibrated grid: {cfg.model}, concept {concept.name} seed {cfg.seed}, T = {cfg.window}, {len(cal)} prompts"
     if cfg.judging():
         from .study.judge import name
 
-        board = _judge(cfg, lm, joint.results, controls, concept, out=out)
+        board = _judge(cfg, lm, joint, controls, concept, out=out)
         by_name = {name(r.vector): f for r, f in zip(every, files, strict=True)}
         grid_files.write_grid(out, board, title, by_name)
         _print_board(board, threads)
     else:
-        rows = [_grid_row(r, f) for r, f in zip(joint.results, files, strict=True)]
+        rows = [
+            _grid_row(r, budget_folder(b, joint.budget) + f, b)
+            for b, g in joint.by_budget.items()
+            for r, f in zip(g.results, files, strict=True)
+        ]
         grid_files.write_calibration_grid(out, rows, title)
         print("\n".join(grid_files.calibration_lines(rows)))
     print(
         f"seconds = {secs_cal:.1f} to calibrate (model load included; {threads} threads; {cfg.torch_dtype()}); "
-        f"{len(joint.rounds)} batched rounds, {rows_run} rows in all"
+        f"{n_rounds} batched rounds, {rows_run} rows in all"
     )
-    print(f"saved {len(files)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
-    failed = [r for r in joint.results if not r.converged]
+    print(f"saved {len(files) * len(joint.by_budget)} vectors, {out / 'grid.md'} and {out / 'grid.csv'}")
+    failed = [r for g in joint.by_budget.values() for r in g.results if not r.converged]
     for r in failed:
         print(f"[isokl] NOT CONVERGED: {r.vector.label}: {r.error or r.note or WHY[r.status]}", file=sys.stderr)
     return 2 if failed else 0
 
 
-def _grid_row(res, fname: str) -> dict:
+def _grid_row(res, fname: str, budget: float) -> dict:
     v, band = res.vector, res.c_interval
     return {
+        "budget": f"{budget:g}",
         "method": v.method,
         "layers": span(v.layers),
         "c_star": f"{res.c_star:.6g}",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .core import show
 from .core.calibrate import CalibrationResult
@@ -19,12 +19,20 @@ from .study import judge as _judge
 @dataclass(frozen=True)
 class Grid:
     """`calibrate`'s result: one CalibrationResult per vector (in order), the random-direction control of each layer set
-    (`controls`, by layers; empty without controls) and the joint calibration's rounds."""
+    (`controls`, by layers; empty without controls) and the joint calibration's rounds, at one `budget` (the p95
+    target, nats). Calibrated to several budgets (`calibrate(..., budgets=)`), `by_budget` holds each one's Grid."""
 
     results: tuple[CalibrationResult, ...]
     controls: dict[tuple[int, ...], CalibrationResult]
     rounds: tuple[Round, ...]
     seconds: float
+    budget: float = 1.0
+    others: dict[float, Grid] = field(default_factory=dict, repr=False)  # the other budgets' Grids
+
+    @property
+    def by_budget(self) -> dict[float, Grid]:
+        """Every budget's Grid, this one included, in increasing budget."""
+        return dict(sorted({self.budget: self, **self.others}.items()))
 
     def __len__(self) -> int:
         return len(self.results)
@@ -59,7 +67,11 @@ class Grid:
         n = len(self.controls)
         ctrl = f" and {n} control{'s' if n > 1 else ''}" if n else ""
         conv = sum(r.converged for r in self.results)
-        return f"Grid({len(self.results)} vectors{ctrl}: {conv} converged, {len(self.rounds)} rounds, {self.seconds:.1f} s)"
+        more = f"; also at {', '.join(f'{b:g}' for b in self.others)} nats" if self.others else ""
+        return (
+            f"Grid({len(self.results)} vectors{ctrl} at {self.budget:g} nat{'s' if self.budget != 1 else ''}: {conv} converged, "
+            f"{len(self.rounds)} rounds, {self.seconds:.1f} s{more})"
+        )
 
     def _repr_html_(self) -> str:
         return show.table(("vector", "c*", "interval", "p95", "status", "evaluations"), self.rows())

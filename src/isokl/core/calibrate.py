@@ -128,7 +128,7 @@ def calibrate_many(
     prompts: list[Prompt],
     *,
     T: int = 20,
-    target: float = TARGET,
+    target: float | Sequence[float] = TARGET,
     tol: float = TOL,
     max_evals: int = 20,
     c_max: float | None = None,
@@ -140,6 +140,7 @@ def calibrate_many(
     add_library_prompts: int = 0,
     runtime: str = "transformers",
     gguf: str | Path | None = None,
+    known: Sequence[Sequence[KLStats]] | None = None,
 ) -> JointCalibration:
     """Calibrate several vectors (any methods, any layers) on the same prompts at once: each round rolls out, in one
     batch, the next doses of every vector still solving (`rollout_many`), and a vector whose solver has finished
@@ -149,7 +150,8 @@ def calibrate_many(
     function f(vector index, stats, seconds). A non-finite KL ends that vector only (status non_finite, `error` names
     it); the others go on. runtime="llama.cpp": the same solvers with every evaluation in llama.cpp on the model's GGUF
     file (`gguf`: a bundled model's own file by default; `runtimes.served`), one vector after the other. A runtime is
-    any name of `runtimes.RUNTIMES`.
+    any name of `runtimes.RUNTIMES`. target: one for all or one per vector; known: per vector, its evaluations for
+    another target, read by its solver first (`calibrate_budgets`).
     """
     rt = get_runtime(runtime)
     lm = as_lm(lm)
@@ -163,8 +165,12 @@ def calibrate_many(
     if not vectors:
         raise ValueError("calibrate_many needs at least one vector (got none)")
     starts = list(start) if isinstance(start, Sequence) else [start] * len(vectors)
-    if len(starts) != len(vectors):
-        raise ValueError(f"start: one value for all vectors or one per vector ({len(vectors)}), got {len(starts)}")
+    targets = [float(t) for t in target] if isinstance(target, Sequence) else [float(target)] * len(vectors)
+    knowns = [tuple(k) for k in known] if known is not None else [()] * len(vectors)
+    for name, given in (("start", starts), ("target", targets), ("known", knowns)):
+        if len(given) != len(vectors):
+            raise ValueError(f"{name}: one value for all vectors or one per vector ({len(vectors)}), got {len(given)}")
+    check_budgets(targets, unique=False)
     vectors = [as_vector(lm, v, prompts) for v in vectors]
     for v in vectors:
         rt.accept(v.method)  # e.g. llama.cpp adds only fixed vectors: one line before anything runs
@@ -172,10 +178,10 @@ def calibrate_many(
     seqs = lm.encode([lm.format(p) for p in prompts])
     # A far-overshooting dose is known to overshoot after a few tokens: stop it there (its p95 is then a
     # lower bound >= 1.5 x target). Doses near the target run in full, so the solver interpolates true values.
-    stop = P95.stop_above(target, tol) if early_stop else None
-    jobs = [Job(v, _first_dose(v, s, c_max), _c_max(v, c_max)) for v, s in zip(vectors, starts, strict=True)]
-    for job in jobs:
-        job.start(target=target, tol=tol, max_evals=max_evals, per_round=per_round)
+    stop = P95.stop_above(max(targets), tol) if early_stop else None  # the highest target's: a lower one runs longer
+    jobs = [Job(v, _first_dose(v, s, c_max), _c_max(v, c_max), k) for v, s, k in zip(vectors, starts, knowns, strict=True)]
+    for job, t in zip(jobs, targets, strict=True):
+        job.start(target=t, tol=tol, max_evals=max_evals, per_round=per_round)
     bar, report = _progress(progress, len(jobs))
     try:  # where: the fields each Calibration records (dtype; or runtime, weights file, quantization)
         where, rounds = rt.solve(
@@ -184,8 +190,60 @@ def calibrate_many(
     finally:
         if bar is not None:
             bar.close()  # also on Ctrl-C: no bar left behind in a notebook
-    results = tuple(_result(job, lm, prompts, T, target, t0, where) for job in jobs)
+    results = tuple(_result(job, lm, prompts, T, t, t0, where) for job, t in zip(jobs, targets, strict=True))
     return JointCalibration(results, tuple(rounds), time.time() - t0)
+
+
+def check_budgets(budgets: Sequence[float], unique: bool = True) -> tuple[float, ...]:
+    """Budgets (p95 targets, nats): each a positive finite number, none repeated (unique) -> a tuple; else one line."""
+    out = []
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
+            raise ValueError(f"budget {b!r}: a budget is a p95 per-token KL in nats, a number > 0")
+        if unique and float(b) in out:
+            raise ValueError(f"budget {b:g} is given twice; give each budget once")
+        out.append(float(b))
+    if not out:
+        raise ValueError("budgets: give at least one (nats, e.g. (0.5, 1, 2))")
+    return tuple(out)
+
+
+def first_budget(budgets: Sequence[float]) -> float:
+    """The budget calibrated first (and the one a grid is judged and saved at): the one nearest the study's 1 nat."""
+    return min(budgets, key=lambda b: (abs(math.log(b / TARGET)), b))
+
+
+def calibrate_budgets(
+    lm: LM, vectors: Sequence[Vector], prompts: list[Prompt], budgets: Sequence[float], **options
+) -> dict[float, JointCalibration]:
+    """Every vector calibrated to each budget (p95 target, nats), in two joint solves that share their evaluations:
+    first every vector to `first_budget`, then every other (vector, budget) at once, each solver reading that
+    vector's evaluations so far (`known`: a dose already measured brackets or meets another budget for free) ->
+    budget -> its JointCalibration (the second solve's rounds on each of the others). Options: `calibrate_many`'s."""
+    budgets = check_budgets(budgets)
+    if "target" in options or "known" in options:
+        raise ValueError("calibrate_budgets: give the targets as budgets, not target=")
+    first = first_budget(budgets)
+    lead = calibrate_many(lm, vectors, prompts, target=first, **options)
+    out = {first: lead}
+    rest = [b for b in budgets if b != first]
+    if rest:
+        n = len(vectors)
+        later = {k: v for k, v in options.items() if k != "start"}  # the known doses replace a first guess
+        if callable(options.get("progress")):
+            told = options["progress"]
+            later["progress"] = lambda j, st, secs: told(j % n, st, secs)  # the vector's index, as in the first solve
+        more = calibrate_many(
+            lm,
+            [v for _ in rest for v in vectors],
+            prompts,
+            target=[b for b in rest for _ in range(n)],
+            known=[r.history for _ in rest for r in lead.results],
+            **later,
+        )
+        for i, b in enumerate(rest):
+            out[b] = JointCalibration(more.results[i * n : (i + 1) * n], more.rounds, more.seconds)
+    return {b: out[b] for b in budgets}
 
 
 def _progress(progress, n: int):
@@ -252,7 +310,7 @@ def _result(job: Job, lm: LM, prompts: list[Prompt], T: int, target: float, t0: 
         converged=sol.converged,
         status=sol.status,
         p95=sol.value,
-        evaluations=len(sol.history),
+        evaluations=len(sol.history) - job.n_known,
         n_prompts=len(prompts),
         c_lo=band.lo,
         c_hi=band.hi,
@@ -266,7 +324,7 @@ def _result(job: Job, lm: LM, prompts: list[Prompt], T: int, target: float, t0: 
         p95=sol.value,
         converged=sol.converged,
         status=sol.status,
-        evaluations=len(sol.history),
+        evaluations=len(sol.history) - job.n_known,  # this target's own; `history` leads with the known ones
         history=history,
         seconds=job.finished - t0,  # from the start of the joint calibration to this vector's last round
         c_interval=band,

@@ -151,15 +151,16 @@ def rebuild_grid(d: Path) -> list[Path]:
     back from grid.md and grid.csv)."""
     import csv
 
-    from . import grid, leaderboard
+    from . import grid, ranking
 
-    b = leaderboard.load(d)
+    b = ranking.load(d)
     md, table = d / "grid.md", d / "grid.csv"
     title = md.read_text().splitlines()[0] if md.is_file() else f"# Judged grid: {b.settings.get('model')}"
     files = {}
     if table.is_file():
         with table.open(newline="") as f:
-            files = {r["name"]: r["file"] for r in csv.DictReader(f) if r.get("file")}
+            own = f"{b.budget:g}"  # another budget's rows name its files in OUT/budget-B/
+            files = {r["name"]: r["file"] for r in csv.DictReader(f) if r.get("file") and r.get("budget", own) == own}
     return grid.write_grid(d, b, title, files)
 
 

@@ -37,10 +37,17 @@ def dodge(at: list[float], gap: float) -> list[float]:
 
 
 def figure(b: Board, title: str) -> dict[str, bytes]:
+    """`draw`, rendered: {"svg": ..., "png": ...}."""
+    from .figure import _render
+
+    return _render(draw(b, title))
+
+
+def draw(b: Board, title: str):
     """Effect (the board's ranking reading against the base text) against damage (excess NLL) at alpha 1: one point
     per vector with its 95% intervals, marked with its place; each layer set's control drawn as a grey band (its
     interval of the same reading)."""
-    from .figure import OKABE_ITO, _render, _setup, color
+    from .figure import OKABE_ITO, _setup, color
 
     _setup()
     import matplotlib.pyplot as plt
@@ -80,6 +87,9 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
         ax.annotate(rank, (x.mean, y.mean), textcoords="offset points", xytext=(3, 3), fontsize=7, weight="bold")
         label = f"{rank}  {e.method} {_span(e.layers)}" + ("" if e.converged else f" ({e.status})")
         handles.append(Line2D([], [], color=color(e.method, methods), marker="o" if e.converged else "x", ls="", label=label))
+    if b.others:  # the frontier: each vector's reading against its damage at every budget, joined in budget order
+        _frontier(ax, b, alpha, y_of, lambda e: color(e.method, methods))
+        handles.append(Line2D([], [], color="grey", lw=0.8, marker=".", label="line: the same vector at each budget (nats)"))
     if any(not e.converged for e in pts):
         handles.append(Line2D([], [], color="black", marker="x", ls="", label="x: did not converge (at its last c)"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="rank",
@@ -94,11 +104,33 @@ def figure(b: Board, title: str) -> dict[str, bytes]:
                     arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5})  # fmt: skip
     ax.set_xlabel("damage: excess base NLL per token (nats), steered minus base text")
     ax.set_ylabel(f"effect: {YLABEL.get(by, by + ' (your scorer), steered minus base text')}")
+    more = f"; lines: budgets {', '.join(f'{x:g}' for x in b.by_budget)} nats" if b.others else ""
     ax.set_title(
-        f"{title}\nalpha = {alpha:g} (every vector at the same 1-nat p95 budget); grey: random-direction control", fontsize=9
+        f"{title}\nalpha = {alpha:g} (every vector at the same {b.budget:g}-nat p95 budget{more}); grey: random-direction "
+        "control",
+        fontsize=9,
     )
     fig.tight_layout()
-    return _render(fig)
+    return fig
+
+
+def _frontier(ax, b: Board, alpha: float, y_of, colour) -> None:
+    """Per vector (controls aside): its points at every budget joined by a thin line in budget order, each labelled
+    with its budget in nats (the board's own budget is the point with intervals)."""
+    for name in b.ranked():
+        pts = []
+        for budget, other in b.by_budget.items():
+            e = next((x for x in other.at(alpha) if x.name == name), None)
+            if e is not None:
+                pts.append((budget, e))
+        if len(pts) < 2:
+            continue
+        col = colour(pts[0][1])
+        xs, ys = [e.excess_nll.mean for _, e in pts], [y_of(e).mean for _, e in pts]
+        ax.plot(xs, ys, color=col, lw=0.8, alpha=0.7, marker=".", ms=4, gid=f"frontier {name}")
+        for (budget, _), x, y in zip(pts, xs, ys, strict=True):
+            if budget != b.budget:
+                ax.annotate(f"{budget:g}", (x, y), textcoords="offset points", xytext=(2, -7), fontsize=6, color=col)
 
 
 # ---- files ----------------------------------------------------------------------------------------------------------
@@ -118,16 +150,16 @@ def write_grid(out: Path, b: Board, title: str, files: dict[str, str]) -> list[P
     return write_all(Path(out), blobs)
 
 
-GRID_COLUMNS = ("method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
+GRID_COLUMNS = ("budget", "method", "layers", "c_star", "c_lo", "c_hi", "p95", "status", "evaluations", "file")
 
 
 def calibration_lines(rows: list[dict]) -> list[str]:
     """A grid calibrated without the judge (--no-judge): c*, its interval, p95 and status per vector."""
     return [
-        "| method | layers | c* | interval | p95 | status | evaluations | file |",
-        "| --- | --- | ---: | --- | ---: | --- | ---: | --- |",
+        "| budget | method | layers | c* | interval | p95 | status | evaluations | file |",
+        "| ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- |",
         *(
-            f"| {r['method']} | {r['layers']} | {r['c_star']} | [{r['c_lo']}, {r['c_hi']}] | {r['p95']} | {r['status']} | "
+            f"| {r['budget']} | {r['method']} | {r['layers']} | {r['c_star']} | [{r['c_lo']}, {r['c_hi']}] | {r['p95']} | {r['status']} | "
             f"{r['evaluations']} | {r['file']} |"
             for r in rows
         ),
@@ -139,7 +171,7 @@ def write_calibration_grid(out: Path, rows: list[dict], title: str) -> None:
     md = [
         title,
         "",
-        "Target p95 = 1 +- 0.05 nats; c* with its 95% interval from the calibration prompts (docs/calibration.md). "
+        "Target p95 = the budget (nats) +- 0.05; c* with its 95% interval from the calibration prompts (docs/calibration.md). "
         "Calibrated jointly: one batch per solver round. Not judged (--no-judge).",
         "",
         *calibration_lines(rows),

@@ -1,9 +1,7 @@
-"""Leaderboard: the judge's rows (`study.judge`, a folder OUT/judge/) -> one `Entry` per vector and dose, ranked, as
-its tables (grid.md, grid.csv: `report.grid` writes them with the figure; numpy; no torch).
-
-Every number is the study's estimator on the judge's rows (`report.estimate` on a `report.index.Study`: one seed, so
-the bootstrap runs over prompts or probes alone), plus the concept score of `concept_score.csv`. Definitions and the
-ranking rule: docs/decisions.md, "The judge".
+"""Leaderboard: the ranked `Board` of a judged grid (one `Entry` per vector and dose; `report.ranking` builds it from
+the judge's rows), the places its intervals support (`places`), and its tables: grid.md and grid.csv (`report.grid`
+writes them with the figure; numpy; no torch). The ranking rule: docs/decisions.md, "The judge" and "A ranking that
+holds up".
 """
 
 from __future__ import annotations
@@ -14,17 +12,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
-from ..core.stats.statistic import P95
-from ..study.records import BASE, SCHEMAS, judge_rows, span, typed
-from . import estimate as est
-from .index import Study
-from .inference import Estimate, hierarchical
+from ..study.records import span
+from .inference import Estimate
 from .page import ruler
-from .thresholds import HOLDOUT_BAND, in_band
+from .thresholds import HOLDOUT_BAND
 
 NAN = Estimate(math.nan, math.nan, math.nan, 0, 0)
 
@@ -82,6 +76,17 @@ class Entry:
 class Board:
     settings: dict
     entries: tuple[Entry, ...]  # ranked: vectors by their ranking reading at alpha 1 (then by dose), then the controls
+    others: dict[float, Board] = field(default_factory=dict, repr=False)  # the same grid judged at other budgets
+
+    @property
+    def budget(self) -> float:
+        """The p95 target (nats) its vectors were calibrated to."""
+        return float(self.settings.get("budget", 1.0))
+
+    @property
+    def by_budget(self) -> dict[float, Board]:
+        """Every budget's Board, this one included, in increasing budget."""
+        return dict(sorted({self.budget: self, **self.others}.items()))
 
     @property
     def rank_by(self) -> str:
@@ -164,117 +169,6 @@ def places(readings: dict[str, Estimate | None]) -> dict[str, Place]:
 def _one(alphas) -> float:
     """The dose the board ranks at: alpha 1, or the nearest one judged."""
     return min(alphas, key=lambda a: abs(a - 1.0)) if alphas else 1.0
-
-
-def load(out: Path) -> Board:
-    """A grid folder's judge rows (OUT/judge/) -> the ranked Board."""
-    return board(*judge_rows(out))
-
-
-def _scores(rows: list[dict]) -> dict[tuple[str, float], dict[str, float]]:
-    out: dict[tuple[str, float], dict[str, float]] = {}
-    for r in rows:
-        out.setdefault((r["method"], r["alpha"]), {})[r["prompt"]] = r["score"]
-    return out
-
-
-def _paired(a: dict[str, float], b: dict[str, float]) -> Estimate:
-    keys = sorted(set(a) & set(b))
-    return hierarchical([np.array([a[k] - b[k] for k in keys])]) if keys else NAN
-
-
-def _est(values: dict[str, float]) -> Estimate:
-    return hierarchical([np.array(list(values.values()))]) if values else NAN
-
-
-def _key(e: Entry, by: str) -> float:
-    """The ranking key: the reading's mean beyond the control (`Entry.reading`); NaN where not measured."""
-    r = e.reading(by)
-    return r.mean if r is not None else math.nan
-
-
-def _scorer_scores(rows: list[dict]) -> dict[tuple[str, float, str], dict[str, float]]:
-    out: dict[tuple[str, float, str], dict[str, float]] = {}
-    for r in rows:
-        out.setdefault((r["method"], r["alpha"], r["scorer"]), {})[r["prompt"]] = r["score"]
-    return out
-
-
-def board(data: dict[str, list[dict]], settings: dict) -> Board:
-    """The judge's rows (as read from its files, or as computed) + its settings -> the ranked Board (by the concept
-    score beyond the control, or by a user's scorer: settings["rank_by"])."""
-    data = {name: typed(name, data.get(name, [])) for name in SCHEMAS}  # as computed or as read: one form
-    s = Study(data)
-    scores = _scores(data["concept_score"])
-    asked = _scores(data["question_score"]) if data["question_score"] else None
-    user = _scorer_scores(data["scorer_score"])
-    names = list(settings.get("scorers", []))
-    controls = set(settings.get("controls", {}))
-    control_of = settings.get("control_of", {})
-    window = int(settings["window"])
-    base_rep = est.repetitive(s, settings["model"], BASE, 0.0)
-    entries = []
-    for cal in s.cal:
-        name, model = cal["method"], cal["model"]
-        k = (model, name, cal["seed"], cal["window"])
-        ctrl = control_of.get(name, "")
-        ck = (model, ctrl, cal["seed"], cal["window"])
-        for alpha in s.alphas:
-            arr = s.kl(k, alpha)
-            if arr is None:
-                continue
-            head = arr[:, :window]
-            p95 = P95.pooled(head[~np.isnan(head)])
-            lo, hi = P95.prompt_interval(head, level=0.90)
-            mine = scores.get((name, alpha), {})
-            q = asked.get((name, alpha), {}) if asked is not None else None
-            concept = _est(mine)
-            delta = est.cell_delta_logit(s, k, alpha) if s.has_target else None
-            delta_ctrl = None
-            if s.has_target and ctrl:  # paired by probe, as the study's delta_vs_control
-                mine_d, ctrl_d = est._delta_rows(s, [k], alpha), est._delta_rows(s, [ck], alpha)
-                delta_ctrl = hierarchical([mine_d - ctrl_d]) if len(mine_d) == len(ctrl_d) and len(mine_d) else NAN
-            pm = None
-            if s.pmass.get((k, alpha)):
-                pm = est.pmass_change(s, model, name, alpha)
-            entries.append(
-                Entry(
-                    name=name,
-                    method=name.split("@")[0],
-                    layers=cal["layers"],
-                    alpha=alpha,
-                    c=cal["c_star"] * alpha,
-                    c_star=cal["c_star"],
-                    status=cal["status"],
-                    converged=cal["converged"],
-                    control=ctrl,
-                    is_control=name in controls,
-                    heldout_p95=p95,
-                    heldout_lo=lo,
-                    heldout_hi=hi,
-                    in_band=in_band(p95),
-                    concept=concept,
-                    concept_vs_control=_paired(mine, scores.get((ctrl, alpha), {})) if ctrl else None,
-                    delta_logit=delta,
-                    delta_vs_control=delta_ctrl,
-                    question=_est(q) if q is not None else None,
-                    question_vs_control=_paired(q, asked.get((ctrl, alpha), {})) if q is not None and asked and ctrl else None,
-                    excess_nll=est.excess_nll(s, model, name, alpha),
-                    repetitive=est.repetitive(s, model, name, alpha),
-                    base_repetitive=base_rep.mean,
-                    pmass_change=pm,
-                    scores={n: _est(user.get((name, alpha, n), {})) for n in names},
-                    scores_vs_control={
-                        n: _paired(user.get((name, alpha, n), {}), user.get((ctrl, alpha, n), {})) if ctrl else None
-                        for n in names
-                    },
-                )
-            )
-    one = _one(s.alphas)
-    by = settings.get("rank_by", "concept")
-    rank = {e.name: -_key(e, by) if not math.isnan(_key(e, by)) else math.inf for e in entries if e.alpha == one}
-    entries.sort(key=lambda e: (e.is_control, rank.get(e.name, math.inf), e.name, e.alpha))
-    return Board(settings, tuple(entries))
 
 
 # ---- text -----------------------------------------------------------------------------------------------------------
@@ -483,7 +377,15 @@ def lines(b: Board) -> list[str]:
     return out
 
 
+def budget_folder(budget: float, primary: float) -> str:
+    """Where a budget's vector files and judge rows lie inside a grid folder: the folder itself for its own budget,
+    budget-B/ for each other budget B."""
+    return "" if budget == primary else f"budget-{budget:g}/"
+
+
 def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
+    """grid.md: the board at its budget; with other budgets, one table per budget after it (files: the vectors' file
+    names at the board's own budget; another budget's lie in `budget_folder`)."""
     st = b.settings
     n = st["n_heldout"]
     where = (
@@ -501,8 +403,13 @@ def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
         "",
         f"Held-out: {sets}. Judged in {st.get('seconds', 0):.1f} s.",
         "",
-        *lines(b),
     ]
+    for budget, board_ in b.by_budget.items() if b.others else [(b.budget, b)]:
+        if b.others:
+            said = " (this board's own budget)" if budget == b.budget else f" (files in {budget_folder(budget, b.budget)})"
+            text += [f"## Budget {budget:g} nats: p95 per-token KL = {budget:g} on the calibration prompts{said}", ""]
+        text += [*lines(board_), ""]
+    text.pop()
     if files:
         order = [n for n in dict.fromkeys(e.name for e in b.entries) if n in files]  # rank order: a rebuild lists the same
         text += ["", "Files: " + ", ".join(f"{k}: {files[k]}" for k in order + [k for k in files if k not in order])]
@@ -510,11 +417,18 @@ def markdown(b: Board, title: str, files: dict[str, str] | None = None) -> str:
 
 
 def csv_text(b: Board, files: dict[str, str] | None = None) -> str:
+    """grid.csv: one row per vector, dose and budget (`budget`, nats), every column of the board."""
     files = files or {}
-    cols = columns(b)
-    rows = [{k: v for c in cols for k, v in c.csv(e).items()} | {"file": files.get(e.name, "")} for e in b.entries]
+    rows = []
+    for budget, board_ in b.by_budget.items():
+        cols, at = columns(board_), budget_folder(budget, b.budget)
+        rows += [
+            {"budget": f"{budget:g}", **{k: v for c in cols for k, v in c.csv(e).items()}}
+            | {"file": at + files[e.name] if e.name in files else ""}
+            for e in board_.entries
+        ]
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["file"])
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["budget", "file"])
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()

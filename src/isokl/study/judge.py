@@ -49,7 +49,7 @@ class Judged:
 
     @property
     def record(self) -> dict:
-        """The settings with the judge's seconds: judge/settings.json, and what `report.leaderboard.board` reads."""
+        """The settings with the judge's seconds: judge/settings.json, and what `report.ranking.board` reads."""
         return {**self.settings, "seconds": round(self.seconds, 1)}
 
 
@@ -57,7 +57,7 @@ class Judged:
 # first one a concept has (a question, probes) ranks its board. Chosen by agreement with an outside scorer under a
 # protocol frozen before it ran (docs/decisions.md, "A ranking that holds up").
 READINGS = ("concept", "question", "delta_logit")
-RANKING = ("concept",)
+RANKING = ("delta_logit", "concept", "question")
 
 
 def has_reading(concept: Concept, reading: str) -> bool:
@@ -188,11 +188,22 @@ def judge(
         "concept_block": ref.block,
         "concept_block_scores": [round(x, 4) for x in ref.scores],
         "scorers": list(scorers),
+        "budget": _budget(results),
         "rank_by": rank_by,
         "question": concept.question,
         "answers": list(concept.answers or ()),
     }
     return Judged(rows, settings, time.time() - t0)
+
+
+def _budget(results: Sequence[CalibrationResult]) -> float:
+    """The p95 target the judged vectors were calibrated to (one budget per judged grid; else one line)."""
+    targets = {r.vector.calibration.target for r in results if r.vector.calibration is not None}
+    if len(targets) > 1:
+        raise ValueError(
+            f"the vectors judged together were calibrated to different budgets ({sorted(targets)}); judge each budget's grid apart"
+        )
+    return targets.pop() if targets else 1.0
 
 
 def calibration_row(r: CalibrationResult, h: HeldOut) -> dict:

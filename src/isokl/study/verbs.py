@@ -54,6 +54,13 @@ class CalibrateConfig:
     )
     target: float = field(default=TARGET, metadata={"help": "p95 per-token KL target, nats"})
     tol: float = field(default=TOL, metadata={"help": "converged when |p95 - target| <= tol"})
+    budgets: str = field(
+        default="",
+        metadata={
+            "help": "a grid at several budgets, nats of p95 per-token KL, comma-separated (e.g. 0.5,1,2): every vector "
+            "calibrated and judged at each, the frontier drawn (default: --target alone, 1)"
+        },
+    )
     out: str = field(
         default="vector.safetensors",
         metadata={
@@ -167,6 +174,19 @@ class CalibrateConfig:
     def methods(self) -> list[str]:
         return split(self.method)
 
+    def budget_list(self) -> tuple[float, ...]:
+        """--budgets as numbers (nats), each > 0 and given once; --target alone where --budgets is not given."""
+        if not self.budgets:
+            return (float(self.target),)
+        levels = floats("--budgets", self.budgets)
+        bad = [b for b in levels if b <= 0]
+        if bad:
+            raise ConfigError(f"--budgets: {bad[0]:g}; a budget is a p95 per-token KL in nats, a number > 0")
+        twice = [b for i, b in enumerate(levels) if b in levels[:i]]
+        if twice:
+            raise ConfigError(f"--budgets: {twice[0]:g} is given twice; give each budget once")
+        return tuple(levels)
+
     def judging(self) -> bool:
         """The judge runs unless --no-judge; a vector file (--vector) has no concept to judge it against; it measures
         in transformers, so --runtime llama.cpp skips it."""
@@ -246,6 +266,14 @@ class CalibrateConfig:
             raise ConfigError("--scorer/--rank-by/--heldout: they are the judge's; drop them or drop --no-judge")
         floats("--target", str(self.target))
         floats("--tol", str(self.tol))
+        if self.budgets:
+            levels = self.budget_list()
+            if self.target != TARGET:
+                raise ConfigError("--budgets: give --budgets or --target, not both")
+            if len(levels) > 1 and len(self.grid()) < 2:
+                raise ConfigError("--budgets: several budgets need a grid folder (several --method or --layers sets)")
+            if min(levels) <= self.tol:
+                raise ConfigError(f"--budgets: {min(levels):g} is not above --tol {self.tol:g}")
         if self.tol >= self.target:
             raise ConfigError(f"--tol: {self.tol} must be smaller than --target {self.target}")
         if self.start < 0:

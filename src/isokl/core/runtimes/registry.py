@@ -77,9 +77,12 @@ class Job:
     A runtime's `solve` evaluates `pending`, records each dose's `stats` (and `tokens` where it drafts), then `tell`s
     the solver the p95 values in order, until `pending` is empty; `fail` ends it with a message."""
 
-    def __init__(self, vector: Vector, c0: float, c_max: float):
+    def __init__(self, vector: Vector, c0: float, c_max: float, known: tuple[KLStats, ...] = ()):
+        """known: this vector's evaluations for another target (`calibrate.calibrate_budgets`): its solver reads them
+        first (the complete ones) and they lead its history without counting as its evaluations."""
         self.vector, self.c0, self.c_max = vector, c0, c_max
-        self.stats: dict[float, KLStats] = {}
+        self.stats: dict[float, KLStats] = {s.c: s for s in known}
+        self.n_known = sum(s.complete for s in known)
         self.tokens: dict[float, tuple[torch.Tensor, int]] = {}  # c -> (steered tokens [n T], steps generated)
         self.pending: list[float] = []
         self.solve: Solve | None = None
@@ -87,8 +90,12 @@ class Job:
         self.finished = math.nan  # time.time() when its solver ended
 
     def start(self, **options: Any) -> None:
-        self._rounds = solver(c0=self.c0, c_max=self.c_max, **options)
-        self.pending = next(self._rounds)
+        known = [(c, s.p95) for c, s in self.stats.items() if s.complete]  # a stopped rollout's p95 is only a bound
+        self._rounds = solver(c0=self.c0, c_max=self.c_max, known=known, **options)
+        try:
+            self.pending = next(self._rounds)
+        except StopIteration as end:  # a known point already lies in the band
+            self.solve, self.pending, self.finished = end.value, [], time.time()
 
     def tell(self, values: list[float]) -> None:
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 from .statistic import TARGET, TOL
@@ -87,11 +87,14 @@ def solver(
     max_evals: int = 20,
     slope0: float = 2.0,
     per_round: int = 1,
+    known: Sequence[tuple[float, float]] = (),
 ) -> Generator[list[float], list[float], Solve]:
     """The solver as a generator, so that one driver can run many in lockstep (`calibrate_many`) and one can run
     alone (`solve`): it yields each round's doses, is sent their values, and returns the Solve (StopIteration.value).
     c0: the first dose; c_min, c_max: the range searched; max_evals: evaluations at most; slope0: the assumed slope
-    of log f on log c before there are two points; per_round: doses per round."""
+    of log f on log c before there are two points; per_round: doses per round. known: (c, f(c)) points already
+    measured (the same vector's evaluations for another target): read as a first round before anything is proposed,
+    so they bracket or converge for free (c0 is then unused); they lead the history and do not count in max_evals."""
     if not (c_min < c0 < c_max) or target <= 0 or tol <= 0 or per_round < 1:
         raise ValueError(f"need c_min < c0 < c_max, target > 0, tol > 0, per_round >= 1 (got {c0=}, {target=}, {tol=})")
     hist: list[tuple[float, float]] = []
@@ -107,17 +110,24 @@ def solver(
         return Solve(best[0], best[1], status, tuple(hist))
 
     x, spread = math.log(c0), math.log(4.0)
-    while len(hist) < max_evals:
-        k = min(per_round, max_evals - len(hist))
-        xs = [min(max(x + spread * (j - (k - 1) / 2), x_lo), x_hi) for j in range(k)] if k > 1 else [x]
-        xs = sorted({round(v, 12) for v in xs if all(abs(v - px) > 1e-12 for px, _ in pts)})
-        if not xs:
-            return done("not_converged")  # never evaluate the same c twice
-        vals = yield [math.exp(v) for v in xs]
-        for xv, v in zip(xs, vals, strict=True):
+    given = sorted((float(c), float(v)) for c, v in known if c > 0)
+    n_known = len(given)
+    while len(hist) - n_known < max_evals:
+        if given:  # the known points, read as the first round (their c kept exactly: the driver's keys)
+            cs, vals, given = [c for c, _ in given], [v for _, v in given], []
+            xs = [round(math.log(c), 12) for c in cs]
+        else:
+            k = min(per_round, max_evals - (len(hist) - n_known))
+            xs = [min(max(x + spread * (j - (k - 1) / 2), x_lo), x_hi) for j in range(k)] if k > 1 else [x]
+            xs = sorted({round(v, 12) for v in xs if all(abs(v - px) > 1e-12 for px, _ in pts)})
+            if not xs:
+                return done("not_converged")  # never evaluate the same c twice
+            cs = [math.exp(v) for v in xs]
+            vals = yield cs
+        for xv, c, v in zip(xs, cs, vals, strict=True):
             if math.isnan(v):
-                raise FloatingPointError(f"the statistic is NaN at c = {math.exp(xv):g}")
-            hist.append((math.exp(xv), v))
+                raise FloatingPointError(f"the statistic is NaN at c = {c:g}")
+            hist.append((c, v))
             value_at[xv] = v
             pts.append((xv, math.log(v / target) if v > 0 else -math.inf))
         hits = [(c, v) for c, v in hist[-len(xs) :] if abs(v - target) <= tol]
