@@ -160,7 +160,9 @@ def _print_board(board, threads: int) -> None:
         if board.others:
             print(f"at {budget:g} nats:")
         print("\n".join(lines(b)))
-    print(f"judged in {board.settings['seconds']:.1f} s ({threads} threads; held-out prompts, model load not included)")
+    secs = sum(b.settings["seconds"] for b in board.by_budget.values())
+    each = f" for {len(board.by_budget)} budgets" if board.others else ""
+    print(f"judged in {secs:.1f} s{each} ({threads} threads; held-out prompts, model load not included)")
 
 
 def calibrate_grid(cfg: CalibrateConfig, lm, cal, t0: float, threads: int, picks: dict[str, tuple[int, ...]]) -> int:

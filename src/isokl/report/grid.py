@@ -104,10 +104,10 @@ def draw(b: Board, title: str):
                     arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5})  # fmt: skip
     ax.set_xlabel("damage: excess base NLL per token (nats), steered minus base text")
     ax.set_ylabel(f"effect: {YLABEL.get(by, by + ' (your scorer), steered minus base text')}")
-    more = f"; lines: budgets {', '.join(f'{x:g}' for x in b.by_budget)} nats" if b.others else ""
+    more = f"\nlines: budgets {', '.join(f'{x:g}' for x in b.by_budget)} nats, the same vector at each" if b.others else ""
     ax.set_title(
-        f"{title}\nalpha = {alpha:g} (every vector at the same {b.budget:g}-nat p95 budget{more}); grey: random-direction "
-        "control",
+        f"{title}\nalpha = {alpha:g} (every vector at the same {b.budget:g}-nat p95 budget); grey: random-direction control"
+        + more,
         fontsize=9,
     )
     fig.tight_layout()
