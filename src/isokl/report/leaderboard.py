@@ -247,7 +247,7 @@ def columns(b: Board) -> list[Column]:
     head = [
         Column(
             "#",
-            lambda e: {"rank": _rank(b, e), "tied_with_best": _tied(b, e)},
+            lambda e: {"rank": _rank(b, e)},
             lambda e: "ctrl" if e.is_control else _rank(b, e),
         ),
         Column(
@@ -325,6 +325,7 @@ def columns(b: Board) -> list[Column]:
             "held-out p95: over the first T tokens with its 90% prompt-bootstrap interval, R1 band [{lo}, {hi}]",
         ),
         Column("R1", lambda e: {"r1": "in band" if e.in_band else "out of band"}, lambda e: "in band" if e.in_band else "OUT"),
+        Column("", lambda e: {"tied_with_best": _tied(b, e)}),  # CSV only: the # column says it ("1=")
     ]
     return [*head, *measures, *scorers, *tail]
 
@@ -423,8 +424,8 @@ def csv_text(b: Board, files: dict[str, str] | None = None) -> str:
     for budget, board_ in b.by_budget.items():
         cols, at = columns(board_), budget_folder(budget, b.budget)
         rows += [
-            {"budget": f"{budget:g}", **{k: v for c in cols for k, v in c.csv(e).items()}}
-            | {"file": at + files[e.name] if e.name in files else ""}
+            {k: v for c in cols for k, v in c.csv(e).items()}
+            | {"budget": f"{budget:g}", "file": at + files[e.name] if e.name in files else ""}
             for e in board_.entries
         ]
     buf = io.StringIO(newline="")
