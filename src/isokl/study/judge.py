@@ -23,6 +23,7 @@ from ..core.formats.vector import Vector
 from ..core.model.files import folder
 from ..core.model.models import LM
 from ..core.runtimes.rollout import prefill_base
+from ..core.stats.statistic import TARGET
 from .flags import QUICK
 from .measures import MEASURES, HeldOut, held_out_many, history_rows
 from .metrics import Reference, question_reading, reference_block, text_projection
@@ -60,21 +61,13 @@ READINGS = ("concept", "question", "delta_logit")
 RANKING = ("delta_logit", "concept", "question")
 
 
-def has_reading(concept: Concept, reading: str) -> bool:
-    return (
-        reading == "concept"
-        or (reading == "question" and bool(concept.question))
-        or (reading == "delta_logit" and concept.probe_pool is not None)
-    )
-
-
 def rank_reading(concept: Concept, rank_by: str | None, scorers: dict) -> str:
     """The board's ranking reading: rank_by if given (a built-in reading the concept has, or a scorer's name), else
     the first of `RANKING` the concept has. One ValueError naming what is missing."""
     check_scorers(scorers, rank_by)
     if rank_by in (None, ""):
-        return next(r for r in RANKING if has_reading(concept, r))
-    if rank_by in READINGS and not has_reading(concept, rank_by):
+        return next(r for r in RANKING if concept.has_reading(r))
+    if rank_by in READINGS and not concept.has_reading(rank_by):
         lack = "question in concept.json" if rank_by == "question" else "probes.jsonl and words.json"
         raise ValueError(f"rank_by {rank_by!r}: concept {concept.name} has no {lack}; rank by another reading")
     return rank_by
@@ -203,7 +196,7 @@ def _budget(results: Sequence[CalibrationResult]) -> float:
         raise ValueError(
             f"the vectors judged together were calibrated to different budgets ({sorted(targets)}); judge each budget's grid apart"
         )
-    return targets.pop() if targets else 1.0
+    return targets.pop() if targets else TARGET
 
 
 def calibration_row(r: CalibrationResult, h: HeldOut) -> dict:

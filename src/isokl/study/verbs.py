@@ -252,10 +252,13 @@ class CalibrateConfig:
             valid = ("concept", "question", "delta_logit", *names)
             if self.rank_by not in ("", *valid):
                 raise ConfigError(f"--rank-by: {self.rank_by!r}; valid: {', '.join(valid)}")
-            if self.rank_by == "question" and not concept.question:
-                raise ConfigError(f"--rank-by question: {concept.source} asks no question (concept.json, docs/concepts.md)")
-            if self.rank_by == "delta_logit" and concept.probe_pool is None:
-                raise ConfigError(f"--rank-by delta_logit: {concept.source} has no probes.jsonl and words.json")
+            if self.rank_by in ("question", "delta_logit") and not concept.has_reading(self.rank_by):
+                lack = (
+                    "asks no question (concept.json, docs/concepts.md)"
+                    if self.rank_by == "question"
+                    else "has no probes.jsonl and words.json"
+                )
+                raise ConfigError(f"--rank-by {self.rank_by}: {concept.source} {lack}")
             if self.heldout:
                 at_least("--heldout", self.heldout, 2)
                 if self.heldout > len(concept.heldout_pool):

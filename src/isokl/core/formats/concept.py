@@ -216,6 +216,15 @@ class Concept:
     rows: dict[str, list[dict]] = field(default_factory=dict, repr=False)  # canonical rows, for the settings hashes
     pairs_file: str = ""  # a pairs file given alone (`from_pairs_file`), else "" (the folder's pairs.jsonl)
 
+    def has_reading(self, reading: str) -> bool:
+        """Whether the judge can read this concept's `reading`: the concept score always, the question where
+        concept.json asks one, the delta logit where it has probes."""
+        return (
+            reading == "concept"
+            or (reading == "question" and bool(self.question))
+            or (reading == "delta_logit" and self.probe_pool is not None)
+        )
+
     @property
     def builtin(self) -> bool:
         return self.source.startswith("builtin:")
