@@ -56,11 +56,26 @@ def test_a_jump_stops_once_the_bracket_is_narrower_than_a_smooth_crossing():
     assert math.log(hi / lo) < jump_width(1.0, 0.05) and f(lo) < 0.95 and f(hi) > 1.05
 
 
-def test_a_steep_smooth_crossing_is_not_called_a_jump():
-    """slope 8 (MAX_SLOPE) still lands in the band: the jump rule only fires where no smooth curve could cross."""
-    f = lambda c: (c / 2.0) ** 8
-    s = solve(f, c0=1.0, max_evals=30)
-    assert s.status == "converged"
+@pytest.mark.parametrize("c0", [1.0, 2.0, 3.0, 5.0])
+def test_the_notebook_jump_is_found_within_6_evaluations(c0):
+    """Issue 40's 6-prompt case: p95 0.86 -> 1.15 across c = 3.55. Two doses closer than 2% straddling the band end
+    the search with status jump and its bracket."""
+    f = lambda c: 0.86 * (c / 3.55) ** 2 if c < 3.55 else 1.15 * (c / 3.55) ** 2
+    s = solve(f, c0=c0, max_evals=30)
+    assert s.status == "jump" and len(s.history) <= 6, s.history
+    lo, hi = s.c, min(c for c, v in s.history if c > s.c)
+    assert lo < 3.55 <= hi and hi / lo < 1.02
+    assert jump_width(1.0, 0.05) == pytest.approx(math.log(1.02))
+
+
+@pytest.mark.parametrize("slope", [5.0, 8.0])
+@pytest.mark.parametrize("c0", [0.3, 1.0, 1.9, 2.5, 10.0])
+def test_a_steep_smooth_crossing_is_not_called_a_jump(slope, c0):
+    """A smooth curve of log-log slope 5 crosses the band 1 +- 0.05 over 2% of c, so it is never bracketed by two
+    doses under 2% apart that both miss the band; slope 8 (MAX_SLOPE) still lands from these starts."""
+    f = lambda c: (c / 2.0) ** slope
+    s = solve(f, c0=c0, max_evals=30)
+    assert s.status == "converged", s.history
 
 
 def test_nan_statistic_raises():

@@ -72,8 +72,16 @@ class TextCurve:
     def p95(self, c: float) -> float:
         return self.seen[c] if c in self.seen else self.p95s([c])[0]
 
-    def solve(self, c0: float, p0: float | None = None, *, target: float = TARGET, scale: float = 1.0,
-              rtol: float = 2e-3, max_forwards: int = 8) -> float:
+    def solve(
+        self,
+        c0: float,
+        p0: float | None = None,
+        *,
+        target: float = TARGET,
+        scale: float = 1.0,
+        rtol: float = 2e-3,
+        max_forwards: int = 8,
+    ) -> float:
         """The c where scale x p95(c) = target, by secants in log-log from c0 (p0: the curve's value at c0 if known,
         e.g. the on-policy p95 of the rollout that wrote the text). Returns the best c found (nan if p95 stays 0)."""
         pts = [(c0, p0 if p0 is not None else self.p95(c0))]
