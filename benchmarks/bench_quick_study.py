@@ -12,21 +12,15 @@ comparison of two existing folders (how results/refusal's README compares its ru
 
 import argparse
 import csv
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_name
+
 BUDGET = 600.0  # seconds: issue 20's target for the quick concept study on a 2-core CPU
-
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main():
@@ -51,7 +45,7 @@ def main():
             compare(out, Path(args.compare))
     secs = sorted(float(r["seconds"]) for r in cells)
     print(
-        f"quick study of {args.concept} on smollm2-135m: {len(cells)} cells, {wall:.0f} s wall ({args.threads} threads, {cpu()})"
+        f"quick study of {args.concept} on smollm2-135m: {len(cells)} cells, {wall:.0f} s wall ({args.threads} threads, {cpu_name()})"
     )
     print(f"per-cell seconds: min {secs[0]:.0f}, median {secs[len(secs) // 2]:.0f}, max {secs[-1]:.0f}, sum {sum(secs):.0f}")
     print(f"wall / budget ({BUDGET:.0f} s) = {wall / BUDGET:.2f}")

@@ -13,11 +13,12 @@ evaluations too: the same c* says the same work was done. The default REV is the
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
@@ -36,13 +37,6 @@ t0 = time.perf_counter()
 res = calibrate(lm, vec, cal, T=int(sys.argv[1]), progress=False)
 print(json.dumps({"seconds": time.perf_counter() - t0, "c_star": res.c_star, "evaluations": res.evaluations}))
 """
-
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def run(src: Path, window: int) -> dict:
@@ -74,7 +68,7 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
     b, n = sorted(times["before"]), sorted(times["now"])
     print(
-        f"calibrate_iso_kl, smollm2-135m, mean_diff, 4 prompts, T = {args.window}, 2 threads, {cpu()}: "
+        f"calibrate_iso_kl, smollm2-135m, mean_diff, 4 prompts, T = {args.window}, 2 threads, {cpu_name()}: "
         f"before ({rev.stdout.strip()}) {b[0]:.2f}-{b[-1]:.2f} s, now {n[0]:.2f}-{n[-1]:.2f} s; "
         f"median now / before = {n[len(n) // 2] / b[len(b) // 2]:.3f}"
     )

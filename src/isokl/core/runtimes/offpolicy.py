@@ -3,8 +3,8 @@ or the base model's), its per-token KL against the base model on the same prefix
 
 On a fixed text no token flips as c moves, so p95(c) is smooth there, and one forward scores several doses at once
 (no decoding). At the dose that produced the text, it equals the on-policy statistic exactly (the same prefixes).
-`TextCurve.solve` finds where it meets the target: the solver's guess for the next dose (`calibrate`), confirmed
-on-policy before anything is returned.
+`TextCurve.solve` finds where it meets the target: a candidate guess for the solver's next dose, measured by
+benchmarks/bench_predictors.py (docs/calibration.md); `calibrate` does not use it yet.
 """
 
 from __future__ import annotations
@@ -55,13 +55,11 @@ class TextCurve:
         self.lm, self.vector, self.T = lm, vector, tokens.shape[1]
         self.ids, self.mask, self.pos, self.where = _inputs(lm, seqs, tokens.cpu(), valid.cpu())
         self.base = teacher_forced(lm, self.ids, self.mask, self.pos, self.T, None, [0.0])[0]
-        self.forwards = 0  # steered forwards run (each scoring one or more doses)
         self.seen: dict[float, float] = {}
 
     def p95s(self, coeffs: list[float]) -> list[float]:
         """The off-policy p95 at each dose, in one forward."""
         lp = teacher_forced(self.lm, self.ids, self.mask, self.pos, self.T, self.vector, coeffs)
-        self.forwards += 1
         out = []
         for c, x in zip(coeffs, lp, strict=True):
             kl = (x.exp() * (x - self.base)).sum(-1)  # [n T] KL(steered || base)

@@ -48,8 +48,8 @@ def jump_width(target: float, tol: float) -> float:
     """The bracket (in log c) under which two doses outside the band on either side hold a jump, not a crossing: 2% of
     c (JUMP_RATIO), or where the band is wide, the narrowest bracket a smooth f with slope <= MAX_SLOPE needs to go
     from target - tol to target + tol, log((target + tol) / (target - tol)) / MAX_SLOPE. At 1 +- 0.05 that is 2%: a
-    curve crossing the band within it has a log-log slope above 5 (the steepest measured on the bundled models, from
-    the Study v2 histories, was under 5)."""
+    curve crossing the band within it has a log-log slope above 5 (in the Study v2 histories, the steepest slope
+    between a first dose and c* was 4.8, and that point was a stopped rollout's lower bound)."""
     smooth = math.log((target + tol) / max(target - tol, 1e-12 * target)) / MAX_SLOPE
     return max(smooth, math.log(JUMP_RATIO))
 
