@@ -41,17 +41,13 @@ class Solve:
 MAX_SLOPE = 8.0  # the steepest d log f / d log c the solver believes of a smooth curve (`_slope` clamps to it)
 
 
-JUMP_RATIO = 1.02  # two doses closer than 2% whose p95 straddle the band hold a jump (issue 40)
-
-
 def jump_width(target: float, tol: float) -> float:
-    """The bracket (in log c) under which two doses outside the band on either side hold a jump, not a crossing: 2% of
-    c (JUMP_RATIO), or where the band is wide, the narrowest bracket a smooth f with slope <= MAX_SLOPE needs to go
-    from target - tol to target + tol, log((target + tol) / (target - tol)) / MAX_SLOPE. At 1 +- 0.05 that is 2%: a
-    curve crossing the band within it has a log-log slope above 5 (in the Study v2 histories, the steepest slope
-    between a first dose and c* was 4.8, and that point was a stopped rollout's lower bound)."""
-    smooth = math.log((target + tol) / max(target - tol, 1e-12 * target)) / MAX_SLOPE
-    return max(smooth, math.log(JUMP_RATIO))
+    """The narrowest bracket (in log c) a smooth f with slope <= MAX_SLOPE needs to go from below target - tol to above
+    target + tol: log((target + tol) / (target - tol)) / MAX_SLOPE (0.0125, 1.3% of c, at 1 +- 0.05). A bracket
+    narrower than this whose ends are both outside the band holds a jump, not a crossing. (A 2% rule was tried and
+    taken back: a curve that creeps into the band and then steps out of it was called a jump 1.6% wide, with an
+    in-band dose one evaluation away; docs/decisions.md, "The jump width stays at MAX_SLOPE's".)"""
+    return math.log((target + tol) / max(target - tol, 1e-12 * target)) / MAX_SLOPE
 
 
 def jump_note(a: tuple[float, float], b: tuple[float, float], target: float, tol: float) -> str:
