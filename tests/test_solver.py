@@ -81,8 +81,9 @@ def test_a_curve_that_steps_out_of_the_band_is_not_called_a_jump():
 @pytest.mark.parametrize("slope", [5.0, 8.0])
 @pytest.mark.parametrize("c0", [0.3, 1.0, 1.9, 2.5, 10.0])
 def test_a_steep_smooth_crossing_is_not_called_a_jump(slope, c0):
-    """A smooth curve of log-log slope 5 crosses the band 1 +- 0.05 over 2% of c, so it is never bracketed by two
-    doses under 2% apart that both miss the band; slope 8 (MAX_SLOPE) still lands from these starts."""
+    """A smooth curve of log-log slope s crosses the band 1 +- 0.05 over log(1.05 / 0.95) / s in log c, at least
+    `jump_width` for s <= 8 (MAX_SLOPE), so two doses that both miss the band never bracket it that narrowly: slopes 5
+    and 8 land in the band from these starts."""
     f = lambda c: (c / 2.0) ** slope
     s = solve(f, c0=c0, max_evals=30)
     assert s.status == "converged", s.history
